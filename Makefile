@@ -1,0 +1,38 @@
+# upscale-stream: the two commands are `make demo` and `make test`.
+# Both create .venv on first use (only Python 3.11, pip and make are needed).
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv demo test lint typecheck unit bench bench-quick chaos serve clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m upscale_stream.demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test: lint typecheck unit
+
+serve: $(STAMP)
+	$(BIN)/upscale-stream serve --host 127.0.0.1 --port 8765
+
+clean:
+	rm -rf $(VENV) .venv-compat .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,212 @@
+"""What every benchmark contender shares: its command line, its meter and its one-line report.
+
+A contender is a script run as its own process::
+
+    python benchmarks/contenders/NAME.py --url ws://127.0.0.1:PORT --tasks N --window W --batch B
+        [--delivery sync|async] [--input FILE] [--rate R] [--uvloop]
+
+It connects, runs N upscale tasks with at most W in flight, and prints exactly one JSON line on
+stdout (see ``Meter.report``). Everything else goes to stderr.
+
+This module is imported by contenders that run in the official SDKs' virtual environments too,
+so it uses the standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import mimetypes
+import resource
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+API_KEY = "bench-key"
+MODEL = "runware:503@1"  # an AIR id: runware-sdk skips its registry fetch (protocol.md section 9)
+FACTOR = 2
+#: The input used when no --input file is given: an image UUID, which no client fetches.
+IMAGE_UUID = "11111111-2222-4333-8444-555555555555"
+
+
+def parse_args(
+    description: str,
+    argv: list[str] | None = None,
+    extend: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> argparse.Namespace:
+    """Parse the command line every contender accepts, plus what ``extend`` adds."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--url", required=True, help="ws://127.0.0.1:PORT of the stub server")
+    parser.add_argument("--tasks", type=int, required=True, help="tasks to run")
+    parser.add_argument("--window", type=int, default=500, help="most tasks in flight")
+    parser.add_argument("--batch", type=int, default=50, help="most tasks per frame")
+    parser.add_argument("--delivery", choices=("sync", "async"), default="sync")
+    parser.add_argument("--input", type=Path, help="image file sent as a data URI in every task")
+    parser.add_argument("--rate", type=float, default=0.0, help="tasks/s to offer; 0 = flat out")
+    parser.add_argument("--uvloop", action="store_true", help="run on uvloop if it is installed")
+    if extend is not None:
+        extend(parser)
+    return parser.parse_args(argv)
+
+
+def input_image(path: Path | None) -> str:
+    """Return the ``image`` value of every task: a data URI of ``path``, or a fixed image UUID."""
+    if path is None:
+        return IMAGE_UUID
+    mime = mimetypes.guess_type(path.name)[0] or "image/png"
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float | None:
+    """Nearest-rank percentile of an ascending list (``None`` when it is empty)."""
+    if not sorted_values:
+        return None
+    rank = max(1, min(len(sorted_values), round(fraction * len(sorted_values) + 0.5)))
+    return sorted_values[rank - 1]
+
+
+def peak_rss_mib() -> float:
+    """The process's peak resident set size so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Meter:
+    """Wall and CPU time of the measured run, and per-task latencies.
+
+    Call ``start()`` right before the first task is submitted (after imports, connection and any
+    warm-up), ``stop()`` right after the last result, then ``report()``.
+    """
+
+    def __init__(self, tasks: int) -> None:
+        self.tasks = tasks
+        self.ok = 0
+        self.failed = 0
+        self.latencies_s: list[float] = []
+        self.first_error: str | None = None
+        self._wall0 = self._cpu0 = 0.0
+        self.wall_s = self.cpu_s = 0.0
+
+    def start(self) -> None:
+        """Take the snapshot that the run is measured from."""
+        self._cpu0 = _cpu_s()
+        self._wall0 = time.perf_counter()
+
+    def stop(self) -> None:
+        """Take the closing snapshot."""
+        self.wall_s = time.perf_counter() - self._wall0
+        self.cpu_s = _cpu_s() - self._cpu0
+
+    def fail(self, exc: BaseException) -> None:
+        """Count one failed task, remembering the first error for the report."""
+        self.failed += 1
+        if self.first_error is None:
+            self.first_error = f"{type(exc).__name__}: {exc}"[:300]
+
+    def report(self, **extra: Any) -> dict[str, Any]:
+        """Build the report line; ``extra`` keys are added (for example ``mode`` or RSS samples)."""
+        latencies = sorted(self.latencies_s)
+        p50 = percentile(latencies, 0.50)
+        p99 = percentile(latencies, 0.99)
+        line: dict[str, Any] = {
+            "tasks": self.tasks,
+            "ok": self.ok,
+            "failed": self.failed,
+            "wall_s": round(self.wall_s, 6),
+            "cpu_s": round(self.cpu_s, 6),
+            "lat_p50_ms": None if p50 is None else round(p50 * 1000, 4),
+            "lat_p99_ms": None if p99 is None else round(p99 * 1000, 4),
+            "peak_rss_mib": round(peak_rss_mib(), 2),
+        }
+        if self.first_error is not None:
+            line["first_error"] = self.first_error
+        line.update(extra)
+        return line
+
+
+def emit(line: dict[str, Any]) -> None:
+    """Print the one JSON report line on stdout."""
+    sys.stdout.write(json.dumps(line) + "\n")
+    sys.stdout.flush()
+
+
+async def run_pool(
+    meter: Meter,
+    workers: int,
+    rate: float,
+    call: Callable[[], Awaitable[Any]],
+) -> None:
+    """Run ``meter.tasks`` calls of ``call`` on a fixed pool of worker coroutines.
+
+    Each worker takes the next task number from a shared counter, so at most ``workers`` calls
+    are open at once and no coroutine is created per task. With ``rate`` > 0, task ``i`` does not
+    start before ``i / rate`` seconds into the run (an offered load; a client that cannot keep up
+    simply runs late). A task's latency is measured from its call to its return.
+    """
+    loop = asyncio.get_running_loop()
+    clock = time.perf_counter
+    latencies = meter.latencies_s
+    total = meter.tasks
+    next_task = 0
+    t0 = loop.time()
+
+    async def worker() -> None:
+        nonlocal next_task
+        while next_task < total:
+            index = next_task
+            next_task += 1
+            if rate > 0:
+                delay = t0 + index / rate - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            started = clock()
+            try:
+                await call()
+            except Exception as exc:  # a failed task is counted, never fatal to the run
+                meter.fail(exc)
+                continue
+            latencies.append(clock() - started)
+            meter.ok += 1
+
+    await asyncio.gather(*(worker() for _ in range(max(1, min(workers, total)))))
+
+
+def run_main(
+    main: Callable[[argparse.Namespace], Awaitable[dict[str, Any]]],
+    description: str,
+    extend: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> None:
+    """Parse arguments, run ``main`` on the chosen loop and print its report line.
+
+    ``extend`` may add a contender's own options to the common command line. An exception that
+    escapes ``main`` ends the process with status 1 and a message on stderr, so the harness
+    reports the contender as failed.
+    """
+    args = parse_args(description, extend=extend)
+    runner: Callable[[Awaitable[dict[str, Any]]], dict[str, Any]] = asyncio.run  # type: ignore[assignment]
+    loop_name = "asyncio"
+    if args.uvloop:
+        try:
+            import uvloop  # type: ignore[import-not-found, unused-ignore]
+        except ImportError:
+            print("uvloop requested but not installed; using asyncio", file=sys.stderr)
+        else:
+            runner = uvloop.run
+            loop_name = "uvloop"
+    try:
+        line = runner(main(args))
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        print(f"contender failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from exc
+    line.setdefault("loop", loop_name)
+    emit(line)

@@ -1,0 +1,217 @@
+"""The exception tree of upscale-stream.
+
+Everything the library raises on purpose derives from :class:`UpscaleError`::
+
+    UpscaleError
+    ├── APIError                 the server refused or failed one task (code, message, ...)
+    │   └── AuthenticationError  the API key was rejected (never retried)
+    ├── InvalidTask (ValueError) bad input caught before anything was sent
+    ├── ConnectionLost           the link failed for good; carries the task UUIDs never sent
+    ├── UpscaleTimeout (TimeoutError)
+    │                            a task, the connect or the authentication took too long
+    └── ClientClosed (RuntimeError)
+                                 the client was used after ``close()``
+
+Context is keyword-only and ``__str__`` is built from the fields. No exception ever carries
+the API key: the key is not an attribute of any of them, and messages are built from
+server-provided fields that we never fill with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "ClientClosed",
+    "ConnectionLost",
+    "InvalidTask",
+    "UpscaleError",
+    "UpscaleTimeout",
+]
+
+
+class UpscaleError(Exception):
+    """Base class of every error raised by upscale-stream."""
+
+
+class APIError(UpscaleError):
+    """The server answered a task with an error item.
+
+    Attributes:
+        code: Runware's short error code, for example ``invalidUpscaleFactor``.
+        message: The human-readable message from the server.
+        parameter: The request field the error is about, when the server named one.
+        task_uuid: The task the error belongs to, when known.
+        task_type: The task type echoed by the server, when known.
+        documentation: A documentation URL, when the server sent one.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        parameter: str | None = None,
+        task_uuid: str | None = None,
+        task_type: str | None = None,
+        documentation: str | None = None,
+    ) -> None:
+        self.code = code
+        self.message = message
+        self.parameter = parameter
+        self.task_uuid = task_uuid
+        self.task_type = task_type
+        self.documentation = documentation
+        super().__init__(code, message)
+
+    def __str__(self) -> str:
+        text = f"{self.code}: {self.message}"
+        if self.parameter:
+            text += f" (parameter {self.parameter})"
+        if self.task_uuid:
+            text += f" [task {self.task_uuid}]"
+        return text
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_api_error,
+            (
+                type(self),
+                self.code,
+                self.message,
+                self.parameter,
+                self.task_uuid,
+                self.task_type,
+                self.documentation,
+            ),
+        )
+
+
+def _rebuild_api_error(cls: type[APIError], *fields: Any) -> APIError:
+    code, message, parameter, task_uuid, task_type, documentation = fields
+    return cls(
+        code,
+        message,
+        parameter=parameter,
+        task_uuid=task_uuid,
+        task_type=task_type,
+        documentation=documentation,
+    )
+
+
+class AuthenticationError(APIError):
+    """The server rejected the API key. Check ``api_key`` or ``RUNWARE_API_KEY``.
+
+    This error is final: the client never retries a rejected key.
+    """
+
+
+class InvalidTask(UpscaleError, ValueError):
+    """A task was rejected before sending because a field has a value the API refuses.
+
+    Attributes:
+        parameter: The wire name of the field, such as ``outputQuality`` or ``settings.strength``.
+        value: The offending value (shortened when it is long, such as image data).
+        code: The Runware-style error code the server would use, such as ``invalidOutputQuality``.
+        reason: What is wrong and what is allowed.
+    """
+
+    def __init__(self, reason: str, *, parameter: str, value: Any = None, code: str = "") -> None:
+        self.parameter = parameter
+        self.value = value
+        self.code = code or _invalid_code(parameter)
+        self.reason = reason
+        super().__init__(reason)
+
+    def __str__(self) -> str:
+        return f"{self.parameter}={_short_repr(self.value)}: {self.reason}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_invalid, (self.reason, self.parameter, self.value, self.code))
+
+
+def _rebuild_invalid(reason: str, parameter: str, value: Any, code: str) -> InvalidTask:
+    return InvalidTask(reason, parameter=parameter, value=value, code=code)
+
+
+class ConnectionLost(UpscaleError):
+    """The connection failed and the client gave up reconnecting, or was told not to retry.
+
+    Attributes:
+        reason: What happened last.
+        unsent_task_uuids: Tasks that never left this process; they are safe to submit again.
+    """
+
+    def __init__(self, reason: str, *, unsent_task_uuids: Iterable[str] = ()) -> None:
+        self.reason = reason
+        self.unsent_task_uuids = tuple(unsent_task_uuids)
+        super().__init__(reason)
+
+    def __str__(self) -> str:
+        if self.unsent_task_uuids:
+            return f"{self.reason} ({len(self.unsent_task_uuids)} task(s) were never sent)"
+        return self.reason
+
+
+class UpscaleTimeout(UpscaleError, TimeoutError):
+    """An operation did not finish within its configured time.
+
+    Attributes:
+        operation: ``"task"``, ``"connect"``, ``"authentication"`` or ``"close"``.
+        seconds: The limit that was exceeded.
+        task_uuid: The task that timed out, for task timeouts.
+    """
+
+    def __init__(self, operation: str, *, seconds: float, task_uuid: str | None = None) -> None:
+        self.operation = operation
+        self.seconds = seconds
+        self.task_uuid = task_uuid
+        super().__init__(operation, seconds)
+
+    def __str__(self) -> str:
+        text = f"{self.operation} timed out after {self.seconds:g} s"
+        if self.task_uuid:
+            text += f" [task {self.task_uuid}]"
+        return text
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_timeout, (self.operation, self.seconds, self.task_uuid))
+
+
+def _rebuild_timeout(operation: str, seconds: float, task_uuid: str | None) -> UpscaleTimeout:
+    return UpscaleTimeout(operation, seconds=seconds, task_uuid=task_uuid)
+
+
+class ClientClosed(UpscaleError, RuntimeError):
+    """The client was used after ``close()``. Create a new client instead."""
+
+
+AUTH_ERROR_CODES = frozenset(
+    {
+        "invalidApiKey",
+        "missingApiKey",
+        "authenticationFailed",
+        "unauthorized",
+        "forbidden",
+        "tokenExpired",
+        "accountSuspended",
+        "authFailed",
+    }
+)
+"""Server codes that mean the key itself is refused (protocol.md section 2)."""
+
+
+def _invalid_code(parameter: str) -> str:
+    """``outputQuality`` -> ``invalidOutputQuality``; ``settings.seed`` -> ``invalidSeed``."""
+    leaf = parameter.rsplit(".", 1)[-1] or "Request"
+    return "invalid" + leaf[:1].upper() + leaf[1:]
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    if len(text) > limit:
+        return f"{text[: limit - 20]}...<{len(text)} chars>"
+    return text

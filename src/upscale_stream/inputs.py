@@ -1,0 +1,355 @@
+"""Turning what a user hands us into the ``inputImage`` value of an upscale task.
+
+The API takes the UUID of an uploaded image, a public URL, a data URI or bare base64, in PNG,
+JPEG or WEBP (``upscale-api.txt``, ``inputImage``). UUIDs and URLs pass through; local sources
+(paths, bytes, Pillow images) become a data URI, encoded once. Before anything is sent we check
+the real format from the magic bytes, the MIME type a data URI declares, and with ``verify=True``
+decode fully with Pillow, to catch truncated files and decompression bombs. Rejections are
+:class:`~upscale_stream.errors.InvalidTask` with ``parameter="inputImage"`` and a short ``value``,
+never the whole payload. No networking and no asyncio here: the async client asks
+:func:`needs_thread` and then runs :func:`prepare_input` in ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, TypeAlias
+from urllib.parse import urlsplit
+
+from PIL import Image
+
+from upscale_stream.errors import InvalidTask
+
+__all__ = [
+    "SUPPORTED_MIME",
+    "ImageSource",
+    "PreparedInput",
+    "is_uuid",
+    "needs_thread",
+    "prepare_input",
+    "sniff_mime",
+]
+
+ImageSource: TypeAlias = str | bytes | bytearray | memoryview | os.PathLike[str] | Image.Image
+"""Anything :func:`prepare_input` accepts: a UUID, URL, data URI, base64 text or file name
+(``str``), raw image bytes, a path, or a Pillow image."""
+
+SUPPORTED_MIME: dict[str, str] = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+"""Pillow format name -> MIME type, for the formats the API accepts."""
+
+_PARAMETER = "inputImage"
+_INVALID = "invalidInputImage"
+_PNG = "image/png"
+_THREAD_THRESHOLD = 256 * 1024
+_MIN_BASE64_CHARS = 64
+_UUID_RE = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+_BASE64_RE = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+_SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+_DATA_URI_RE = re.compile(r"data:image/(png|jpeg|jpg|webp);base64,(.*)", re.DOTALL)
+_DECLARED_MIME = {"png": _PNG, "jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp"}
+_FORMAT_OF_MIME = {mime: name for name, mime in SUPPORTED_MIME.items()}
+_PNG_MODES = frozenset({"1", "L", "LA", "I;16", "I;16B", "P", "RGB", "RGBA"})
+# Modes PNG cannot store, mapped to the closest mode it can; the rest go to RGB or RGBA.
+_PNG_CONVERSIONS = {"La": "LA", "PA": "RGBA", "RGBa": "RGBA", "I": "I;16", "F": "I;16"}
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedInput:
+    """An ``inputImage`` value ready for the wire, with what we learned while preparing it.
+
+    Attributes:
+        value: The string to send as ``inputImage``.
+        kind: How ``value`` is expressed: ``"uuid"``, ``"url"``, ``"data_uri"`` or ``"base64"``.
+        mime: The MIME type of local data we encoded or checked; ``None`` for UUIDs and URLs.
+        size_bytes: The size of the raw (decoded) image bytes, for local data.
+        width: The width in pixels, when Pillow read the image (``verify=True`` or a Pillow image).
+        height: The height in pixels, when Pillow read the image.
+    """
+
+    value: str
+    kind: Literal["uuid", "url", "data_uri", "base64"]
+    mime: str | None = None
+    size_bytes: int | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+def is_uuid(text: str) -> bool:
+    """Tell whether ``text`` is a canonical, hyphenated UUID string.
+
+    Any version and either case is accepted. The server only issues v4 UUIDs, but we are lenient
+    when reading and leave the final word to it.
+
+    Args:
+        text: The string to check.
+
+    Returns:
+        ``True`` for ``xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`` in hexadecimal digits.
+    """
+    return _UUID_RE.fullmatch(text) is not None
+
+
+def sniff_mime(head: bytes) -> str | None:
+    """Recognise PNG, JPEG and WEBP data by its magic bytes.
+
+    Args:
+        head: The first bytes of the data; 12 are enough.
+
+    Returns:
+        ``"image/png"``, ``"image/jpeg"`` or ``"image/webp"``, or ``None`` for anything else.
+    """
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def needs_thread(source: ImageSource) -> bool:
+    """Tell whether preparing ``source`` may take real CPU or I/O.
+
+    The async client runs :func:`prepare_input` in ``asyncio.to_thread`` when this is ``True``:
+    for paths and file names (reading a file), Pillow images (PNG encoding), and bytes or
+    base64 text of more than 256 KiB (decoding and verifying).
+
+    Args:
+        source: What the user passed as the input image.
+
+    Returns:
+        ``False`` when preparing is cheap enough to run on the event loop.
+    """
+    if isinstance(source, str):
+        if is_uuid(source) or _SCHEME_RE.match(source):
+            return False
+        if source.startswith("data:") or _looks_like_base64(source):
+            return len(source) * 3 // 4 > _THREAD_THRESHOLD
+        return True  # it may name a file
+    if isinstance(source, bytes | bytearray | memoryview):
+        return memoryview(source).nbytes > _THREAD_THRESHOLD
+    return True
+
+
+def prepare_input(
+    source: ImageSource, *, verify: bool = True, max_bytes: int = 50 * 1024 * 1024
+) -> PreparedInput:
+    """Turn ``source`` into the ``inputImage`` value of an upscale task.
+
+    UUIDs and ``http(s)`` URLs pass through. A data URI or bare base64 text passes through
+    unchanged once checked. A path, a string naming an existing file, raw bytes or a Pillow image
+    becomes a ``data:<mime>;base64,...`` URI; Pillow images are encoded losslessly as PNG.
+
+    Args:
+        source: What the user passed as the input image.
+        verify: Decode local image data fully with Pillow, to reject truncated or corrupt files
+            and decompression bombs. With ``False`` only the magic bytes are checked, and
+            ``width`` and ``height`` stay ``None``.
+        max_bytes: The largest raw image accepted, in bytes (before base64 encoding).
+
+    Returns:
+        The value to send, how it is expressed, and what we learned about the image.
+
+    Raises:
+        InvalidTask: The source is not usable; ``code`` says why (``invalidInputImage``,
+            ``unsupportedImageFormat``, ``corruptImage``, ``imageTooLarge``,
+            ``inputImageNotFound``).
+    """
+    if isinstance(source, Image.Image):
+        return _from_pillow(source, max_bytes)
+    if isinstance(source, bytes | bytearray | memoryview):
+        return _from_bytes(bytes(source), verify, max_bytes, f"<{memoryview(source).nbytes} bytes>")
+    if isinstance(source, str):
+        return _from_text(source, verify, max_bytes)
+    if isinstance(source, os.PathLike):
+        return _from_path(Path(os.fsdecode(source)), verify, max_bytes)
+    raise _invalid(
+        f"expected a str, bytes, a path or a PIL image, got {type(source).__name__}",
+        f"<{type(source).__name__}>",
+    )
+
+
+def _from_text(text: str, verify: bool, max_bytes: int) -> PreparedInput:
+    if is_uuid(text):
+        return PreparedInput(text, "uuid")
+    if scheme := _SCHEME_RE.match(text):
+        return _from_url(text, scheme.group(1).lower())
+    shown = _shorten(text)
+    if text.startswith("data:"):
+        return _from_data_uri(text, verify, max_bytes, shown)
+    if os.path.isfile(text):  # False, not an error, for names too long or with NUL bytes
+        return _from_path(Path(text), verify, max_bytes)
+    raw = _decode_base64(text) if _looks_like_base64(text) else None
+    if raw is not None and sniff_mime(raw[:12]) is not None:
+        mime, width, height = _inspect(raw, verify, max_bytes, shown)
+        return PreparedInput(text, "base64", mime, len(raw), width, height)
+    if raw is not None and (detected := _identify(raw)) is not None:
+        raise _unsupported(f"the base64 text decodes to a {detected} image", shown)
+    # The official SDK sends a missing relative path to the server as if it were a URL; we refuse.
+    reason = (
+        "the value is neither a UUID, an http(s) URL, a data URI, base64 image data nor an "
+        "existing file"
+    )
+    if len(text) <= 255:  # a longer string is no file name, and may be a payload
+        reason += f" (looked for {Path(text).absolute()})"
+    raise _invalid(reason, shown, "inputImageNotFound" if Path(text).suffix else _INVALID)
+
+
+def _from_url(text: str, scheme: str) -> PreparedInput:
+    shown = _shorten(text)
+    if scheme not in ("http", "https"):
+        reason = f"{scheme}:// is not accepted; use an http(s) URL, or pass a local file as a path"
+        raise _invalid(reason, shown)
+    if any(char.isspace() for char in text):
+        raise _invalid("the URL contains whitespace; percent-encode it", shown)
+    try:
+        parts = urlsplit(text)
+        _ = parts.port  # raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        raise _invalid(f"the URL does not parse: {exc}", shown) from exc
+    if not parts.hostname:
+        raise _invalid("the URL has no host", shown)
+    return PreparedInput(text, "url")
+
+
+def _from_data_uri(text: str, verify: bool, max_bytes: int, shown: str) -> PreparedInput:
+    match = _DATA_URI_RE.fullmatch(text)
+    if match is None:
+        reason = "a data URI must look like data:image/<png|jpeg|jpg|webp>;base64,<payload>"
+        raise _invalid(reason, shown)
+    payload = match.group(2)
+    if (estimate := len(payload) * 3 // 4) > max_bytes:  # refuse before decoding
+        raise _too_large(estimate, max_bytes, shown)
+    raw = _decode_base64(payload)
+    if raw is None:
+        raise _invalid("the data URI payload is not valid base64 (no spaces or line breaks)", shown)
+    declared = _DECLARED_MIME[match.group(1)]
+    mime, width, height = _inspect(raw, verify, max_bytes, shown, declared)
+    return PreparedInput(text, "data_uri", mime, len(raw), width, height)
+
+
+def _from_path(path: Path, verify: bool, max_bytes: int) -> PreparedInput:
+    shown = str(path)
+    try:
+        if not path.is_file():
+            if path.exists():
+                raise _invalid("the path is not a regular file", shown)
+            reason = f"no such file (looked for {path.absolute()})"
+            raise _invalid(reason, shown, "inputImageNotFound")
+        if (size := path.stat().st_size) > max_bytes:
+            raise _too_large(size, max_bytes, shown)
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise _invalid(f"cannot read the file: {exc.strerror or exc}", shown) from exc
+    return _from_bytes(raw, verify, max_bytes, shown)
+
+
+def _from_bytes(raw: bytes, verify: bool, max_bytes: int, shown: str) -> PreparedInput:
+    mime, width, height = _inspect(raw, verify, max_bytes, shown)
+    return PreparedInput(_encode(mime, raw), "data_uri", mime, len(raw), width, height)
+
+
+def _from_pillow(image: Image.Image, max_bytes: int) -> PreparedInput:
+    width, height = image.size
+    shown = f"<PIL image {image.mode} {width}x{height}>"
+    if width == 0 or height == 0:
+        raise _invalid("the image is empty", shown)
+    buffer = io.BytesIO()
+    try:
+        if image.mode not in _PNG_MODES:  # keep alpha where there is any
+            fallback = "RGBA" if image.has_transparency_data else "RGB"
+            image = image.convert(_PNG_CONVERSIONS.get(image.mode, fallback))
+        image.save(buffer, format="PNG")
+    except ValueError as exc:  # a conversion Pillow does not support, or a closed image
+        raise _invalid(f"cannot encode the image as PNG: {exc}", shown) from exc
+    except Exception as exc:  # a lazily opened file that turns out to be damaged
+        raise _invalid(f"cannot read the image: {exc}", shown, "corruptImage") from exc
+    png = buffer.getvalue()
+    if len(png) > max_bytes:
+        raise _too_large(len(png), max_bytes, shown)
+    return PreparedInput(_encode(_PNG, png), "data_uri", _PNG, len(png), width, height)
+
+
+def _inspect(
+    raw: bytes, verify: bool, max_bytes: int, shown: str, declared: str | None = None
+) -> tuple[str, int | None, int | None]:
+    """Check ``raw`` is a supported image; return its MIME type and, if verified, its size."""
+    if not raw:
+        raise _invalid("the image data is empty", shown)
+    if len(raw) > max_bytes:
+        raise _too_large(len(raw), max_bytes, shown)
+    mime = sniff_mime(raw[:12])
+    if mime is None:
+        raise _unsupported(f"the data is {_identify(raw) or 'not a known image format'}", shown)
+    name = _FORMAT_OF_MIME[mime]
+    if declared is not None and mime != declared:
+        reason = f"the data URI declares {declared} but the data is {name}; use data:{mime}"
+        raise _invalid(reason, shown)
+    if not verify:
+        return mime, None, None
+    try:
+        with Image.open(io.BytesIO(raw), formats=(name,)) as image:
+            width, height = image.size
+            if (limit := Image.MAX_IMAGE_PIXELS) is not None and width * height > limit:
+                # Pillow only warns between the limit and twice the limit; we refuse.
+                raise Image.DecompressionBombError(f"{width}x{height} pixels")
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # The warning arrives as an exception where warnings are errors (as under pytest).
+        reason = (
+            f"the image has more pixels than PIL.Image.MAX_IMAGE_PIXELS ({Image.MAX_IMAGE_PIXELS})"
+            " allows; it may be a decompression bomb"
+        )
+        raise _invalid(reason, shown, "imageTooLarge") from exc
+    except Exception as exc:  # Pillow's decoders raise many types on damaged data
+        reason = f"the {name} data is corrupt or truncated: {str(exc)[:200]}"
+        raise _invalid(reason, shown, "corruptImage") from exc
+    return mime, width, height
+
+
+def _identify(raw: bytes) -> str | None:
+    """Name the format of ``raw`` if Pillow can tell, for a better error message."""
+    try:
+        with Image.open(io.BytesIO(raw)) as image:
+            return image.format
+    except Exception:  # any failure only means that Pillow does not recognise it
+        return None
+
+
+def _encode(mime: str, raw: bytes) -> str:
+    return f"data:{mime};base64,{base64.b64encode(raw).decode('ascii')}"
+
+
+def _looks_like_base64(text: str) -> bool:
+    return len(text) >= _MIN_BASE64_CHARS and _BASE64_RE.fullmatch(text) is not None
+
+
+def _decode_base64(text: str) -> bytes | None:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= 64 else f"{text[:32]}...<{len(text)} chars>"
+
+
+def _invalid(reason: str, shown: str, code: str = _INVALID) -> InvalidTask:
+    return InvalidTask(reason, parameter=_PARAMETER, value=shown, code=code)
+
+
+def _unsupported(what: str, shown: str) -> InvalidTask:
+    reason = f"{what}; inputImage accepts PNG, JPEG or WEBP"
+    return _invalid(reason, shown, "unsupportedImageFormat")
+
+
+def _too_large(size: int, max_bytes: int, shown: str) -> InvalidTask:
+    reason = f"the image is {size} bytes, over the limit of {max_bytes} (max_bytes)"
+    return _invalid(reason, shown, "imageTooLarge")

@@ -1,0 +1,449 @@
+"""Pydantic wire models of the upscale API: the task, its settings, results and error items.
+
+Python code uses snake_case; the wire uses Runware's exact camelCase names, through aliases.
+The rules come from ``shared/seed/upscale-api.txt`` (the contract):
+
+* ``upscaleFactor`` is 2 or 4, and only SwinIR (``runware:503@1``) supports 4;
+* ``outputQuality`` is an integer from 20 to 99; ``ttl`` is at least 60 and is for URL output;
+* ``settings`` parameters follow the per-model compatibility table of the seed (SwinIR takes none);
+* models outside the seed's four are passed through when they look like an AIR id
+  (``provider:id@version``), with only the generic checks.
+
+A task that breaks a rule raises :class:`~upscale_stream.errors.InvalidTask`, whose message names
+the wire field and the value. The reference server validates with these same models, so client and
+server can never disagree about what is valid.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from .errors import APIError, InvalidTask
+
+__all__ = [
+    "CCSR",
+    "CLARITY",
+    "MODELS",
+    "SD_LATENT_UPSCALER",
+    "SWINIR",
+    "DeliveryMethod",
+    "ErrorItem",
+    "ModelSpec",
+    "OutputFormat",
+    "OutputType",
+    "UpscaleResult",
+    "UpscaleSettings",
+    "UpscaleTask",
+    "invalid_task_from",
+]
+
+OutputType = Literal["URL", "base64Data", "dataURI"]
+OutputFormat = Literal["JPG", "PNG", "WEBP"]
+DeliveryMethod = Literal["sync", "async"]
+
+CLARITY = "runware:500@1"
+CCSR = "runware:501@1"
+SD_LATENT_UPSCALER = "runware:502@1"
+SWINIR = "runware:503@1"
+
+AIR_ID = re.compile(r"^[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+$")
+UUID_V4 = re.compile(
+    r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$", re.IGNORECASE
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """What the seed documents about one upscale model.
+
+    Attributes:
+        air: The AIR id sent as ``model``.
+        name: The model's display name.
+        factors: The ``upscaleFactor`` values it accepts.
+        settings: The wire names of the ``settings`` parameters it accepts.
+    """
+
+    air: str
+    name: str
+    factors: frozenset[int]
+    settings: frozenset[str]
+
+
+_COMMON = {"positivePrompt", "negativePrompt", "steps", "seed", "CFGScale"}
+
+MODELS: Mapping[str, ModelSpec] = {
+    spec.air: spec
+    for spec in (
+        ModelSpec(
+            CLARITY,
+            "Clarity",
+            frozenset({2}),
+            frozenset(_COMMON | {"strength", "controlNetWeight", "scheduler"}),
+        ),
+        ModelSpec(CCSR, "CCSR", frozenset({2}), frozenset(_COMMON | {"controlNetWeight"})),
+        ModelSpec(
+            SD_LATENT_UPSCALER,
+            "Stable Diffusion Latent Upscaler",
+            frozenset({2}),
+            frozenset(_COMMON | {"clipSkip"}),
+        ),
+        ModelSpec(SWINIR, "SwinIR", frozenset({2, 4}), frozenset()),
+    )
+}
+"""The four models of the seed, by AIR id (seed: "Only SwinIR model supports 4x upscaling")."""
+
+
+class _WireModel(BaseModel):
+    """Shared configuration: strict types, aliases on the wire, names accepted in Python."""
+
+    model_config = ConfigDict(
+        strict=True,
+        frozen=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        str_strip_whitespace=False,
+    )
+
+
+class UpscaleSettings(_WireModel):
+    """``settings`` of the creative (diffusion) upscalers; which ones apply depends on the model.
+
+    Unknown keys are kept and passed through, so newer server-side settings (for example
+    ``colorFix`` or ``tileDiffusion``) need no library upgrade.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    positive_prompt: str | None = Field(None, alias="positivePrompt", min_length=1)
+    negative_prompt: str | None = Field(None, alias="negativePrompt", min_length=1)
+    strength: float | None = Field(None, ge=0, le=1)
+    control_net_weight: float | None = Field(None, alias="controlNetWeight", ge=0, le=1)
+    steps: int | None = Field(None, ge=1, le=100)
+    scheduler: str | None = Field(None, min_length=1)
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    cfg_scale: float | None = Field(None, alias="CFGScale", ge=0, le=50)
+    clip_skip: int | None = Field(None, alias="clipSkip", ge=0, le=2)
+
+    def wire_names(self) -> dict[str, Any]:
+        """The parameters that are set, by wire name (extras included)."""
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class UpscaleTask(_WireModel):
+    """One ``upscale`` task, exactly as it goes on the wire.
+
+    Build it with Python names (``UpscaleTask(input_image=..., upscale_factor=4)``) or from a wire
+    dict (:meth:`from_wire`). Invalid values raise :class:`~upscale_stream.errors.InvalidTask`.
+
+    ``task_uuid`` is generated (UUID v4) when not given; pass your own to make a task idempotent
+    across process restarts. ``delivery_method`` is always sent (the seed marks it required).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_type: Literal["upscale"] = Field("upscale", alias="taskType")
+    task_uuid: str = Field(default_factory=lambda: str(uuid.uuid4()), alias="taskUUID")
+    input_image: str = Field(alias="inputImage", min_length=1)
+    model: str = SWINIR
+    upscale_factor: Literal[2, 4] = Field(2, alias="upscaleFactor")
+    output_type: OutputType | None = Field(None, alias="outputType")
+    output_format: OutputFormat | None = Field(None, alias="outputFormat")
+    output_quality: int | None = Field(None, alias="outputQuality", ge=20, le=99)
+    webhook_url: str | None = Field(None, alias="webhookURL")
+    delivery_method: DeliveryMethod = Field("sync", alias="deliveryMethod")
+    upload_endpoint: str | None = Field(None, alias="uploadEndpoint")
+    ttl: int | None = Field(None, ge=60)
+    include_cost: StrictBool | None = Field(None, alias="includeCost")
+    settings: UpscaleSettings | None = None
+
+    def __init__(self, **fields: Any) -> None:
+        try:
+            super().__init__(**fields)
+        except ValidationError as exc:
+            raise invalid_task_from(exc, type(self)) from None
+
+    @classmethod
+    def from_wire(cls, item: Mapping[str, Any]) -> UpscaleTask:
+        """Validate a task given with wire names (as the server receives it).
+
+        Raises:
+            InvalidTask: a field is missing, mistyped, out of range or incompatible.
+        """
+        return cls(**item)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The task as a JSON-ready dict with wire names; unset options are left out."""
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+    def to_json(self) -> bytes:
+        """The task encoded once with orjson (UTF-8 JSON object)."""
+        return orjson.dumps(self.to_wire())
+
+    @field_validator("output_format", mode="before")
+    @classmethod
+    def _upper_format(cls, value: object) -> object:
+        # The seed's own example sends "jpg"; the enum is upper case. Accept both.
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("task_uuid")
+    @classmethod
+    def _uuid_v4(cls, value: str) -> str:
+        if not UUID_V4.match(value):
+            raise PydanticCustomError("invalidTaskUUID", "must be a UUID v4 string")
+        return value.lower()
+
+    @field_validator("model")
+    @classmethod
+    def _air_id(cls, value: str) -> str:
+        if value not in MODELS and not AIR_ID.match(value):
+            known = ", ".join(f"{s.air} ({s.name})" for s in MODELS.values())
+            raise PydanticCustomError(
+                "invalidModel",
+                "must be an AIR id like provider:id@version; upscale models: {known}",
+                {"known": known},
+            )
+        return value
+
+    @field_validator("webhook_url", "upload_endpoint")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+", value, re.IGNORECASE):
+            raise PydanticCustomError("invalidUrl", "must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> UpscaleTask:
+        spec = MODELS.get(self.model)
+        if spec is not None and self.upscale_factor not in spec.factors:
+            allowed = " or ".join(str(f) for f in sorted(spec.factors))
+            raise _rule(
+                "invalidUpscaleFactor",
+                "upscaleFactor",
+                self.upscale_factor,
+                f"{spec.name} ({spec.air}) supports upscaleFactor {allowed}; "
+                f"only SwinIR ({SWINIR}) supports 4",
+            )
+        if self.ttl is not None and self.output_type not in (None, "URL"):
+            raise _rule(
+                "incompatibleParameters",
+                "ttl",
+                self.ttl,
+                f"ttl only applies to outputType URL, not {self.output_type}",
+            )
+        if spec is not None and self.settings is not None:
+            for name, value in self.settings.wire_names().items():
+                if name in _KNOWN_SETTINGS and name not in spec.settings:
+                    supported = ", ".join(sorted(spec.settings)) or "no settings"
+                    raise _rule(
+                        "unsupportedParameter",
+                        f"settings.{name}",
+                        value,
+                        f"{spec.name} ({spec.air}) does not support {name}; "
+                        f"it supports: {supported}",
+                    )
+        return self
+
+
+_KNOWN_SETTINGS = frozenset(
+    info.alias or name for name, info in UpscaleSettings.model_fields.items()
+)
+
+
+def _rule(code: str, parameter: str, value: Any, message: str) -> PydanticCustomError:
+    # The custom error type is the Runware code; ctx names the wire parameter and value.
+    return PydanticCustomError(code, message, {"parameter": parameter, "value": value})
+
+
+def _wire_name(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    """Translate a pydantic error location into the dotted wire name (``settings.CFGScale``)."""
+    parts: list[str] = []
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if current is not None and isinstance(part, str):
+            fields = current.model_fields
+            info = fields.get(part) or next((f for f in fields.values() if f.alias == part), None)
+            if info is not None:
+                parts.append(info.alias or part)
+                annotation = info.annotation
+                current = _submodel(annotation)
+                continue
+        parts.append(str(part))
+        current = None
+    return ".".join(parts)
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    for candidate in (annotation, *getattr(annotation, "__args__", ())):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def invalid_task_from(exc: ValidationError, model: type[BaseModel]) -> InvalidTask:
+    """Turn the first pydantic error into an :class:`InvalidTask` that names the wire field.
+
+    The code follows Runware's style: a rule's own code (``invalidUpscaleFactor``,
+    ``unsupportedParameter``), ``missing<Field>`` for a missing field, ``unknownParameter`` for
+    an unexpected one, and ``invalid<Field>`` otherwise.
+    """
+    first = exc.errors(include_url=False)[0]
+    ctx = first.get("ctx") or {}
+    kind = first["type"]
+    parameter = ctx.get("parameter") or _wire_name(model, tuple(first["loc"])) or "request"
+    value = ctx.get("value", first.get("input"))
+    message = first["msg"]
+    leaf = parameter.rsplit(".", 1)[-1]
+    if kind == "missing":
+        return InvalidTask(
+            "is required", parameter=parameter, value=None, code=f"missing{_cap(leaf)}"
+        )
+    if kind == "extra_forbidden":
+        return InvalidTask(
+            "is not a parameter of the upscale task",
+            parameter=parameter,
+            value=value,
+            code="unknownParameter",
+        )
+    # Our own rules carry their Runware code as the error type; pydantic's built-in checks
+    # (range, type, literal) become invalid<Field>.
+    code = kind if kind in _RULE_CODES else ""
+    return InvalidTask(message, parameter=parameter, value=value, code=code)
+
+
+_RULE_CODES = frozenset(
+    {"invalidUpscaleFactor", "incompatibleParameters", "unsupportedParameter", "invalidTaskUUID"}
+)
+
+
+def _cap(name: str) -> str:
+    return name[:1].upper() + name[1:]
+
+
+class UpscaleResult(BaseModel):
+    """One finished upscale, as the server delivered it.
+
+    Exactly one of ``image_url``, ``image_base64_data`` and ``image_data_uri`` is normally set,
+    following the task's ``outputType``. ``media_uuid``/``media_url`` are accepted as the newer
+    spellings (protocol.md section 5.3). Unknown fields are kept (``model_extra``).
+    """
+
+    model_config = ConfigDict(
+        extra="allow", frozen=True, validate_by_name=True, validate_by_alias=True
+    )
+
+    task_type: str = Field("upscale", alias="taskType")
+    task_uuid: str = Field(alias="taskUUID")
+    image_uuid: str | None = Field(None, alias="imageUUID")
+    input_image_uuid: str | None = Field(None, alias="inputImageUUID")
+    image_url: str | None = Field(None, alias="imageURL")
+    image_base64_data: str | None = Field(None, alias="imageBase64Data")
+    image_data_uri: str | None = Field(None, alias="imageDataURI")
+    media_uuid: str | None = Field(None, alias="mediaUUID")
+    media_url: str | None = Field(None, alias="mediaURL")
+    cost: float | None = None
+    status: str | None = None
+
+    @property
+    def url(self) -> str | None:
+        """The download URL, whichever spelling the server used."""
+        return self.image_url or self.media_url
+
+    @property
+    def uuid(self) -> str | None:
+        """The output image's UUID, whichever spelling the server used."""
+        return self.image_uuid or self.media_uuid
+
+    def read_bytes(self, *, timeout: float = 60.0) -> bytes:
+        """The output image's bytes: decoded from base64, or downloaded from the URL (blocking).
+
+        Raises:
+            UpscaleError: the result carries no image, or the download failed.
+        """
+        from .download import result_bytes
+
+        return result_bytes(self, timeout=timeout)
+
+    async def aread_bytes(self, *, timeout: float = 60.0) -> bytes:
+        """Like :meth:`read_bytes`, without blocking the event loop (runs in a thread)."""
+        import asyncio
+
+        return await asyncio.to_thread(self.read_bytes, timeout=timeout)
+
+    def save(self, path: str | Any, *, timeout: float = 60.0) -> Any:
+        """Write the output image to ``path`` atomically (temp file + rename); returns the path."""
+        from .download import save_atomic
+
+        return save_atomic(path, self.read_bytes(timeout=timeout))
+
+    async def asave(self, path: str | Any, *, timeout: float = 60.0) -> Any:
+        """Like :meth:`save`, without blocking the event loop (runs in a thread)."""
+        import asyncio
+
+        return await asyncio.to_thread(self.save, path, timeout=timeout)
+
+
+class ErrorItem(BaseModel):
+    """One item of an ``errors`` array (protocol.md section 4).
+
+    ``parameter`` may arrive as a list for cross-field violations; :meth:`to_exception` keeps the
+    first one, as the official SDK does.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+    code: str = "unknownError"
+    message: str = ""
+    parameter: str | list[str] | None = None
+    task_type: str | None = Field(None, alias="taskType")
+    task_uuid: str | None = Field(None, alias="taskUUID")
+    documentation: str | None = None
+
+    @classmethod
+    def from_wire(cls, item: Mapping[str, Any]) -> ErrorItem:
+        """Read a wire error item leniently: wrong-typed fields are coerced to text or dropped."""
+        fields: dict[str, Any] = {}
+        for key in ("code", "message", "taskType", "taskUUID", "documentation"):
+            value = item.get(key)
+            if value is not None:
+                fields[key] = value if isinstance(value, str) else str(value)
+        parameter = item.get("parameter")
+        if isinstance(parameter, str | list):
+            fields["parameter"] = (
+                parameter if isinstance(parameter, str) else [str(p) for p in parameter]
+            )
+        if "message" not in fields and isinstance(item.get("errorMessage"), str):
+            fields["message"] = item["errorMessage"]  # legacy shape, protocol.md section 2
+        return cls.model_validate(fields)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The item with wire names; unset fields are left out."""
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+    def to_exception(self) -> APIError:
+        """The :class:`~upscale_stream.errors.APIError` this item stands for."""
+        parameter = self.parameter[0] if isinstance(self.parameter, list) else self.parameter
+        return APIError(
+            self.code,
+            self.message or self.code,
+            parameter=parameter or None,
+            task_uuid=self.task_uuid,
+            task_type=self.task_type,
+            documentation=self.documentation,
+        )

@@ -1,0 +1,92 @@
+"""Frames and items of the Runware WebSocket protocol: builders and readers, no state, no I/O.
+
+Client to server, a frame is always a JSON **array** of task objects (protocol.md section 4).
+Server to client, a frame is a JSON **object** with either ``data`` or ``errors`` (never both:
+the official SDKs drop the ``data`` of a mixed frame), or the legacy singular ``error``.
+
+The client core (:mod:`upscale_stream.protocol`) and the reference server both build and read
+frames here, so the two ends share one definition of the wire format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "AUTH",
+    "GET_RESPONSE",
+    "PING",
+    "PING_FRAME",
+    "PONG_FRAME",
+    "UPSCALE",
+    "auth_item",
+    "auth_ok_item",
+    "data_frame",
+    "errors_frame",
+    "get_response_item",
+    "join_frame",
+]
+
+AUTH = "authentication"
+PING = "ping"
+UPSCALE = "upscale"
+GET_RESPONSE = "getResponse"
+IMAGE_UPLOAD = "imageUpload"
+
+# Legacy spellings the server still accepts (protocol.md section 10, item 1).
+UPSCALE_TASK_TYPES = frozenset({UPSCALE, "imageUpscale"})
+
+PING_FRAME = b'[{"taskType":"ping","ping":true}]'
+"""The application heartbeat, exactly as the official SDKs send it (protocol.md section 3)."""
+
+PONG_FRAME = b'{"data":[{"taskType":"ping","pong":true}]}'
+"""The pong, alone in its frame: one SDK only looks at ``data[0].pong``."""
+
+OUTPUT_KEYS = ("imageURL", "imageBase64Data", "imageDataURI", "mediaURL")
+"""Keys whose presence marks a finished result item (protocol.md section 5.3)."""
+
+PENDING_STATUSES = frozenset({"processing", "pending", "queued", "scheduled", "waiting"})
+"""``status`` values that mean "not finished yet" (protocol.md section 10, item 7)."""
+
+
+def auth_item(api_key: str, session_id: str | None = None) -> dict[str, Any]:
+    """The authentication task; with ``session_id`` it asks the server to resume that session."""
+    item: dict[str, Any] = {"taskType": AUTH, "apiKey": api_key}
+    if session_id is not None:
+        item["connectionSessionUUID"] = session_id
+    return item
+
+
+def auth_ok_item(session_id: str) -> dict[str, Any]:
+    """The server's success answer to authentication (no ``taskUUID``, protocol.md section 9)."""
+    return {"taskType": AUTH, "connectionSessionUUID": session_id}
+
+
+def get_response_item(task_uuid: str) -> dict[str, Any]:
+    """A ``getResponse`` poll for the task ``task_uuid`` (protocol.md section 6)."""
+    return {"taskType": GET_RESPONSE, "taskUUID": task_uuid}
+
+
+def join_frame(encoded_items: Sequence[bytes]) -> bytes:
+    """Join items that are already JSON-encoded into one array frame, without re-encoding."""
+    return b"[" + b",".join(encoded_items) + b"]"
+
+
+def data_frame(items: Iterable[Mapping[str, Any]]) -> bytes:
+    """A server ``{"data": [...]}`` frame."""
+    return orjson.dumps({"data": list(items)})
+
+
+def errors_frame(items: Iterable[Mapping[str, Any]]) -> bytes:
+    """A server ``{"errors": [...]}`` frame."""
+    return orjson.dumps({"errors": list(items)})
+
+
+def is_result(item: Mapping[str, Any]) -> bool:
+    """True when a ``data`` item carries a finished output (any output key, or status success)."""
+    if item.get("status") == "success":
+        return True
+    return any(item.get(key) for key in OUTPUT_KEYS)
