@@ -72,8 +72,15 @@ def ensure_venv(package: SdkPackage) -> Path:
         if not python.exists():
             _run([sys.executable, "-m", "venv", str(root)], f"creating {root}")
         _run(
-            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-            + [requirement],
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                requirement,
+            ],
             f"installing {requirement} into {root}",
         )
         marker.write_text(requirement + "\n")
@@ -84,7 +91,9 @@ def _pinned(package: str) -> str:
     try:
         return PINNED[package]
     except KeyError:
-        raise ValueError(f"unknown SDK package {package!r}; expected one of {sorted(PINNED)}") from None
+        raise ValueError(
+            f"unknown SDK package {package!r}; expected one of {sorted(PINNED)}"
+        ) from None
 
 
 def _is_ready(marker: Path, python: Path, requirement: str) -> bool:
@@ -108,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     names = argv if argv is not None else sys.argv[1:]
     for name in names or list(PINNED):
         if name not in PINNED:
-            print(f"unknown SDK package {name!r}; expected one of {sorted(PINNED)}", file=sys.stderr)
+            print(
+                f"unknown SDK package {name!r}; expected one of {sorted(PINNED)}", file=sys.stderr
+            )
             return 2
         print(ensure_venv(name))  # type: ignore[arg-type]
     return 0

@@ -102,7 +102,11 @@ class StubConnection:
     """One client connection: a reader that answers at once, and the flusher of due results."""
 
     def __init__(
-        self, ws: ServerConnection, config: StubConfig, results: ResultFactory, totals: dict[str, int]
+        self,
+        ws: ServerConnection,
+        config: StubConfig,
+        results: ResultFactory,
+        totals: dict[str, int],
     ) -> None:
         self.ws = ws
         self.config = config
@@ -194,7 +198,9 @@ class StubConnection:
                     item = make_item(encoded_type, encoded_uuid)
                     if task.get("deliveryMethod") == "async":
                         self.parked[task_uuid] = (now + latency, encoded_type, item)
-                        replies.append(b'{"taskType":%s,"taskUUID":%s}' % (encoded_type, encoded_uuid))
+                        replies.append(
+                            b'{"taskType":%s,"taskUUID":%s}' % (encoded_type, encoded_uuid)
+                        )
                     else:
                         due.append((now + latency, item))
                         queued = True
@@ -206,7 +212,9 @@ class StubConnection:
                     await self._authenticate(task)
                 else:
                     errors.append(
-                        _error("unsupportedTaskType", "the stub does not do this", task_type, task_uuid)
+                        _error(
+                            "unsupportedTaskType", "the stub does not do this", task_type, task_uuid
+                        )
                     )
             if queued:
                 self.wake.set()

@@ -26,13 +26,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         from runware import IImageUpscale, Runware
     except ImportError as exc:
-        raise SystemExit(f"runware 0.5.24 is not importable here ({exc}); see benchmarks/compat.py")
+        raise SystemExit(
+            f"runware 0.5.24 is not importable here ({exc}); see benchmarks/compat.py"
+        ) from exc
     image = input_image(args.input)
     client = Runware(api_key=API_KEY, url=args.url)
     await client.connect()
 
     async def call() -> None:
-        await client.imageUpscale(IImageUpscale(inputImage=image, upscaleFactor=FACTOR, model=MODEL))
+        await client.imageUpscale(
+            IImageUpscale(inputImage=image, upscaleFactor=FACTOR, model=MODEL)
+        )
 
     await call()
     meter = Meter(args.tasks)

@@ -22,7 +22,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         from runware import Runware
     except ImportError as exc:
-        raise SystemExit(f"runware-sdk 1.8.0 is not importable here ({exc}); see benchmarks/compat.py")
+        raise SystemExit(
+            f"runware-sdk 1.8.0 is not importable here ({exc}); see benchmarks/compat.py"
+        ) from exc
     image = input_image(args.input)
     delivery = args.delivery
 

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import itertools
 import os
-import sys
 import time
 from typing import Any
 
@@ -100,7 +99,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 async def stream(
     client: Any, image: str, meter: Meter, rss_interval: float | None
 ) -> dict[str, Any]:
-    """Run ``meter.tasks`` tasks through ``upscale_many``; sample RSS when ``rss_interval`` is set."""
+    """Run ``meter.tasks`` tasks through ``upscale_many``; sample RSS if ``rss_interval`` is set."""
     samples: list[tuple[float, int, float]] = []  # (seconds into the run, tasks done, RSS MiB)
     sampler: asyncio.Task[None] | None = None
     t0 = time.perf_counter()

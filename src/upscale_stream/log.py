@@ -56,8 +56,8 @@ def redact_secrets(
         value = event_dict[key]
         if key.lower() in _SECRET_FIELDS:
             event_dict[key] = REDACTED
-        elif key == "exc_info" and value:
-            event_dict[key] = value  # rendered later; format_exc_info below scrubs the text
+        elif key == "exc_info":
+            continue  # rendered later by format_exc_info; _scrub_rendered scrubs the text
         else:
             event_dict[key] = _scrub(value)
     return event_dict
@@ -71,35 +71,66 @@ def _scrub_rendered(
     return event_dict
 
 
-def configure_logging(level: int | str = logging.INFO, *, json: bool = False) -> None:
-    """Configure structlog for the CLI, the server and scripts: redaction first, then rendering.
+_json_output = False
 
-    Args:
-        level: Minimum level, as a number or a name such as ``"DEBUG"``.
-        json: Render JSON lines instead of the human-readable console format.
-    """
-    numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-    )
-    structlog.configure(
-        processors=[
-            redact_secrets,
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            _scrub_rendered,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
-    )
+
+def _render(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> str:
+    if _json_output:
+        return structlog.processors.JSONRenderer()(logger, method_name, event_dict)  # type: ignore[return-value]
+    event = event_dict.pop("event", "")
+    fields = " ".join(f"{key}={value!r}" for key, value in event_dict.items())
+    return f"{event} {fields}" if fields else str(event)
+
+
+_PROCESSORS: list[Any] = [
+    structlog.stdlib.filter_by_level,
+    redact_secrets,
+    structlog.contextvars.merge_contextvars,
+    structlog.processors.format_exc_info,
+    _scrub_rendered,
+    _render,
+]
+
+
+class _BoundLogger(structlog.stdlib.BoundLogger):
+    """``exception()`` logs at ERROR through our processors only: the stdlib must not print its
+    own, unscrubbed traceback next to ours."""
+
+    def exception(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
+        kw.setdefault("exc_info", True)
+        return self._proxy_to_logger("error", event, *args, **kw)
 
 
 def get_logger(name: str) -> Any:
-    """A structlog logger named after the module that logs."""
-    return structlog.get_logger(name)
+    """A structlog logger for module ``name``, writing through the stdlib logger of that name.
+
+    The library never configures logging on import: lines go wherever the application's
+    ``logging`` setup sends them (nowhere below WARNING by default). Redaction runs first in the
+    chain, whatever the application configured.
+    """
+    return structlog.wrap_logger(
+        logging.getLogger(name),
+        processors=_PROCESSORS,
+        wrapper_class=_BoundLogger,
+    )
+
+
+def configure_logging(level: int | str = logging.INFO, *, json: bool = False) -> None:
+    """Send upscale-stream's log lines to stderr (for the CLI, the server and scripts).
+
+    Args:
+        level: Minimum level, as a number or a name such as ``"DEBUG"``.
+        json: Render JSON objects instead of ``event key=value`` lines.
+    """
+    global _json_output
+    _json_output = json
+    numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
+    logger = logging.getLogger("upscale_stream")
+    logger.setLevel(numeric)
+    if not any(getattr(h, "_upscale_stream", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter("%(message)s" if json else "%(asctime)s %(levelname)-7s %(message)s")
+        )
+        handler._upscale_stream = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)

@@ -561,6 +561,13 @@ class ClientSession:
     # -- introspection -------------------------------------------------------------------------
 
     @property
+    def wants_write(self) -> bool:
+        """Whether :meth:`data_to_send` would return something now."""
+        if self.phase is Phase.AUTHENTICATING:
+            return self._auth_frame is not None
+        return self.phase is Phase.OPEN and bool(self._control or self._polls_out or self._queue)
+
+    @property
     def live_count(self) -> int:
         """Tasks submitted and not yet finished, failed or cancelled."""
         return len(self._tasks)

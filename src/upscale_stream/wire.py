@@ -25,6 +25,7 @@ __all__ = [
     "auth_item",
     "auth_ok_item",
     "data_frame",
+    "encoded_frame",
     "errors_frame",
     "get_response_item",
     "join_frame",
@@ -83,6 +84,14 @@ def data_frame(items: Iterable[Mapping[str, Any]]) -> bytes:
 def errors_frame(items: Iterable[Mapping[str, Any]]) -> bytes:
     """A server ``{"errors": [...]}`` frame."""
     return orjson.dumps({"errors": list(items)})
+
+
+def encoded_frame(key: str, encoded_items: Sequence[bytes]) -> bytes:
+    """A server frame (``key`` is ``"data"`` or ``"errors"``) from items already JSON-encoded.
+
+    The reference server encodes each answer once, when it is ready, and joins them here.
+    """
+    return b'{"' + key.encode() + b'":[' + b",".join(encoded_items) + b"]}"
 
 
 def is_result(item: Mapping[str, Any]) -> bool:

@@ -1,0 +1,554 @@
+"""Turn the harness's records into ``RESULTS.md`` and ``chart.png``.
+
+Every figure is shown next to its ratio to the raw floor of the same scenario (the paced floor in
+the half-load scenario), because absolute numbers on a shared 2-core machine drift from run to
+run while ratios hold. The issue's targets are checked at the top of the report.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from benchmarks.scenarios import FLOOR, Contender, Scenario
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+Record = dict[str, Any]
+Metric = Callable[[Record], float | None]
+
+
+# ---------------------------------------------------------------------------------------------
+# figures of one record
+
+
+def tasks_per_s(line: dict[str, Any]) -> float:
+    """Completed tasks per second of wall time in a report line."""
+    wall = line.get("wall_s") or 0.0
+    return (line.get("ok") or 0) / wall if wall > 0 else 0.0
+
+
+def _line(record: Record) -> dict[str, Any] | None:
+    return record.get("report") if record.get("status") in ("ok", "incomplete") else None
+
+
+def throughput(record: Record) -> float | None:
+    """Tasks per second."""
+    line = _line(record)
+    return None if line is None else tasks_per_s(line)
+
+
+def cpu_us_per_task(record: Record) -> float | None:
+    """The contender's own CPU time during the run, per completed task, in microseconds."""
+    line = _line(record)
+    if line is None or not line.get("ok"):
+        return None
+    return float(line["cpu_s"]) / line["ok"] * 1e6
+
+
+def p50_ms(record: Record) -> float | None:
+    """Median task latency, ms."""
+    line = _line(record)
+    return None if line is None else line.get("lat_p50_ms")
+
+
+def p99_ms(record: Record) -> float | None:
+    """99th percentile task latency, ms."""
+    line = _line(record)
+    return None if line is None else line.get("lat_p99_ms")
+
+
+def peak_rss(record: Record) -> float | None:
+    """Peak RSS the contender reported (MiB)."""
+    line = _line(record)
+    return None if line is None else line.get("peak_rss_mib")
+
+
+def stub_cpu_pct(record: Record) -> float | None:
+    """How busy the stub was while serving this contender (100 = one core saturated)."""
+    stub = record.get("stub") or {}
+    wall = stub.get("wall_s")
+    return None if not wall else 100.0 * stub.get("stub_cpu_s", 0.0) / wall
+
+
+def wire_mb_s(record: Record, direction: str) -> float | None:
+    """MB/s on the wire, ``"up"`` (client to server) or ``"down"``, counted by the stub."""
+    line, stub = _line(record), record.get("stub") or {}
+    if line is None or not line.get("wall_s") or not stub:
+        return None
+    octets = stub.get("bytes_in" if direction == "up" else "bytes_out", 0)
+    return float(octets) / line["wall_s"] / 1e6
+
+
+def frames_per_task(record: Record, direction: str) -> float | None:
+    """WebSocket messages per task in one direction, counted by the stub."""
+    stub = record.get("stub") or {}
+    if not stub.get("tasks"):
+        return None
+    return float(stub.get("frames_in" if direction == "up" else "frames_out", 0)) / stub["tasks"]
+
+
+# ---------------------------------------------------------------------------------------------
+# formatting
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
+
+
+def _ratio(value: float | None, base: float | None) -> str:
+    if value is None or not base:
+        return "-"
+    return f"{value / base:.2f}x"
+
+
+def progress_line(record: Record) -> str:
+    """One line for the harness's stderr progress log."""
+    name = f"  {record['contender']:<13}"
+    if record.get("status") not in ("ok", "incomplete"):
+        return f"{name}{record.get('status')}: {record.get('error', '')}"
+    return (
+        f"{name}{_fmt(throughput(record), 0):>9} tasks/s"
+        f"  {_fmt(cpu_us_per_task(record)):>7} us/task"
+        f"  p99 {_fmt(p99_ms(record), 2):>8} ms  rss {_fmt(peak_rss(record))} MiB"
+        f"  (stub {_fmt(stub_cpu_pct(record), 0)}% CPU)"
+        + ("" if record["status"] == "ok" else " INCOMPLETE")
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# machine and versions
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
+
+
+def _git_revision() -> str:
+    try:
+        head = _git("rev-parse", "--short", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (no commit yet?)"
+    return head + (" with uncommitted changes" if dirty else "")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _memory_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return None
+
+
+def _sdk_versions(package: str) -> dict[str, str]:
+    from benchmarks.compat import venv_dir
+
+    python = venv_dir(package) / "bin" / "python"  # type: ignore[arg-type]
+    if not python.exists():
+        return {"status": "not created"}
+    probe = (
+        "import importlib.metadata as m, sys, json;"
+        f"print(json.dumps({{'package': m.version({package!r}), "
+        "'websockets': m.version('websockets'), 'python': sys.version.split()[0]}))"
+    )
+    try:
+        out = subprocess.run(
+            [str(python), "-c", probe], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        return {"status": f"probe failed: {exc}"}
+    import json
+
+    return dict(json.loads(out))
+
+
+def machine_info(contenders: Iterable[Contender]) -> dict[str, Any]:
+    """Where and with what the run happened."""
+    venvs = sorted({c.venv for c in contenders if c.venv is not None})
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "memory_gib": None if (m := _memory_gib()) is None else round(m, 1),
+        "os": platform.platform(),
+        "python": f"{platform.python_implementation()} {sys.version.split()[0]}",
+        "packages": {
+            name: _version(name)
+            for name in ("upscale-stream", "websockets", "orjson", "uvloop", "psutil", "matplotlib")
+        },
+        "git": _git_revision(),
+        "sdk_venvs": {package: _sdk_versions(package) for package in venvs},
+    }
+
+
+def scenario_info(scenario: Scenario) -> dict[str, Any]:
+    """The knobs of a scenario as run (after --quick/--tasks)."""
+    return {
+        "key": scenario.key,
+        "title": scenario.title,
+        "tasks": scenario.tasks,
+        "window": scenario.window,
+        "batch": scenario.batch,
+        "latency_ms": scenario.latency_ms,
+        "group": scenario.group,
+        "result_bytes": scenario.result_bytes,
+        "png_input": scenario.png_input,
+        "rate_fraction": scenario.rate_fraction,
+        "soak_tasks": scenario.soak_tasks,
+        "rss_interval_s": scenario.rss_interval_s,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# targets from the issue
+
+
+def _find(records: list[Record], scenario: str, contender: str) -> Record | None:
+    for record in records:
+        if record["scenario"] == scenario and record["contender"] == contender:
+            return record
+    return None
+
+
+def _verdict(
+    what: str, measured: float | None, limit: float | None, *, at_least: bool, unit: str = ""
+) -> tuple[str, str, str, str]:
+    """One target row: (what, measured, limit, pass/FAIL/not measured)."""
+
+    def show(value: float) -> str:
+        return _fmt(value, 0 if not unit else 2) + unit
+
+    if measured is None or limit is None:
+        return what, "-" if measured is None else show(measured), "-", "not measured"
+    passed = measured >= limit if at_least else measured <= limit
+    return what, show(measured), show(limit), "pass" if passed else "FAIL"
+
+
+def targets(run: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """The issue's targets for ``upscale_stream (tuned)``: (what, measured, limit, verdict)."""
+    records = run["records"]
+    scenarios = {s["key"]: s for s in run["scenarios"]}
+
+    def get(scenario: str, contender: str, metric: Metric) -> float | None:
+        record = _find(records, scenario, contender)
+        return None if record is None else metric(record)
+
+    def scaled(value: float | None, factor: float, offset: float = 0.0) -> float | None:
+        return None if value is None else value * factor + offset
+
+    rows = []
+    for key in ("zero-g1", "zero-g50"):
+        rows.append(
+            _verdict(
+                f"{key}: tasks/s >= 0.8 x floor",
+                get(key, "us-tuned", throughput),
+                scaled(get(key, FLOOR, throughput), 0.8),
+                at_least=True,
+            )
+        )
+    rows.append(
+        _verdict(
+            "zero-g1: CPU/task <= 1/10 of runware-sdk sync",
+            get("zero-g1", "us-tuned", cpu_us_per_task),
+            scaled(get("zero-g1", "pyn-sync", cpu_us_per_task), 0.1),
+            at_least=False,
+            unit=" us",
+        )
+    )
+    lat200 = scenarios.get("lat200")
+    rows.append(
+        _verdict(
+            "lat200: tasks/s >= 0.9 x window/latency",
+            get("lat200", "us-tuned", throughput),
+            None if lat200 is None else 0.9 * lat200["window"] / (lat200["latency_ms"] / 1000.0),
+            at_least=True,
+        )
+    )
+    rows.append(
+        _verdict(
+            "lat200: tasks/s >= 20 x runware 0.5.24",
+            get("lat200", "us-tuned", throughput),
+            scaled(get("lat200", "pyl", throughput), 20.0),
+            at_least=True,
+        )
+    )
+    soak = _find(records, "soak", "us-soak")
+    soak_line = None if soak is None else _line(soak)
+    rows.append(
+        _verdict(
+            "soak: RSS growth <= 50 MiB",
+            None if soak_line is None else soak_line.get("rss_growth_mib"),
+            50.0,
+            at_least=False,
+            unit=" MiB",
+        )
+    )
+    rows.append(
+        _verdict(
+            "halfload: p99 <= floor p99 + 2 ms",
+            get("halfload", "us-tuned", p99_ms),
+            scaled(get("halfload", FLOOR, p99_ms), 1.0, 2.0),
+            at_least=False,
+            unit=" ms",
+        )
+    )
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# RESULTS.md
+
+
+_COLUMNS: list[tuple[str, Metric, int]] = [
+    ("tasks/s", throughput, 0),
+    ("CPU µs/task", cpu_us_per_task, 1),
+    ("p50 ms", p50_ms, 2),
+    ("p99 ms", p99_ms, 2),
+    ("peak RSS MiB", peak_rss, 1),
+]
+
+
+def _table(records: list[Record]) -> list[str]:
+    floor = next((r for r in records if r["contender"] == FLOOR), None)
+    head = ["contender", "N", "status"]
+    for title, _, _ in _COLUMNS:
+        head += [title, "xfloor"]
+    head += ["wire MB/s up / down", "frames/task up / down", "stub CPU", "runs (tasks/s)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for record in records:
+        cells = [record["label"], f"{record.get('tasks', '-'):,}", record.get("status", "?")]
+        for _, metric, digits in _COLUMNS:
+            value = metric(record)
+            cells += [_fmt(value, digits), _ratio(value, None if floor is None else metric(floor))]
+        cells.append(f"{_fmt(wire_mb_s(record, 'up'))} / {_fmt(wire_mb_s(record, 'down'))}")
+        up, down = frames_per_task(record, "up"), frames_per_task(record, "down")
+        cells.append(f"{_fmt(up, 3)} / {_fmt(down, 3)}")
+        busy = stub_cpu_pct(record)
+        cells.append("-" if busy is None else f"{busy:.0f}%")
+        cells.append(", ".join(_fmt(v, 0) for v in record.get("runs_tasks_per_s", [])) or "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _soak_lines(records: list[Record]) -> list[str]:
+    lines = []
+    for record in records:
+        line = _line(record)
+        if line is None or "rss_samples" not in line:
+            continue
+        lines += [
+            "",
+            f"RSS of {record['label']} (sampled every {line['rss_interval_s']:g} s): start "
+            f"{line['rss_start_mib']:.1f} MiB, end {line['rss_end_mib']:.1f} MiB, growth "
+            f"{line['rss_growth_mib']:.1f} MiB (max {line['rss_max_growth_mib']:.1f} MiB), "
+            f"second-half trend {_fmt(line['rss_trend_mib_per_min'], 2)} MiB/min.",
+            "",
+            "| s into run | tasks done | RSS MiB |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {t:.1f} | {done:,} | {rss:.1f} |" for t, done, rss in line["rss_samples"]]
+    return lines
+
+
+def headline(run: dict[str, Any]) -> list[str]:
+    """The few ratios the README quotes."""
+    records = run["records"]
+    out = []
+
+    def ratio(scenario: str, a: str, b: str, metric: Metric) -> str | None:
+        ra, rb = _find(records, scenario, a), _find(records, scenario, b)
+        va = None if ra is None else metric(ra)
+        vb = None if rb is None else metric(rb)
+        return None if va is None or not vb else f"{va / vb:.2f}x"
+
+    for key, what in (("zero-g1", "1 result per frame"), ("zero-g50", "50 results per frame")):
+        tuned, default = (
+            ratio(key, "us-tuned", FLOOR, throughput),
+            ratio(key, "us-default", FLOOR, throughput),
+        )
+        if tuned or default:
+            out.append(
+                f"- Throughput vs the raw floor, {what}: "
+                f"tuned {tuned or '-'}, defaults {default or '-'}."
+            )
+    for sdk, label in (("pyn-sync", "runware-sdk 1.8.0 (sync)"), ("pyl", "runware 0.5.24")):
+        value = ratio("zero-g1", "us-tuned", sdk, cpu_us_per_task)
+        if value:
+            out.append(f"- Client CPU per task vs {label}: {value}.")
+        value = ratio("zero-g1", "us-tuned", sdk, throughput)
+        if value:
+            out.append(f"- Throughput vs {label} (0 ms latency): {value}.")
+    value = ratio("lat200", "us-tuned", "pyl", throughput)
+    if value:
+        out.append(f"- Throughput vs runware 0.5.24 at 200 ms latency: {value}.")
+    return out
+
+
+def write_results_md(path: Path, run: dict[str, Any], chart: Path | None) -> None:
+    """Write the report."""
+    machine = run["machine"]
+    records = run["records"]
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(run["started"]))
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Generated by `{run['command']}` on {started} in {run['duration_s']:.0f} s"
+        + (" (**quick mode: small N, indicative only**)" if run["quick"] else "")
+        + f"; up to {run['repeat']} runs per contender, the median kept. Regenerate with "
+        "`make bench` (full) or `make bench-quick`.",
+        "",
+        "Every contender is a separate process driving the same stub server process "
+        "(`benchmarks/stub_server.py`: correct protocol, no image work, URL results), one "
+        "contender at a time. *xfloor* divides each figure by the raw floor's in the same "
+        "scenario (the simplest websockets + orjson client). CPU is the contender process's own "
+        "user + system time during the run (imports, connect and one warm-up task excluded). "
+        "Latency runs from the call (the floor: the array's send) to the result. *stub CPU* near 100% would mean the "
+        "stub, not the client, set the pace.",
+        "",
+        "## Headline",
+        "",
+        *(headline(run) or ["- (the scenarios the headline needs were not run)"]),
+    ]
+    if chart is not None:
+        lines += ["", f"![throughput and p99 per contender]({chart.name})"]
+    lines += ["", "## Targets (from the issue), for upscale_stream tuned", ""]
+    lines += ["| target | measured | limit | verdict |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in targets(run)]
+    lines += ["", "## Machine", ""]
+    lines += [
+        f"- CPU: {machine['cpu']}, {machine['cores']} cores ({machine['usable_cores']} usable), "
+        f"{machine['memory_gib']} GiB RAM",
+        f"- OS: {machine['os']}",
+        f"- Python: {machine['python']}",
+        "- Packages (harness, stub, floor, upscale_stream): "
+        + ", ".join(f"{k} {v}" for k, v in machine["packages"].items()),
+        f"- Repository: {machine['git']}",
+    ]
+    for package, info in machine["sdk_venvs"].items():
+        shown = ", ".join(f"{k} {v}" for k, v in info.items())
+        lines.append(f"- `.venv-compat` for {package}: {shown}")
+    for scenario in run["scenarios"]:
+        rows = [r for r in records if r["scenario"] == scenario["key"]]
+        knobs = (
+            f"N={scenario['tasks']:,}, window {scenario['window']}, arrays of {scenario['batch']}, "
+            f"stub latency {scenario['latency_ms']:g} ms, up to {scenario['group']} results/frame"
+        )
+        if scenario["png_input"]:
+            knobs += ", input: 256x256 noise PNG as a data URI"
+        if scenario["rate_fraction"]:
+            rates = {r.get("rate") for r in rows if r.get("rate")}
+            shown_rate = ", ".join(f"{v:,.0f}" for v in rates) or "-"
+            knobs += (
+                f", offered rate {scenario['rate_fraction']:g} x floor peak = {shown_rate} tasks/s"
+            )
+        lines += ["", f"## {scenario['key']}: {scenario['title']}", "", knobs + ".", ""]
+        lines += _table(rows)
+        lines += _soak_lines(rows)
+        failed = [r for r in rows if r.get("status") not in ("ok",)]
+        for record in failed:
+            lines += [
+                "",
+                f"**{record['label']}: {record.get('status')}** — {record.get('error', '')}",
+            ]
+            if record.get("report", {}).get("first_error"):
+                lines.append(f"First task error: `{record['report']['first_error']}`")
+            if record.get("stderr_tail"):
+                lines += ["", "```", record["stderr_tail"], "```"]
+        commands = [r for r in rows if r.get("command")]
+        if commands:
+            lines += ["", "<details><summary>commands</summary>", "", "```"]
+            lines.append(commands[0].get("stub_command", ""))
+            lines += [r["command"] for r in commands]
+            lines += ["```", "", "</details>"]
+    lines.append("")
+    path.write_text("\n".join(lines))
+
+
+# ---------------------------------------------------------------------------------------------
+# chart
+
+
+def write_chart(path: Path, run: dict[str, Any]) -> Path | None:
+    """Bar charts of throughput and p99 per contender per scenario; ``None`` without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no chart (pip install '.[bench]')", file=sys.stderr)
+        return None
+    records = [r for r in run["records"] if r["contender"] != "floor-peak"]
+    scenarios = [s["key"] for s in run["scenarios"]]
+    contenders: list[str] = []
+    for record in records:
+        if record["contender"] not in contenders:
+            contenders.append(record["contender"])
+    labels = {r["contender"]: r["label"] for r in records}
+    figure, axes = plt.subplots(2, 1, figsize=(13, 8.5), constrained_layout=True)
+    width = 0.8 / max(1, len(contenders))
+    colours = plt.get_cmap("tab10")
+    panels: list[tuple[Any, Metric, str]] = [
+        (axes[0], throughput, "tasks/s (log)"),
+        (axes[1], p99_ms, "p99 latency, ms (log)"),
+    ]
+    for axis, metric, title in panels:
+        for index, contender in enumerate(contenders):
+            xs, ys = [], []
+            for position, scenario in enumerate(scenarios):
+                record = _find(records, scenario, contender)
+                value = None if record is None else metric(record)
+                if value:
+                    xs.append(position + (index - (len(contenders) - 1) / 2) * width)
+                    ys.append(value)
+            axis.bar(xs, ys, width, label=labels[contender], color=colours(index % 10))
+        axis.set_yscale("log")
+        axis.set_ylabel(title)
+        axis.set_xticks(range(len(scenarios)), scenarios)
+        axis.grid(axis="y", which="both", alpha=0.3)
+    axes[0].legend(ncols=min(4, len(contenders)), fontsize="small", loc="upper right")
+    mode = "quick run, " if run["quick"] else ""
+    axes[0].set_title(f"upscale clients against the stub server ({mode}{run['machine']['cpu']})")
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+if __name__ == "__main__":
+    print(
+        "run `python -m benchmarks.harness`; this module only formats its output", file=sys.stderr
+    )
+    sys.exit(2)

@@ -1,0 +1,195 @@
+"""What the harness runs: the contenders and the scenarios, as data.
+
+A scenario fixes the stub server's knobs (latency, results per frame, result size) and the
+workload (task count, window, batch, input). Every contender of a scenario runs against the same
+stub process, one after the other, and every figure is divided by the raw floor's figure from
+that same scenario.
+
+``--quick`` scales every scenario down (see ``Scenario.quick``) so the whole run takes about a
+minute; contenders too slow to finish a full scenario in reasonable time get a task cap
+(``caps``), reported as the N column of the results table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+SdkPackage = Literal["runware", "runware-sdk"]
+
+
+@dataclass(frozen=True, slots=True)
+class Contender:
+    """One client under test: a script under ``benchmarks/contenders/`` and its fixed options.
+
+    Attributes:
+        key: short name used on the command line (``--contenders``) and in the results.
+        label: what the tables and the chart call it.
+        script: file name under ``benchmarks/contenders/``.
+        options: extra command-line options of the script.
+        venv: which official SDK's environment runs it (``benchmarks.compat``); ``None`` means the
+            harness's own interpreter, with ``<repo>/src`` on ``PYTHONPATH``.
+        delivery: ``deliveryMethod`` the contender asks for.
+    """
+
+    key: str
+    label: str
+    script: str
+    options: tuple[str, ...] = ()
+    venv: SdkPackage | None = None
+    delivery: Literal["sync", "async"] = "sync"
+
+
+CONTENDERS: dict[str, Contender] = {
+    c.key: c
+    for c in (
+        Contender("floor", "raw floor", "raw_floor.py"),
+        Contender("floor-uvloop", "raw floor + uvloop", "raw_floor.py", ("--uvloop",)),
+        Contender(
+            "us-default", "upscale_stream (defaults)", "upscale_stream_client.py", ("--defaults",)
+        ),
+        Contender("us-tuned", "upscale_stream (tuned)", "upscale_stream_client.py", ("--uvloop",)),
+        Contender(
+            "us-soak",
+            "upscale_stream upscale_many soak",
+            "upscale_stream_client.py",
+            ("--uvloop", "--soak"),
+        ),
+        Contender("pyl", "runware 0.5.24", "runware_pyl.py", venv="runware"),
+        Contender("pyn-sync", "runware-sdk 1.8.0 sync", "runware_pyn.py", venv="runware-sdk"),
+        Contender(
+            "pyn-async",
+            "runware-sdk 1.8.0 async",
+            "runware_pyn.py",
+            venv="runware-sdk",
+            delivery="async",
+        ),
+    )
+}
+
+#: The contender every ratio is taken against.
+FLOOR = "floor"
+
+_ALL_ONE_SHOT = ("floor", "floor-uvloop", "us-default", "us-tuned", "pyl", "pyn-sync", "pyn-async")
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """One stub configuration and workload.
+
+    Attributes:
+        key: short name (``--only``).
+        title: one line for the report.
+        tasks: tasks per contender run.
+        window: most tasks in flight (``--window``).
+        batch: most tasks per client frame (``--batch``).
+        latency_ms: stub ``--latency-ms``.
+        group: stub ``--group`` (most result items per frame).
+        result_bytes: stub ``--result-bytes`` (0 = plain URL items, about 270 bytes).
+        contenders: keys of the contenders to run, in order; the floor first.
+        caps: per-contender task cap for contenders that would take minutes otherwise.
+        png_input: send a 256x256 noise PNG as a data URI in every task.
+        rate_fraction: offer this fraction of the floor's peak rate (measured first, unpaced, in
+            the same scenario) instead of running flat out.
+        soak_tasks: for the soak contender, its own task count (``tasks`` stays for the others).
+        rss_interval_s: soak RSS sampling period.
+        timeout_s: wall-clock limit of one contender run.
+    """
+
+    key: str
+    title: str
+    tasks: int
+    window: int = 500
+    batch: int = 50
+    latency_ms: float = 0.0
+    group: int = 1
+    result_bytes: int = 0
+    contenders: tuple[str, ...] = _ALL_ONE_SHOT
+    caps: dict[str, int] = field(default_factory=dict)
+    png_input: bool = False
+    rate_fraction: float | None = None
+    soak_tasks: int | None = None
+    rss_interval_s: float = 10.0
+    timeout_s: float = 300.0
+
+    def tasks_for(self, contender: str) -> int:
+        """The task count of one contender in this scenario (its cap, the soak count or N)."""
+        if contender == "us-soak" and self.soak_tasks is not None:
+            return self.soak_tasks
+        return min(self.tasks, self.caps.get(contender, self.tasks))
+
+    def quick(self) -> Scenario:
+        """The about-a-minute version: a tenth of the tasks, smaller caps, shorter limits."""
+        return replace(
+            self,
+            tasks=max(1, self.tasks // 10),
+            caps={k: max(1, v // 10) for k, v in self.caps.items()},
+            soak_tasks=None if self.soak_tasks is None else max(1, self.soak_tasks // 50),
+            rss_interval_s=min(self.rss_interval_s, 1.0),
+            timeout_s=min(self.timeout_s, 120.0),
+        )
+
+    def with_timeout(self, timeout_s: float) -> Scenario:
+        """This scenario with another limit on one contender run."""
+        return replace(self, timeout_s=timeout_s)
+
+    def with_tasks(self, tasks: int) -> Scenario:
+        """This scenario with every task count (caps and soak included) at most ``tasks``."""
+        return replace(
+            self,
+            tasks=tasks,
+            caps={k: min(v, tasks) for k, v in self.caps.items()},
+            soak_tasks=None if self.soak_tasks is None else tasks,
+        )
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.key: s
+    for s in (
+        Scenario(
+            "zero-g1",
+            "20k tasks, 0 ms latency, 1 result per frame",
+            tasks=20_000,
+            caps={"pyn-async": 5_000},
+        ),
+        Scenario(
+            "zero-g50",
+            "20k tasks, 0 ms latency, up to 50 results per frame",
+            tasks=20_000,
+            group=50,
+            caps={"pyn-async": 5_000},
+        ),
+        Scenario(
+            "lat200",
+            "20k tasks, 200 ms latency, window 2000, 1 result per frame",
+            tasks=20_000,
+            window=2_000,
+            latency_ms=200.0,
+            caps={"pyl": 1_500},  # 15 in flight / 0.2 s = 75 tasks/s
+        ),
+        Scenario(
+            "datauri",
+            "2k tasks with a 256x256 PNG sent as a data URI, window 100, arrays of 10",
+            tasks=2_000,
+            window=100,
+            batch=10,
+            png_input=True,
+            caps={"pyn-async": 500},
+        ),
+        Scenario(
+            "halfload",
+            "20k tasks offered at half the floor's peak rate, 0 ms latency, 1 result per frame",
+            tasks=20_000,
+            rate_fraction=0.5,
+            contenders=("floor", "us-default", "us-tuned"),
+        ),
+        Scenario(
+            "soak",
+            "1M tasks through upscale_many, RSS sampled every 10 s (floor: same N, for the ratio)",
+            tasks=1_000_000,
+            soak_tasks=1_000_000,
+            contenders=("floor", "us-soak"),
+            timeout_s=1_800.0,
+        ),
+    )
+}

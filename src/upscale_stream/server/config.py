@@ -1,0 +1,114 @@
+"""Every knob of the reference server in one frozen dataclass, with its default.
+
+Times are in seconds. Expiry of held results, finished tasks and stored images is measured with
+``clock`` (``time.monotonic`` by default), so a test can pass its own clock and advance it
+instead of waiting: the server checks those deadlines whenever it touches the state, and a
+background sweep (every ``sweep_interval`` real seconds) frees memory in between. Socket
+timeouts (``auth_timeout``, ``idle_timeout``) run on the event loop's own clock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .outbound import OutboundPolicy
+
+__all__ = ["ServerConfig"]
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Configuration of a :class:`~upscale_stream.server.ReferenceServer`.
+
+    Attributes:
+        api_keys: The accepted API keys (compared in constant time).
+        accept_any_key: Development mode: any non-empty key is accepted (a WARNING is logged).
+        host: Interface to bind.
+        port: TCP port to bind; 0 picks a free one (read it back from ``server.url``).
+        public_url: Base of the ``imageURL`` values (``http://host:port`` when ``None``).
+        hold_time: How long results for a session without a socket are held for a resume
+            (protocol.md section 2: 120 s).
+        retention: How long a finished task stays known, for ``getResponse`` and for
+            ``conflictTaskUUID`` de-duplication.
+        idle_timeout: Close a socket that sent nothing for this long (protocol.md section 3).
+        auth_timeout: Close a socket that has not authenticated after this long.
+        close_timeout: How long a clean close waits for the client's close frame.
+        max_size: Largest incoming message; websockets closes with 1009 above it.
+        compression: Negotiate permessage-deflate (off: images do not compress).
+        task_delay: Simulated latency added to every upscale and upload (asyncio sleep).
+        workers: Threads for the image work.
+        allow_private_urls: Let URL inputs and webhooks reach private and loopback addresses.
+        fetch_timeout: Timeout of each outbound HTTP request (URL inputs, webhooks, uploads).
+        max_fetch_bytes: Largest URL input downloaded.
+        webhook_retries: Attempts per webhook POST.
+        url_ttl: Lifetime of an output image (and its URL) when the task sets no ``ttl``.
+        image_store_bytes: Memory cap of the image store; least recently used images go first.
+        max_pixels: Largest input image, in pixels.
+        max_tasks_per_frame: Tasks beyond this many in one frame get a ``tooManyTasks`` error.
+        max_in_flight: Running tasks allowed per connection; the excess gets ``tooManyTasks``.
+        max_frame_items: Most items the server puts in one outgoing frame.
+        max_frame_bytes: Most bytes the server puts in one outgoing frame (a bigger item still
+            goes, alone). Under the 1 MiB that ``runware-sdk`` accepts by default.
+        sweep_interval: Real seconds between background expiry sweeps.
+        fault_seed: Seed of the fault-injection random generator.
+        clock: Monotonic time source for expiry (holds, retention, image TTL).
+    """
+
+    api_keys: frozenset[str] = frozenset()
+    accept_any_key: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8765
+    public_url: str | None = None
+    hold_time: float = 120.0
+    retention: float = 600.0
+    idle_timeout: float = 120.0
+    auth_timeout: float = 10.0
+    close_timeout: float = 5.0
+    max_size: int | None = 64 * MiB
+    compression: bool = False
+    task_delay: float = 0.0
+    workers: int = 4
+    allow_private_urls: bool = False
+    fetch_timeout: float = 10.0
+    max_fetch_bytes: int = 32 * MiB
+    webhook_retries: int = 3
+    url_ttl: float = 3600.0
+    image_store_bytes: int = 512 * MiB
+    max_pixels: int = 40_000_000
+    max_tasks_per_frame: int = 10_000
+    max_in_flight: int = 5_000
+    max_frame_items: int = 500
+    max_frame_bytes: int = 900 * 1024
+    sweep_interval: float = 1.0
+    fault_seed: int = 0
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        keys: Iterable[str] = self.api_keys
+        if isinstance(keys, str):
+            raise TypeError("api_keys must be a collection of keys, not one string")
+        object.__setattr__(self, "api_keys", frozenset(keys))
+        if not self.accept_any_key and not self.api_keys:
+            raise ValueError("give api_keys=... or set accept_any_key=True (development only)")
+        if any(not key for key in self.api_keys):
+            raise ValueError("api_keys must not contain an empty key")
+        for name in ("workers", "max_tasks_per_frame", "max_in_flight", "max_frame_items"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+
+    def outbound_policy(self) -> OutboundPolicy:
+        """The policy for URL inputs, webhooks and upload endpoints."""
+        from .outbound import OutboundPolicy
+
+        return OutboundPolicy(
+            timeout=self.fetch_timeout,
+            max_bytes=self.max_fetch_bytes,
+            allow_private=self.allow_private_urls,
+            webhook_retries=self.webhook_retries,
+        )

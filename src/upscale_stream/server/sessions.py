@@ -1,0 +1,345 @@
+"""Sessions, held answers and the task registry of the reference server: its pure core.
+
+Nothing here awaits, touches a socket or reads a clock: time comes in as ``now`` and new
+session ids come in as arguments. The socket shell (:mod:`.app`) and the task handlers
+(:mod:`.tasks`) drive it.
+
+Theory of operation
+===================
+
+**Sessions** (protocol.md section 2). A successful authentication opens a session, named by a
+``connectionSessionUUID``. A session is *attached* while a socket carries it and *detached*
+when that socket is gone. Authenticating with the id of a session the store still knows
+re-attaches it (the same id is echoed); an id the store does not know (never issued, forgotten,
+or lost in a restart) gets a brand-new session with a new id, which is how a client learns that
+nothing was resumed.
+
+**Task lifecycle**::
+
+    received --invalid--> error item (never registered, no de-duplication)
+             --register--> RUNNING --finish--> SUCCEEDED | FAILED --retention--> forgotten
+                 |
+                 +--taskUUID already registered--> conflictTaskUUID (not executed again)
+
+The registry is keyed by ``taskUUID`` across all sessions (protocol.md section 2, last bullet):
+a known ``taskUUID`` is refused while it runs and for ``retention`` seconds after it finished.
+``getResponse`` (section 6) reads the registry, so it works for sync and async tasks alike and
+from any session.
+
+**Answers**. Everything addressed to a session (async ACKs, validation and conflict errors, and
+the result or error of a sync task) goes into the session's *outbox*, encoded once. The shell's
+sender drains the outbox of the session its socket carries. While a session is detached its
+outbox is the *hold buffer* of section 2: each answer is kept for ``hold_time`` seconds, counted
+from when it was queued or when the socket went away, whichever is later, and the whole buffer is
+sent when the session is resumed. An answer counts as delivered once a ``send`` of its frame
+succeeded; answers of a frame whose ``send`` failed are given back, in order, to the front of
+the outbox, so each answer is delivered at most once per successful send and never lost to a
+failed one. Answers of async tasks are never pushed: only their ACK is (section 6).
+
+A detached session with no running sync task and an empty hold buffer is forgotten
+``hold_time`` seconds after its socket went away.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Literal
+
+import orjson
+
+__all__ = [
+    "Kind",
+    "Outgoing",
+    "Session",
+    "SessionStore",
+    "TaskCounts",
+    "TaskRecord",
+    "TaskState",
+]
+
+Kind = Literal["data", "errors"]
+"""The envelope key an item travels under (protocol.md section 4: never both in one frame)."""
+
+
+class TaskState(Enum):
+    """Where a registered task is in its lifecycle (the value is the ``status`` on the wire)."""
+
+    RUNNING = "processing"
+    SUCCEEDED = "success"
+    FAILED = "error"
+
+
+@dataclass(slots=True)
+class TaskRecord:
+    """One registered task.
+
+    Attributes:
+        task_uuid: The client's ``taskUUID``.
+        task_type: The ``taskType`` the client sent (echoed in every answer).
+        session_id: The session that submitted it.
+        delivery: ``"sync"`` (answer pushed) or ``"async"`` (answer polled).
+        received_at: When it was registered.
+        state: Its lifecycle state.
+        finished_at: When it finished, or ``None`` while running.
+        answer: The result item (success) or the error item (failure), once finished.
+    """
+
+    task_uuid: str
+    task_type: str
+    session_id: str
+    delivery: str
+    received_at: float
+    state: TaskState = TaskState.RUNNING
+    finished_at: float | None = None
+    answer: dict[str, Any] | None = None
+
+    def poll_reply(self) -> dict[str, Any]:
+        """The ``data`` item answering a ``getResponse`` for this task (protocol.md section 6).
+
+        Running: ``status: "processing"``. Succeeded: the full result with ``status:
+        "success"``. Failed: ``status: "error"`` with the error nested under ``error``.
+        """
+        base: dict[str, Any] = {"taskType": self.task_type, "taskUUID": self.task_uuid}
+        if self.state is TaskState.SUCCEEDED and self.answer is not None:
+            return {**self.answer, "status": TaskState.SUCCEEDED.value}
+        if self.state is TaskState.FAILED and self.answer is not None:
+            nested = {
+                key: self.answer[key]
+                for key in ("code", "message", "parameter")
+                if key in self.answer
+            }
+            return {**base, "status": TaskState.FAILED.value, "error": nested}
+        return {**base, "status": TaskState.RUNNING.value}
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One answer waiting in a session's outbox.
+
+    Attributes:
+        kind: ``"data"`` or ``"errors"``.
+        body: The item, JSON-encoded.
+        queued_at: When it was queued.
+    """
+
+    kind: Kind
+    body: bytes
+    queued_at: float
+
+
+class Session:
+    """One client session: its id, whether a socket carries it, and its outbox.
+
+    Args:
+        session_id: The ``connectionSessionUUID``.
+    """
+
+    __slots__ = ("attached", "detached_at", "outbox", "running", "session_id")
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        self.attached = True
+        self.detached_at: float | None = None
+        self.running = 0
+        self.outbox: deque[Outgoing] = deque()
+
+    def push(self, kind: Kind, item: Mapping[str, Any], now: float) -> None:
+        """Queue one answer; then wake the sender of the socket that carries this session."""
+        self.outbox.append(Outgoing(kind, orjson.dumps(item), now))
+
+    def take(self) -> list[Outgoing]:
+        """Everything queued, oldest first; the caller must send it or :meth:`give_back` it."""
+        items = list(self.outbox)
+        self.outbox.clear()
+        return items
+
+    def give_back(self, items: Iterable[Outgoing]) -> None:
+        """Put answers whose send failed back at the front, in their order."""
+        self.outbox.extendleft(reversed(list(items)))
+
+    def expire_held(self, now: float, hold_time: float) -> int:
+        """Drop held answers older than ``hold_time`` (only while detached); returns how many."""
+        if self.attached or self.detached_at is None:
+            return 0
+        detached_at = self.detached_at
+        kept = [o for o in self.outbox if now - max(o.queued_at, detached_at) < hold_time]
+        dropped = len(self.outbox) - len(kept)
+        if dropped:
+            self.outbox = deque(kept)
+        return dropped
+
+
+@dataclass
+class TaskCounts:
+    """Instrumentation for tests; survives :meth:`SessionStore.clear` (a simulated restart).
+
+    Attributes:
+        received: Tasks received, by ``taskUUID`` (authentication, ping and getResponse are
+            not tasks here).
+        executions: Executions started, by ``taskUUID``: the task was accepted and its work
+            (input resolution, then the image pipeline) began.
+        received_total: All tasks received, with or without a ``taskUUID``.
+        executions_total: All executions started.
+        authentications: Successful authentications.
+    """
+
+    received: Counter[str] = field(default_factory=Counter)
+    executions: Counter[str] = field(default_factory=Counter)
+    received_total: int = 0
+    executions_total: int = 0
+    authentications: int = 0
+
+    def count_received(self, task_uuid: object) -> None:
+        """Count one received task."""
+        self.received_total += 1
+        if isinstance(task_uuid, str):
+            self.received[task_uuid] += 1
+
+    def count_execution(self, task_uuid: str) -> None:
+        """Count one execution that started."""
+        self.executions_total += 1
+        self.executions[task_uuid] += 1
+
+
+class SessionStore:
+    """All sessions and registered tasks of one server.
+
+    Args:
+        hold_time: Seconds an answer is held for a detached session.
+        retention: Seconds a finished task stays registered.
+    """
+
+    def __init__(self, *, hold_time: float, retention: float) -> None:
+        self.hold_time = hold_time
+        self.retention = retention
+        self.sessions: dict[str, Session] = {}
+        self.tasks: dict[str, TaskRecord] = {}
+        self._finished: deque[tuple[float, str]] = deque()
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    def authenticate(self, requested: str | None, now: float, new_id: str) -> tuple[Session, bool]:
+        """Open or resume a session for a socket that just authenticated.
+
+        Args:
+            requested: The ``connectionSessionUUID`` the client sent, if any.
+            now: The current time.
+            new_id: The id to give a new session.
+
+        Returns:
+            The session, now attached, and whether it was resumed. Then send the auth answer
+            and drain the session's outbox (the held answers) on the socket.
+        """
+        if requested is not None:
+            self._expire_session(requested, now)
+            session = self.sessions.get(requested)
+            if session is not None:
+                session.attached = True
+                session.detached_at = None
+                return session, True
+        session = Session(new_id)
+        self.sessions[new_id] = session
+        return session, False
+
+    def detach(self, session_id: str, now: float) -> None:
+        """The socket carrying this session is gone: start holding its answers."""
+        session = self.sessions.get(session_id)
+        if session is not None and session.attached:
+            session.attached = False
+            session.detached_at = now
+
+    def push(self, session_id: str, kind: Kind, item: Mapping[str, Any], now: float) -> bool:
+        """Queue an answer for a session; returns False when the session is unknown."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            return False
+        session.push(kind, item, now)
+        return True
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    def register(
+        self, task_uuid: str, task_type: str, session_id: str, delivery: str, now: float
+    ) -> TaskRecord | None:
+        """Register a task that is about to run.
+
+        Returns:
+            The new record, or ``None`` when the ``taskUUID`` is already known (running, or
+            finished less than ``retention`` ago): answer ``conflictTaskUUID`` and do not run it.
+        """
+        if self.lookup(task_uuid, now) is not None:
+            return None
+        record = TaskRecord(task_uuid, task_type, session_id, delivery, now)
+        self.tasks[task_uuid] = record
+        if delivery == "sync":
+            session = self.sessions.get(session_id)
+            if session is not None:
+                session.running += 1
+        return record
+
+    def finish(
+        self, record: TaskRecord, answer: Mapping[str, Any], *, failed: bool, now: float
+    ) -> Session | None:
+        """Record a task's result (or its error item) and route it.
+
+        Returns:
+            The session the answer was queued for (sync tasks whose session is known), whose
+            socket's sender must be woken; ``None`` otherwise.
+        """
+        if self.tasks.get(record.task_uuid) is not record:
+            return None  # forgotten meanwhile (a restart)
+        record.state = TaskState.FAILED if failed else TaskState.SUCCEEDED
+        record.finished_at = now
+        record.answer = dict(answer)
+        self._finished.append((now, record.task_uuid))
+        if record.delivery != "sync":
+            return None
+        session = self.sessions.get(record.session_id)
+        if session is None:
+            return None
+        session.running = max(0, session.running - 1)
+        session.push("errors" if failed else "data", answer, now)
+        return session
+
+    def lookup(self, task_uuid: str, now: float) -> TaskRecord | None:
+        """The task's record, unless unknown or finished more than ``retention`` ago."""
+        record = self.tasks.get(task_uuid)
+        if record is None:
+            return None
+        if record.finished_at is not None and now - record.finished_at >= self.retention:
+            del self.tasks[task_uuid]
+            return None
+        return record
+
+    # -- housekeeping ------------------------------------------------------------------------
+
+    def expire(self, now: float) -> None:
+        """Forget expired tasks, held answers and sessions. Call it now and then."""
+        while self._finished and now - self._finished[0][0] >= self.retention:
+            finished_at, task_uuid = self._finished.popleft()
+            record = self.tasks.get(task_uuid)
+            if record is not None and record.finished_at == finished_at:
+                del self.tasks[task_uuid]
+        for session_id in [s for s, session in self.sessions.items() if not session.attached]:
+            self._expire_session(session_id, now)
+
+    def clear(self) -> None:
+        """Forget every session, held answer and task (a simulated restart)."""
+        self.sessions.clear()
+        self.tasks.clear()
+        self._finished.clear()
+
+    def _expire_session(self, session_id: str, now: float) -> None:
+        session = self.sessions.get(session_id)
+        if session is None or session.attached or session.detached_at is None:
+            return
+        session.expire_held(now, self.hold_time)
+        if (
+            not session.outbox
+            and not session.running
+            and now - session.detached_at >= self.hold_time
+        ):
+            del self.sessions[session_id]
