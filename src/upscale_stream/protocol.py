@@ -252,7 +252,7 @@ class _Schedule:
 
     def __init__(self, resolution: float) -> None:
         self._resolution = resolution
-        self._buckets: dict[int, set[str]] = {}
+        self._buckets: dict[int, dict[str, None]] = {}  # dicts keep insertion order
         self._heap: list[int] = []
 
     def _slot(self, when: float) -> int:
@@ -262,14 +262,14 @@ class _Schedule:
         slot = self._slot(when)
         bucket = self._buckets.get(slot)
         if bucket is None:
-            bucket = self._buckets[slot] = set()
+            bucket = self._buckets[slot] = {}
             heapq.heappush(self._heap, slot)
-        bucket.add(key)
+        bucket[key] = None
 
     def discard(self, key: str, when: float) -> None:
         bucket = self._buckets.get(self._slot(when))
         if bucket is not None:
-            bucket.discard(key)
+            bucket.pop(key, None)
 
     def next_time(self) -> float | None:
         while self._heap:
