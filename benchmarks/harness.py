@@ -164,16 +164,26 @@ def child_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a live process from /proc (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/statm") as statm:
+            return int(statm.read().split()[1]) * _PAGE_BYTES
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def run_once(
     command: list[str], env: dict[str, str], timeout_s: float, workdir: Path
 ) -> dict[str, Any]:
     """Run one contender process; return its report line or why there is none.
 
     The process gets its own session so a timeout kills it and anything it started. Its RSS is
-    sampled every 0.1 s as a cross-check of the peak it reports itself.
+    sampled from /proc every 0.1 s as a cross-check of the peak it reports itself.
     """
-    import psutil
-
     out_path, err_path = workdir / "contender.out", workdir / "contender.err"
     cpu_before = child_cpu_s()
     sampled_peak = 0
@@ -189,19 +199,13 @@ def run_once(
             start_new_session=True,
         )
         timed_out = False
-        try:
-            watched = psutil.Process(proc.pid)
-        except psutil.Error:
-            watched = None
         while True:
             try:
                 proc.wait(timeout=0.1)
                 break
             except subprocess.TimeoutExpired:
                 pass
-            if watched is not None:
-                with contextlib.suppress(psutil.Error):
-                    sampled_peak = max(sampled_peak, watched.memory_info().rss)
+            sampled_peak = max(sampled_peak, rss_bytes(proc.pid))
             if time.monotonic() - started > timeout_s:
                 timed_out = True
                 with contextlib.suppress(ProcessLookupError):
@@ -234,10 +238,10 @@ def run_once(
 
 
 def display_command(command: list[str]) -> str:
-    """A command line with paths relative to the repository and the port as $PORT."""
+    """A command line with paths relative to the repository, $TMP and the port as $PORT."""
     shown = []
     for part in command:
-        part = part.replace(str(REPO_ROOT) + "/", "")
+        part = part.replace(str(REPO_ROOT) + "/", "").replace(tempfile.gettempdir(), "$TMP")
         if part.startswith("ws://127.0.0.1:"):
             part = "ws://127.0.0.1:$PORT"
         shown.append(part)
@@ -332,14 +336,19 @@ def run_scenario(
     try:
         rate = None
         if scenario.rate_fraction is not None:
-            calibration = run_contender(
-                scenario, CONTENDERS[FLOOR], stub, workdir, repeat=repeat, input_file=input_file
-            )
-            calibration.update(contender="floor-peak", label="raw floor, flat out (calibration)")
-            records.append(calibration)
-            log(report.progress_line(calibration))
-            if calibration["status"] == "ok":
-                rate = scenario.rate_fraction * report.tasks_per_s(calibration["report"])
+            for basis in dict.fromkeys((scenario.rate_basis, FLOOR)):
+                calibration = run_contender(
+                    scenario, CONTENDERS[basis], stub, workdir, repeat=repeat, input_file=input_file
+                )
+                calibration.update(
+                    contender=f"{basis}-peak",
+                    label=f"{CONTENDERS[basis].label}, flat out (sets the rate)",
+                )
+                records.append(calibration)
+                log(report.progress_line(calibration))
+                if calibration["status"] == "ok":
+                    rate = scenario.rate_fraction * report.tasks_per_s(calibration["report"])
+                    break
             else:
                 log("  calibration failed: running the others flat out")
         for key in contenders:
@@ -404,6 +413,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-chart", action="store_true", help="skip chart.png")
     parser.add_argument("--list", action="store_true", help="list scenarios and contenders, exit")
+    parser.add_argument(
+        "--report-only", type=Path, metavar="RESULTS_JSON", help="rewrite the report from a run"
+    )
     return parser.parse_args(argv)
 
 
@@ -416,9 +428,12 @@ def main(argv: list[str] | None = None) -> int:
         for key, contender in CONTENDERS.items():
             print(f"{key:12} {contender.label}")
         return 0
-    repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
     out_dir = args.out_dir or (BENCH_DIR / "out" / "quick" if args.quick else BENCH_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if args.report_only is not None:
+        write_outputs(out_dir, orjson.loads(args.report_only.read_bytes()), chart=not args.no_chart)
+        return 0
+    repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
     argv_shown = ["python", "-m", "benchmarks.harness", *(sys.argv[1:] if argv is None else argv)]
 
     def log(line: str) -> None:
@@ -450,10 +465,18 @@ def main(argv: list[str] | None = None) -> int:
         "records": records,
     }
     (out_dir / "results.json").write_bytes(orjson.dumps(run, option=orjson.OPT_INDENT_2))
-    chart = None if args.no_chart else report.write_chart(out_dir / "chart.png", run)
-    report.write_results_md(out_dir / "RESULTS.md", run, chart)
-    log(f"wrote {out_dir / 'RESULTS.md'}" + (f" and {chart}" if chart else " (no chart)"))
+    write_outputs(out_dir, run, chart=not args.no_chart)
     return 0
+
+
+def write_outputs(out_dir: Path, run: dict[str, Any], *, chart: bool) -> None:
+    """Write RESULTS.md and (unless ``chart`` is false) chart.png for one run."""
+    chart_path = report.write_chart(out_dir / "chart.png", run) if chart else None
+    report.write_results_md(out_dir / "RESULTS.md", run, chart_path)
+    print(
+        f"wrote {out_dir / 'RESULTS.md'}" + (f" and {chart_path}" if chart_path else " (no chart)"),
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

@@ -55,6 +55,13 @@ CONTENDERS: dict[str, Contender] = {
             "upscale_stream_client.py",
             ("--uvloop", "--soak"),
         ),
+        Contender(
+            "us-async",
+            "upscale_stream async",
+            "upscale_stream_client.py",
+            ("--uvloop",),
+            delivery="async",
+        ),
         Contender("pyl", "runware 0.5.24", "runware_pyl.py", venv="runware"),
         Contender("pyn-sync", "runware-sdk 1.8.0 sync", "runware_pyn.py", venv="runware-sdk"),
         Contender(
@@ -89,9 +96,11 @@ class Scenario:
         contenders: keys of the contenders to run, in order; the floor first.
         caps: per-contender task cap for contenders that would take minutes otherwise.
         png_input: send a 256x256 noise PNG as a data URI in every task.
-        rate_fraction: offer this fraction of the floor's peak rate (measured first, unpaced, in
-            the same scenario) instead of running flat out.
-        soak_tasks: for the soak contender, its own task count (``tasks`` stays for the others).
+        rate_fraction: offer this fraction of ``rate_basis``'s peak rate (measured first, flat
+            out, against the same stub) to every contender instead of running flat out.
+        rate_basis: the contender whose peak sets the offered rate (the raw floor if its
+            calibration run fails).
+        quick_divisor: ``--quick`` divides ``tasks`` and ``caps`` by this.
         rss_interval_s: soak RSS sampling period.
         timeout_s: wall-clock limit of one contender run.
     """
@@ -108,23 +117,21 @@ class Scenario:
     caps: dict[str, int] = field(default_factory=dict)
     png_input: bool = False
     rate_fraction: float | None = None
-    soak_tasks: int | None = None
+    rate_basis: str = "us-tuned"
+    quick_divisor: int = 10
     rss_interval_s: float = 10.0
     timeout_s: float = 300.0
 
     def tasks_for(self, contender: str) -> int:
-        """The task count of one contender in this scenario (its cap, the soak count or N)."""
-        if contender == "us-soak" and self.soak_tasks is not None:
-            return self.soak_tasks
+        """The task count of one contender in this scenario (N, or its cap if lower)."""
         return min(self.tasks, self.caps.get(contender, self.tasks))
 
     def quick(self) -> Scenario:
-        """The about-a-minute version: a tenth of the tasks, smaller caps, shorter limits."""
+        """The about-a-minute version: fewer tasks, smaller caps, shorter limits."""
         return replace(
             self,
-            tasks=max(1, self.tasks // 10),
-            caps={k: max(1, v // 10) for k, v in self.caps.items()},
-            soak_tasks=None if self.soak_tasks is None else max(1, self.soak_tasks // 50),
+            tasks=max(1, self.tasks // self.quick_divisor),
+            caps={k: max(1, v // self.quick_divisor) for k, v in self.caps.items()},
             rss_interval_s=min(self.rss_interval_s, 1.0),
             timeout_s=min(self.timeout_s, 120.0),
         )
@@ -139,7 +146,6 @@ class Scenario:
             self,
             tasks=tasks,
             caps={k: min(v, tasks) for k, v in self.caps.items()},
-            soak_tasks=None if self.soak_tasks is None else tasks,
         )
 
 
@@ -150,7 +156,8 @@ SCENARIOS: dict[str, Scenario] = {
             "zero-g1",
             "20k tasks, 0 ms latency, 1 result per frame",
             tasks=20_000,
-            caps={"pyn-async": 5_000},
+            contenders=(*_ALL_ONE_SHOT, "us-async"),
+            caps={"pyn-async": 5_000, "us-async": 5_000},
         ),
         Scenario(
             "zero-g50",
@@ -165,6 +172,7 @@ SCENARIOS: dict[str, Scenario] = {
             tasks=20_000,
             window=2_000,
             latency_ms=200.0,
+            contenders=(*_ALL_ONE_SHOT, "us-async"),
             caps={"pyl": 1_500},  # 15 in flight / 0.2 s = 75 tasks/s
         ),
         Scenario(
@@ -178,7 +186,7 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "halfload",
-            "20k tasks offered at half the floor's peak rate, 0 ms latency, 1 result per frame",
+            "20k tasks offered at half of upscale_stream's peak rate, 0 ms latency, 1 result/frame",
             tasks=20_000,
             rate_fraction=0.5,
             contenders=("floor", "us-default", "us-tuned"),
@@ -187,7 +195,7 @@ SCENARIOS: dict[str, Scenario] = {
             "soak",
             "1M tasks through upscale_many, RSS sampled every 10 s (floor: same N, for the ratio)",
             tasks=1_000_000,
-            soak_tasks=1_000_000,
+            quick_divisor=50,
             contenders=("floor", "us-soak"),
             timeout_s=1_800.0,
         ),

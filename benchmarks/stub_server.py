@@ -268,6 +268,9 @@ class StubConnection:
             items: list[bytes] = []
             while due and due[0][0] <= now:
                 items.append(due.popleft()[1])
+            if not items:  # woke a hair early (uvloop timers have 1 ms resolution)
+                await asyncio.sleep(0)
+                continue
             self.results_sent += len(items)
             await self._send_many(
                 [
@@ -326,9 +329,9 @@ async def serve_until_stopped(args: argparse.Namespace) -> int:
         await StubConnection(ws, config, results, totals).run()
 
     loop = asyncio.get_running_loop()
-    stop = loop.create_future()
+    stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, lambda: stop.done() or stop.set_result(None))
+        loop.add_signal_handler(signum, stop.set)
     async with serve(
         handler,
         args.host,
@@ -342,7 +345,7 @@ async def serve_until_stopped(args: argparse.Namespace) -> int:
         if args.ready_file is not None:
             write_atomically(args.ready_file, f"{port}\n")
         print(f"stub listening on ws://{args.host}:{port}", file=sys.stderr, flush=True)
-        await stop
+        await stop.wait()
     print(
         f"stub stopped: {totals['tasks']} tasks over {totals['connections']} connections",
         file=sys.stderr,

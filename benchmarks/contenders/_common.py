@@ -22,7 +22,7 @@ import mimetypes
 import resource
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -180,7 +180,7 @@ async def run_pool(
 
 
 def run_main(
-    main: Callable[[argparse.Namespace], Awaitable[dict[str, Any]]],
+    main: Callable[[argparse.Namespace], Coroutine[Any, Any, dict[str, Any]]],
     description: str,
     extend: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> None:
@@ -191,7 +191,7 @@ def run_main(
     reports the contender as failed.
     """
     args = parse_args(description, extend=extend)
-    runner: Callable[[Awaitable[dict[str, Any]]], dict[str, Any]] = asyncio.run  # type: ignore[assignment]
+    runner: Callable[[Coroutine[Any, Any, dict[str, Any]]], dict[str, Any]] = asyncio.run
     loop_name = "asyncio"
     if args.uvloop:
         try:

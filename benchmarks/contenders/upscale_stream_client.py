@@ -12,7 +12,8 @@ Modes (on top of the common contender command line, see ``_common``):
   resident set size every ``--rss-interval`` seconds; reports the samples, the growth from the
   first to the last sample and the trend (least-squares slope) over the second half.
 
-``--uvloop`` (common option) runs the whole thing on uvloop when it is installed.
+``--uvloop`` (common option) runs the whole thing on uvloop when it is installed;
+``--delivery async`` asks for ``deliveryMethod:"async"`` (ACK, then the client polls).
 """
 
 from __future__ import annotations
@@ -68,9 +69,10 @@ def _import_client() -> Any:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Connect, warm up, run the tasks in the chosen mode, return the report line."""
-    if args.delivery != "sync":
-        raise SystemExit("this contender drives sync delivery only")
     upscale_client = _import_client()
+    task_options: dict[str, Any] = {"factor": FACTOR, "model": MODEL}
+    if args.delivery == "async":  # ACK, then the client polls getResponse
+        task_options["delivery_method"] = "async"
     image = input_image(args.input)
     options: dict[str, Any] = {}
     if not args.defaults:
@@ -78,13 +80,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     mode = "soak" if args.soak else args.api
     settings = "defaults" if args.defaults else f"window={args.window},batch={args.batch}"
     async with upscale_client(api_key=API_KEY, url=args.url, **options) as client:
-        await client.upscale(image, factor=FACTOR, model=MODEL)  # warm-up: connects, authenticates
+        await client.upscale(image, **task_options)  # warm-up: connects, authenticates
         meter = Meter(args.tasks)
         extra: dict[str, Any] = {}
         if mode == "upscale":
 
             async def call() -> None:
-                await client.upscale(image, factor=FACTOR, model=MODEL)
+                await client.upscale(image, **task_options)
 
             meter.start()
             await run_pool(meter, args.window, args.rate, call)
@@ -92,12 +94,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             if args.rate > 0:
                 raise SystemExit("--rate needs --api upscale")
-            extra = await stream(client, image, meter, args.rss_interval if args.soak else None)
-    return meter.report(contender="upscale_stream", mode=mode, settings=settings, **extra)
+            extra = await stream(
+                client, image, task_options, meter, args.rss_interval if args.soak else None
+            )
+    return meter.report(
+        contender="upscale_stream", mode=mode, settings=settings, delivery=args.delivery, **extra
+    )
 
 
 async def stream(
-    client: Any, image: str, meter: Meter, rss_interval: float | None
+    client: Any,
+    image: str,
+    task_options: dict[str, Any],
+    meter: Meter,
+    rss_interval: float | None,
 ) -> dict[str, Any]:
     """Run ``meter.tasks`` tasks through ``upscale_many``; sample RSS if ``rss_interval`` is set."""
     samples: list[tuple[float, int, float]] = []  # (seconds into the run, tasks done, RSS MiB)
@@ -114,12 +124,15 @@ async def stream(
         sampler = asyncio.create_task(sample_rss(rss_interval))
     images = itertools.repeat(image, meter.tasks)
     try:
-        async for _result in client.upscale_many(images, factor=FACTOR, model=MODEL, ordered=False):
-            meter.ok += 1
-    except Exception as exc:
+        async for outcome in client.upscale_many(images, ordered=False, **task_options):
+            if getattr(outcome, "ok", True):  # an Outcome; a failed task does not stop the stream
+                meter.ok += 1
+            else:
+                meter.fail(getattr(outcome, "error", None) or RuntimeError("task failed"))
+    except Exception as exc:  # the stream itself broke off
         meter.fail(exc)
     meter.stop()
-    meter.failed = meter.tasks - meter.ok
+    meter.failed = max(meter.failed, meter.tasks - meter.ok)  # tasks never reported count too
     if sampler is None:
         return {}
     sampler.cancel()

@@ -28,6 +28,7 @@ from .models import (
     UpscaleSettings,
     UpscaleTask,
 )
+from .sync import Client
 
 __all__ = [
     "CCSR",
@@ -38,6 +39,7 @@ __all__ = [
     "SWINIR",
     "APIError",
     "AuthenticationError",
+    "Client",
     "ClientClosed",
     "ConnectionLost",
     "ErrorItem",

@@ -17,7 +17,7 @@ import asyncio
 import dataclasses
 import random
 import ssl as ssl_module
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -283,7 +283,7 @@ class UpscaleClient:
         ordered: bool = False,
         timeout: float | None = None,
         **options: Any,
-    ) -> AsyncIterator[Outcome[S]]:
+    ) -> AsyncGenerator[Outcome[S], None]:
         """Upscale many images, streaming an :class:`Outcome` per input as tasks finish.
 
         Inputs are read lazily and at most ``limits.max_in_flight`` of them are pending at any

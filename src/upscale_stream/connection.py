@@ -37,7 +37,7 @@ from .errors import (
     UpscaleError,
     UpscaleTimeout,
 )
-from .log import get_logger, register_secret
+from .log import get_logger, register_secret, websockets_logger
 from .protocol import (
     Authenticated,
     AuthRejected,
@@ -126,7 +126,7 @@ class Connection:
         self._draining = False
         self._authenticated_since_drop = False
         self.reconnects = 0
-        self.resends = 0
+        self.frames_sent = 0
 
     def __repr__(self) -> str:
         return f"<Connection url={self.url!r} live={self.session.live_count}>"
@@ -233,6 +233,7 @@ class Connection:
                 write_limit=1024 * 1024,
                 max_queue=64,
                 user_agent_header=f"upscale-stream/{_version()}",
+                logger=websockets_logger(),  # its DEBUG frame log would show the auth frame
             )
         except TimeoutError as exc:
             raise UpscaleTimeout("connect", seconds=self._timeouts.connect) from exc
@@ -335,6 +336,7 @@ class Connection:
                 for frame in frames:
                     await ws.send(frame, text=True)
                 if frames:
+                    self.frames_sent += len(frames)
                     self._arm_timer()
         except ConnectionClosed:
             return  # the reader sees the same close and handles it

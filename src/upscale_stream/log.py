@@ -9,6 +9,7 @@ installs it first in the chain; users who configure structlog themselves can add
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 from collections.abc import Mapping, MutableMapping
@@ -61,6 +62,32 @@ def redact_secrets(
         else:
             event_dict[key] = _scrub(value)
     return event_dict
+
+
+_API_KEY_FIELD = re.compile(r"(apiKey\W{1,6})[^\s,}\]]*", re.IGNORECASE)
+
+
+class RedactingFilter(logging.Filter):
+    """A stdlib logging filter for loggers we do not control (websockets' frame logs).
+
+    It rewrites the formatted message: every registered secret is masked, and so is whatever
+    follows an ``apiKey`` field, even when the frame log shortened the key in the middle.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        scrubbed = _API_KEY_FIELD.sub(r"\1" + REDACTED, _scrub(message))
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, ()
+        return True
+
+
+def websockets_logger() -> logging.Logger:
+    """The logger handed to websockets, with :class:`RedactingFilter` installed once."""
+    logger = logging.getLogger("upscale_stream.websockets")
+    if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+        logger.addFilter(RedactingFilter())
+    return logger
 
 
 def _scrub_rendered(

@@ -47,7 +47,11 @@ class LocalServer:
 def _config(**overrides: Any) -> Any:
     from .server import ServerConfig
 
-    fields: dict[str, Any] = {"api_keys": frozenset({TEST_API_KEY}), "allow_private_urls": True}
+    fields: dict[str, Any] = {
+        "api_keys": frozenset({TEST_API_KEY}),
+        "allow_private_urls": True,
+        "port": 0,
+    }
     fields.update(overrides)
     return ServerConfig(**fields)
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import collections
 import dataclasses
 import http.server
+import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import orjson
 import pytest
-from structlog.testing import capture_logs
 
 from upscale_stream.server.outbound import (
     OutboundError,
@@ -35,6 +36,11 @@ class Recorded:
     headers: dict[str, str]
     body: bytes
 
+    @property
+    def route(self) -> str:
+        """The path without its query string."""
+        return self.path.split("?", 1)[0]
+
 
 class RecordingServer(http.server.ThreadingHTTPServer):
     """Answers fixed routes, records every request, and plays scripted statuses per path."""
@@ -52,12 +58,12 @@ class RecordingServer(http.server.ThreadingHTTPServer):
     def base(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
 
-    def script(self, path: str, *statuses: int) -> None:
-        self.scripts[path] = collections.deque(statuses)
+    def script(self, route: str, *statuses: int) -> None:
+        self.scripts[route] = collections.deque(statuses)
 
-    def next_status(self, path: str, default: int) -> int:
+    def next_status(self, route: str, default: int) -> int:
         with self.lock:
-            queue = self.scripts.get(path)
+            queue = self.scripts.get(route)
             return queue.popleft() if queue else default
 
     def paths(self) -> list[str]:
@@ -80,7 +86,9 @@ class RecordingHandler(http.server.BaseHTTPRequestHandler):
             self.server.requests.append(request)
         return request
 
-    def answer(self, status: int, body: bytes = b"", *, length: bool = True, **headers: str) -> None:
+    def answer(
+        self, status: int, body: bytes = b"", *, length: bool = True, **headers: str
+    ) -> None:
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name.replace("_", "-"), value)
@@ -90,8 +98,7 @@ class RecordingHandler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:
-        request = self.record()
-        route = request.path.split("?", 1)[0]
+        route = self.record().route
         if route == "/image":
             self.answer(200, IMAGE, Content_Type="image/png")
         elif route == "/big":
@@ -100,6 +107,17 @@ class RecordingHandler(http.server.BaseHTTPRequestHandler):
             self.answer(200, BIG, length=False)  # HTTP/1.0: the body ends when we close
         elif route == "/redirect":
             self.answer(302, Location=f"{self.server.base}/image")
+        elif route == "/drip":
+            self.answer(200, length=False, Content_Length=str(len(IMAGE)))
+            # One byte per 20 ms (about 20 s in all), until the client hangs up or teardown.
+            for byte in IMAGE:
+                if self.server.release.wait(0.02):
+                    break
+                try:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                except OSError:
+                    break
         elif route == "/hang":
             self.server.release.wait(10)
             self.answer(200, IMAGE)
@@ -108,17 +126,18 @@ class RecordingHandler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         request = self.record()
-        self.answer(self.server.next_status(request.path, 200), b'{"ok": true}')
+        self.answer(self.server.next_status(request.route, 200), b'{"ok": true}')
 
     def do_PUT(self) -> None:
         request = self.record()
-        self.answer(self.server.next_status(request.path, 201))
+        self.answer(self.server.next_status(request.route, 201))
 
 
 @pytest.fixture
 def server() -> Iterator[RecordingServer]:
     instance = RecordingServer()
-    thread = threading.Thread(target=instance.serve_forever, daemon=True)
+    # A short poll interval only makes shutdown() return sooner; nothing waits on it.
+    thread = threading.Thread(target=instance.serve_forever, args=(0.01,), daemon=True)
     thread.start()
     try:
         yield instance
@@ -223,6 +242,18 @@ async def test_fetch_url_times_out_when_the_server_does_not_answer(
 
     assert caught.value.code == "downloadFailed"
     assert "timed out" in caught.value.message
+
+
+async def test_fetch_url_times_out_when_the_body_only_drips_in(server: RecordingServer) -> None:
+    policy = dataclasses.replace(LOCAL, timeout=0.3)
+    started = time.monotonic()
+
+    with pytest.raises(OutboundError) as caught:
+        await fetch_url(f"{server.base}/drip", policy)
+
+    assert caught.value.code == "downloadFailed"
+    assert "timed out" in caught.value.message
+    assert time.monotonic() - started < 5, "the whole-body deadline did not apply"
 
 
 # --- webhooks -------------------------------------------------------------------------------------
@@ -421,17 +452,21 @@ def test_check_destination_refuses_malformed_and_non_http_urls(url: str) -> None
 # --- no secrets in logs and messages --------------------------------------------------------------
 
 
-async def test_query_strings_appear_in_no_log_line_and_no_error(server: RecordingServer) -> None:
+async def test_query_strings_appear_in_no_log_line_and_no_error(
+    server: RecordingServer, caplog: pytest.LogCaptureFixture
+) -> None:
     server.script("/hook", 500, 500)
     policy = dataclasses.replace(LOCAL, webhook_retries=1)
+    caplog.set_level(logging.DEBUG, logger="upscale_stream.server.outbound")
 
-    with capture_logs() as logs:
-        await fetch_url(f"{server.base}/image?token=s3cret-a", LOCAL)
-        with pytest.raises(OutboundError) as caught:
-            await post_webhook(f"{server.base}/hook?apiKey=s3cret-b", {"n": 1}, policy)
+    await fetch_url(f"{server.base}/image?token=s3cret-a", LOCAL)
+    with pytest.raises(OutboundError) as caught:
+        await post_webhook(f"{server.base}/hook?apiKey=s3cret-b", {"n": 1}, policy)
 
-    assert logs, "expected the calls to log something"
-    assert "s3cret" not in repr(logs)
+    lines = [record.getMessage() for record in caplog.records]
+    assert any("input downloaded" in line for line in lines)
+    assert any("webhook attempt failed" in line for line in lines)
+    assert not any("s3cret" in line for line in lines)
     assert "s3cret" not in str(caught.value)
     assert f"{server.base}/hook" in str(caught.value)
 

@@ -12,10 +12,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .outbound import OutboundPolicy
+from .outbound import OutboundPolicy
 
 __all__ = ["ServerConfig"]
 
@@ -104,8 +102,6 @@ class ServerConfig:
 
     def outbound_policy(self) -> OutboundPolicy:
         """The policy for URL inputs, webhooks and upload endpoints."""
-        from .outbound import OutboundPolicy
-
         return OutboundPolicy(
             timeout=self.fetch_timeout,
             max_bytes=self.max_fetch_bytes,

@@ -60,16 +60,18 @@ class Faults:
         close_code: When set (1000, 1001, 1011...), every drop above is a clean close with
             this code instead of an abort.
         withhold_pongs: Never answer application pings.
-        result_delay: Seconds added before each task's answer (result or error) is released.
+        result_delay: Seconds added before each accepted task's final answer (its result or
+            its error) is released.
         group_results: Send task answers in frames of exactly this many, waiting up to
-            ``group_window`` seconds for a group to fill (0 or 1: no grouping).
+            ``group_window`` seconds for a group to fill (0 or 1: no grouping). A group counts
+            answers of both kinds; one holding results and errors leaves as two frames.
         group_window: How long a partial group may wait before it is sent anyway.
         shuffle_results: Send the answers that are ready in a random order.
         duplicate_results: Send every frame of task answers twice.
-        stray_error_every: After every N task answers sent, send an ``errors`` frame whose
-            item has no ``taskUUID``.
-        malformed_every: After every N task answers sent, send a malformed text frame (see
-            :data:`MALFORMED_FRAMES`).
+        stray_error_every: After every N final task answers sent on a connection, send an
+            ``errors`` frame whose item has no ``taskUUID``.
+        malformed_every: After every N final task answers sent on a connection, send a
+            malformed text frame (see :data:`MALFORMED_FRAMES`).
         drop_probability: Per received frame (after authentication), the chance of a drop
             (as with ``drop_after_tasks``: the frame's tasks are accepted first).
         refuse_connections: Reject this many next WebSocket handshakes with HTTP 503.
@@ -94,7 +96,7 @@ class Faults:
     drop_during_auth: bool = False
     seed: int = 0
     rng: random.Random = field(init=False, repr=False, compare=False)
-    fired: Counter[str] = field(default_factory=Counter, repr=False, compare=False)
+    fired: Counter[str] = field(default_factory=Counter, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)

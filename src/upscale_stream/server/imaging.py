@@ -58,12 +58,12 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 from PIL import Image, ImageChops, ImageEnhance, ImageFilter
 
 from upscale_stream.inputs import sniff_mime
-from upscale_stream.models import CCSR, CLARITY, SD_LATENT_UPSCALER, SWINIR
+from upscale_stream.models import CCSR, CLARITY, SD_LATENT_UPSCALER, SWINIR, OutputFormat
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -87,16 +87,13 @@ MAX_OUTPUT_SIDE = 4096
 DEFAULT_MAX_PIXELS = 40_000_000
 """Inputs with more pixels than this are refused before decoding (``imageTooLarge``)."""
 
-OutputFormatName = Literal["JPG", "PNG", "WEBP"]
-
 _PILLOW_FORMAT = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
-_OUTPUTS: Mapping[str, tuple[str, str, str]] = {
-    # wire name: (Pillow format, MIME type, file extension)
-    "JPG": ("JPEG", "image/jpeg", "jpg"),
-    "PNG": ("PNG", "image/png", "png"),
-    "WEBP": ("WEBP", "image/webp", "webp"),
+_OUTPUTS = {
+    "JPG": ("image/jpeg", "jpg"),
+    "PNG": ("image/png", "png"),
+    "WEBP": ("image/webp", "webp"),
 }
-_WIRE_FORMATS: Mapping[str, OutputFormatName] = {
+_WIRE_FORMATS: Mapping[str, OutputFormat] = {
     "JPG": "JPG",
     "JPEG": "JPG",
     "PNG": "PNG",
@@ -278,36 +275,33 @@ def _base64_bytes(text: str) -> bytes:
     return raw
 
 
-_MAGIC: tuple[tuple[int, bytes, str], ...] = (
-    # (offset, magic bytes, format name) of formats people send by mistake
-    (0, b"GIF87a", "GIF"),
-    (0, b"GIF89a", "GIF"),
-    (0, b"BM", "BMP"),
-    (0, b"II*\x00", "TIFF"),
-    (0, b"MM\x00*", "TIFF"),
-    (0, b"\x00\x00\x01\x00", "ICO"),
-    (0, b"8BPS", "PSD"),
-    (0, b"%PDF", "PDF"),
-    (0, b"qoif", "QOI"),
-    (0, b"\xff\x0a", "JPEG XL"),
-    (4, b"\x00\x00\x00\x0cJXL ", "JPEG XL"),
-    (4, b"ftypavif", "AVIF"),
-    (4, b"ftypavis", "AVIF"),
-    (4, b"ftypheic", "HEIC"),
-    (4, b"ftypheix", "HEIC"),
-    (4, b"ftypmif1", "HEIF"),
-)
+_MAGIC: Mapping[bytes, str] = {
+    # leading bytes of formats people send by mistake
+    b"GIF87a": "GIF",
+    b"GIF89a": "GIF",
+    b"BM": "BMP",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+    b"\x00\x00\x01\x00": "ICO",
+    b"8BPS": "PSD",
+    b"%PDF": "PDF",
+    b"qoif": "QOI",
+    b"\xff\x0a": "JPEG XL",
+    b"\x00\x00\x00\x0cJXL ": "JPEG XL",
+}
+_BRANDS: Mapping[bytes, str] = {b"avif": "AVIF", b"avis": "AVIF", b"heic": "HEIC", b"mif1": "HEIF"}
 
 
 def _name_format(raw: bytes) -> str | None:
     """Name the format of unsupported data, for a message that says what was sent."""
-    head = bytes(raw[:32])
-    for offset, magic, name in _MAGIC:
-        if head[offset : offset + len(magic)] == magic:
-            return name
-    stripped = head.lstrip()
-    if stripped.startswith((b"<svg", b"<?xml")):
-        return "SVG"
+    head = bytes(raw[:16])
+    if head[4:8] == b"ftyp":
+        return _BRANDS.get(head[8:12], "ISO media")
+    found = next((name for magic, name in _MAGIC.items() if head.startswith(magic)), None)
+    if found is None and head.lstrip().startswith((b"<svg", b"<?xml")):
+        found = "SVG"
+    if found is not None:
+        return found
     try:
         with Image.open(io.BytesIO(raw)) as image:
             return image.format
@@ -355,20 +349,12 @@ def fit_within_cap(image: Image.Image, factor: int) -> Image.Image:
     if width <= limit and height <= limit:
         return image
     scale = min(limit / width, limit / height)
-    size = (_scaled_side(width, scale, limit), _scaled_side(height, scale, limit))
+    size = (max(1, min(limit, round(width * scale))), max(1, min(limit, round(height * scale))))
     return _to_working_mode(image).resize(size, Image.Resampling.LANCZOS)
 
 
-def _scaled_side(side: int, scale: float, limit: int) -> int:
-    return max(1, min(limit, round(side * scale)))
-
-
 def _check_factor(factor: int) -> None:
-    if (
-        isinstance(factor, bool)
-        or not isinstance(factor, int)
-        or not 1 <= factor <= MAX_OUTPUT_SIDE
-    ):
+    if type(factor) is not int or not 1 <= factor <= MAX_OUTPUT_SIDE:
         raise ImagingError(
             "invalidUpscaleFactor",
             f"upscaleFactor must be a whole number, not {factor!r}",
@@ -385,8 +371,8 @@ Size = tuple[int, int]
 class _Pipeline:
     """A model's pipeline: a resize of the whole image, then an optional pass on RGB only."""
 
-    resize: Callable[[Image.Image, Size, Mapping[str, Any]], Image.Image]
-    refine: Callable[[Image.Image, Mapping[str, Any]], Image.Image] | None
+    resize: Callable[[Image.Image, Size, _Options], Image.Image]
+    refine: Callable[[Image.Image, _Options], Image.Image] | None
 
 
 def upscale_image(
@@ -411,7 +397,7 @@ def upscale_image(
             pipeline uses that is not a number.
     """
     _check_factor(factor)
-    options: Mapping[str, Any] = settings or {}
+    options = _Options.from_settings(settings)
     pipeline = _PIPELINES.get(model, _PLAIN)
     work = _to_working_mode(image)
     size = (work.width * factor, work.height * factor)
@@ -435,52 +421,63 @@ def _to_working_mode(image: Image.Image) -> Image.Image:
     return image.convert("RGBA" if image.has_transparency_data else "RGB")
 
 
-def _setting(
-    options: Mapping[str, Any], name: str, default: float, low: float, high: float
-) -> float:
-    value = options.get(name)
+@dataclass(frozen=True, slots=True)
+class _Options:
+    """The settings the pipelines use, checked and clamped to the wire models' ranges."""
+
+    strength: float
+    control_net_weight: float
+    cfg_scale: float
+    seed: int | None
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any] | None) -> _Options:
+        given = settings or {}
+        seed = given.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise _bad_setting("seed", seed, "an integer")
+        return cls(
+            strength=_number(given, "strength", 0.35, 1.0),
+            control_net_weight=_number(given, "controlNetWeight", 0.6, 1.0),
+            cfg_scale=_number(given, "CFGScale", 7.0, 50.0),
+            seed=seed,
+        )
+
+
+def _number(settings: Mapping[str, Any], name: str, default: float, high: float) -> float:
+    value = settings.get(name)
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ImagingError(
-            f"invalid{name[:1].upper()}{name[1:]}",
-            f"settings.{name} must be a number, not {value!r}"[:200],
-            parameter=f"settings.{name}",
-        )
-    return min(max(float(value), low), high)
+        raise _bad_setting(name, value, "a number")
+    return min(max(float(value), 0.0), high)
 
 
-def _seed(options: Mapping[str, Any]) -> int | None:
-    value = options.get("seed")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ImagingError(
-            "invalidSeed",
-            f"settings.seed must be an integer, not {value!r}"[:200],
-            parameter="settings.seed",
-        )
-    return value
+def _bad_setting(name: str, value: object, kind: str) -> ImagingError:
+    return ImagingError(
+        f"invalid{name[:1].upper()}{name[1:]}",
+        f"settings.{name} must be {kind}, not {value!r}"[:200],
+        parameter=f"settings.{name}",
+    )
 
 
-def _lanczos(image: Image.Image, size: Size, options: Mapping[str, Any]) -> Image.Image:
+def _lanczos(image: Image.Image, size: Size, options: _Options) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
-def _bicubic(image: Image.Image, size: Size, options: Mapping[str, Any]) -> Image.Image:
+def _bicubic(image: Image.Image, size: Size, options: _Options) -> Image.Image:
     return image.resize(size, Image.Resampling.BICUBIC)
 
 
-def _swinir_refine(rgb: Image.Image, options: Mapping[str, Any]) -> Image.Image:
+def _swinir_refine(rgb: Image.Image, options: _Options) -> Image.Image:
     return rgb.filter(ImageFilter.UnsharpMask(radius=1.2, percent=60, threshold=2))
 
 
-def _clarity_refine(rgb: Image.Image, options: Mapping[str, Any]) -> Image.Image:
-    strength = _setting(options, "strength", 0.35, 0.0, 1.0)
-    seed = _seed(options)
+def _clarity_refine(rgb: Image.Image, options: _Options) -> Image.Image:
+    strength = options.strength
     result = Image.blend(rgb, rgb.filter(ImageFilter.SHARPEN), strength) if strength else rgb
-    if seed is not None:
-        result = _add_grain(result, seed, amplitude=2)
+    if options.seed is not None:
+        result = _add_grain(result, options.seed, amplitude=2)
     return result
 
 
@@ -492,8 +489,8 @@ def _add_grain(rgb: Image.Image, seed: int, *, amplitude: int) -> Image.Image:
     return ImageChops.add(rgb, Image.merge("RGB", (noise, noise, noise)), 1.0, -amplitude)
 
 
-def _ccsr_resize(image: Image.Image, size: Size, options: Mapping[str, Any]) -> Image.Image:
-    weight = _setting(options, "controlNetWeight", 0.6, 0.0, 1.0)
+def _ccsr_resize(image: Image.Image, size: Size, options: _Options) -> Image.Image:
+    weight = options.control_net_weight
     if weight:
         # Denoise the source (RGB bands only; alpha keeps its edges), then upscale.
         rgb = image.convert("RGB") if image.mode == "RGBA" else image
@@ -504,15 +501,14 @@ def _ccsr_resize(image: Image.Image, size: Size, options: Mapping[str, Any]) -> 
     return image.resize(size, Image.Resampling.BICUBIC)
 
 
-def _ccsr_refine(rgb: Image.Image, options: Mapping[str, Any]) -> Image.Image:
-    weight = _setting(options, "controlNetWeight", 0.6, 0.0, 1.0)
-    percent = round(100 * weight)
+def _ccsr_refine(rgb: Image.Image, options: _Options) -> Image.Image:
+    percent = round(100 * options.control_net_weight)
     if not percent:
         return rgb
     return rgb.filter(ImageFilter.UnsharpMask(radius=1.5, percent=percent, threshold=3))
 
 
-def _latent_resize(image: Image.Image, size: Size, options: Mapping[str, Any]) -> Image.Image:
+def _latent_resize(image: Image.Image, size: Size, options: _Options) -> Image.Image:
     halfway = (
         max(1, round((image.width + size[0]) / 2)),
         max(1, round((image.height + size[1]) / 2)),
@@ -521,8 +517,8 @@ def _latent_resize(image: Image.Image, size: Size, options: Mapping[str, Any]) -
     return step.resize(size, Image.Resampling.LANCZOS)
 
 
-def _latent_refine(rgb: Image.Image, options: Mapping[str, Any]) -> Image.Image:
-    boost = _setting(options, "CFGScale", 7.0, 0.0, 20.0) / 100
+def _latent_refine(rgb: Image.Image, options: _Options) -> Image.Image:
+    boost = min(options.cfg_scale, 20.0) / 100
     if not boost:
         return rgb
     colourful = ImageEnhance.Color(rgb).enhance(1 + boost)
@@ -543,7 +539,7 @@ _PIPELINES: Mapping[str, _Pipeline] = MappingProxyType(
 # --- encoding -------------------------------------------------------------------------------------
 
 
-def encode_output(image: Image.Image, *, output_format: OutputFormatName, quality: int) -> bytes:
+def encode_output(image: Image.Image, *, output_format: OutputFormat, quality: int) -> bytes:
     """Encode the upscaled image as the task's ``outputFormat``.
 
     JPG is flattened onto white (it has no alpha) and PNG/WEBP keep alpha. The encoder settings
@@ -577,7 +573,7 @@ def encode_output(image: Image.Image, *, output_format: OutputFormatName, qualit
     return buffer.getvalue()
 
 
-def _output_name(output_format: str) -> OutputFormatName:
+def _output_name(output_format: str) -> OutputFormat:
     name = _WIRE_FORMATS.get(output_format.upper()) if isinstance(output_format, str) else None
     if name is None:
         raise ImagingError(
@@ -589,11 +585,7 @@ def _output_name(output_format: str) -> OutputFormatName:
 
 
 def _check_quality(quality: int) -> None:
-    if (
-        isinstance(quality, bool)
-        or not isinstance(quality, int)
-        or not _MIN_QUALITY <= quality <= _MAX_QUALITY
-    ):
+    if type(quality) is not int or not _MIN_QUALITY <= quality <= _MAX_QUALITY:
         raise ImagingError(
             "invalidOutputQuality",
             f"outputQuality must be a whole number from {_MIN_QUALITY} to {_MAX_QUALITY}, "
@@ -637,6 +629,7 @@ def render(
     wire = _output_name(output_format)
     _check_quality(quality)
     _check_factor(factor)
+    _Options.from_settings(settings)
     if isinstance(raw_or_image, Image.Image):
         image = raw_or_image
         limit = _pixel_limit(max_pixels)
@@ -648,7 +641,7 @@ def render(
     upscaled = upscale_image(
         fit_within_cap(image, factor), model=model, factor=factor, settings=settings
     )
-    _, mime, extension = _OUTPUTS[wire]
+    mime, extension = _OUTPUTS[wire]
     return Rendered(
         data=encode_output(upscaled, output_format=wire, quality=quality),
         mime=mime,

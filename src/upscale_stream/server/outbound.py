@@ -235,8 +235,8 @@ def _forbidden_reason(address: IPAddress) -> str | None:
         ("loopback", address.is_loopback),
         ("link-local", address.is_link_local),
         ("multicast", address.is_multicast),
-        ("private", address.is_private),
         ("reserved", address.is_reserved),
+        ("private", address.is_private),
         ("non-global", not address.is_global),
     )
     return next((name for name, applies in checks if applies), None)
@@ -385,7 +385,8 @@ def _read_limited(
         raise _too_large(shown, f"declares {declared} bytes", limit)
     chunks: list[bytes] = []
     received = 0
-    while chunk := response.read(min(_CHUNK, limit + 1 - received)):
+    # read1: one socket read per loop, so a server that drips bytes meets the deadline.
+    while chunk := response.read1(min(_CHUNK, limit + 1 - received)):
         chunks.append(chunk)
         received += len(chunk)
         if received > limit:

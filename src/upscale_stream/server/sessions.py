@@ -26,15 +26,22 @@ a known ``taskUUID`` is refused while it runs and for ``retention`` seconds afte
 ``getResponse`` (section 6) reads the registry, so it works for sync and async tasks alike and
 from any session.
 
-**Answers**. Everything addressed to a session (async ACKs, validation and conflict errors, and
-the result or error of a sync task) goes into the session's *outbox*, encoded once. The shell's
-sender drains the outbox of the session its socket carries. While a session is detached its
-outbox is the *hold buffer* of section 2: each answer is kept for ``hold_time`` seconds, counted
-from when it was queued or when the socket went away, whichever is later, and the whole buffer is
-sent when the session is resumed. An answer counts as delivered once a ``send`` of its frame
-succeeded; answers of a frame whose ``send`` failed are given back, in order, to the front of
-the outbox, so each answer is delivered at most once per successful send and never lost to a
-failed one. Answers of async tasks are never pushed: only their ACK is (section 6).
+**Answers**. The final answer of a sync task (its result, or the error item it failed with) goes
+into its session's *outbox*, encoded once. The shell's sender drains the outbox of the session
+its socket carries. While a session is detached its outbox is the *hold buffer* of section 2:
+each answer is kept for ``hold_time`` seconds, counted from when it was queued or when the
+socket went away, whichever is later, and the whole buffer is sent when the session is resumed.
+An answer counts as delivered once a ``send`` of its frame succeeded; answers of a frame whose
+``send`` failed are given back, in order, to the front of the outbox, so each answer is
+delivered exactly once if the session is resumed in time. Answers of async tasks are never
+pushed: they wait in the registry for ``getResponse`` (section 6).
+
+Immediate replies to a frame (async ACKs, validation, conflict and limit errors, ``getResponse``
+answers, pongs) are not held: they belong to the socket the frame came on, and are lost with it.
+A client that resends such a task after a resume gets the same refusal again, or
+``conflictTaskUUID`` for an accepted one, which ``runware-sdk`` takes as the ACK of an async
+task. (Replaying a held ACK before that conflict makes ``runware-sdk`` fail the task: it then
+sees the conflict as a terminal error.)
 
 A detached session with no running sync task and an empty hold buffer is forgotten
 ``hold_time`` seconds after its socket went away.
@@ -250,14 +257,6 @@ class SessionStore:
         if session is not None and session.attached:
             session.attached = False
             session.detached_at = now
-
-    def push(self, session_id: str, kind: Kind, item: Mapping[str, Any], now: float) -> bool:
-        """Queue an answer for a session; returns False when the session is unknown."""
-        session = self.sessions.get(session_id)
-        if session is None:
-            return False
-        session.push(kind, item, now)
-        return True
 
     # -- tasks -------------------------------------------------------------------------------
 

@@ -1,0 +1,138 @@
+"""The ``upscale-stream`` command line: the parser, its sub-commands and :func:`main`.
+
+Each sub-command lives in its own module, which adds its arguments and provides its handler:
+:mod:`.run` (the main job), :mod:`.serve` (the reference server) and :mod:`.bench` (the
+benchmark harness of a source checkout). Exit codes: 0 all succeeded, 1 some inputs failed or
+the server could not be used, 2 usage error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+
+from . import bench, run, serve
+from .errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
+from .streams import Streams
+
+__all__ = ["build_parser", "main"]
+
+PROG = "upscale-stream"
+
+_DESCRIPTION = """\
+Upscale images through the Runware upscale WebSocket API: many tasks in flight on one
+connection, results written as they arrive, resumable.
+
+With neither --url nor an API key (--api-key or RUNWARE_API_KEY), 'run' starts the local
+reference server in the same process: it really upscales (with Pillow) and nothing leaves
+this machine."""
+
+_RUN_EPILOG = """\
+examples:
+  upscale-stream run photos/ --out big/                      # a folder, recursively
+  upscale-stream run a.png b.jpg --out big/ --factor 4 --format webp --quality 90
+  upscale-stream run @urls.txt --out big/ --model clarity --setting steps=20
+  find . -name '*.png' | upscale-stream run - --out big/ --json
+  RUNWARE_API_KEY=... upscale-stream run photos/ --out big/  # the real API
+
+Rerunning the same command skips what the manifest (DIR/.upscale-stream/manifest.jsonl)
+records as done with the same options. Ctrl-C once: no new tasks, those in flight finish.
+Twice: those in flight are cancelled and listed as pending.
+
+exit codes: 0 all succeeded, 1 some failed, 2 usage error, 130 interrupted."""
+
+_SERVE_EPILOG = """\
+examples:
+  upscale-stream serve --port 8765 --api-key my-dev-key
+  UPSCALE_STREAM_SERVER_KEYS=key1,key2 upscale-stream serve --host 0.0.0.0
+  upscale-stream serve --accept-any-key --task-delay 0.5     # slow, for client tests
+
+Then: upscale-stream run photos/ --out big/ --url ws://127.0.0.1:8765/v1 --api-key my-dev-key"""
+
+_BENCH_EPILOG = """\
+examples:
+  upscale-stream bench --quick
+  upscale-stream bench --only zero-g1,lat200 --contenders floor,us-tuned
+  upscale-stream bench --list
+  upscale-stream bench -- --help"""
+
+
+def _version() -> str:
+    try:
+        return version("upscale-stream")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser: the program and its ``run``, ``serve`` and ``bench`` sub-commands."""
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog=PROG, description=_DESCRIPTION, formatter_class=formatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    run.add_arguments(
+        commands.add_parser(
+            "run",
+            help="upscale files, folders, URLs or a list of them into a folder",
+            description="Upscale every INPUT into DIR, streaming, resumable.",
+            epilog=_RUN_EPILOG,
+            formatter_class=formatter,
+        )
+    )
+    serve.add_arguments(
+        commands.add_parser(
+            "serve",
+            help="run the local reference server (a Runware-compatible upscale API)",
+            description=(
+                "Run the reference server in the foreground until Ctrl-C: the Runware upscale "
+                "WebSocket API on ws://HOST:PORT/v1, output images over HTTP on the same port."
+            ),
+            epilog=_SERVE_EPILOG,
+            formatter_class=formatter,
+        )
+    )
+    bench.add_arguments(
+        commands.add_parser(
+            "bench",
+            help="run the benchmark harness (source checkout only)",
+            description=(
+                "Run python -m benchmarks.harness from the source checkout, passing every "
+                "argument through. The harness is not installed with the package."
+            ),
+            epilog=_BENCH_EPILOG,
+            formatter_class=formatter,
+        )
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``upscale-stream`` command; returns the exit code.
+
+    Args:
+        argv: The arguments after the program name (default: ``sys.argv[1:]``).
+    """
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    streams = Streams.system()
+    if arguments[:1] == ["bench"] and arguments[1:] not in (["-h"], ["--help"]):
+        # Everything after 'bench' belongs to the harness, even what looks like our options.
+        return bench.bench_command(arguments[1:], streams)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(arguments)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        code: int = args.handler(args, streams)
+    except UsageError as exc:
+        print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return code

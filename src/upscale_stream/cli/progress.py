@@ -1,0 +1,237 @@
+"""Progress of a run: the counters, a rich progress bar, and the plain fallback.
+
+:class:`Tally` holds the counts and computes rates from a ``now`` it is given, so it is pure.
+A reporter shows it: :class:`RichReporter` draws a live bar (tasks done and failed, tasks/s,
+MB in and out, ETA) when standard output is a terminal; :class:`PlainReporter` writes one line
+every ``interval`` seconds to a stream (standard error) otherwise, and with ``--quiet`` or
+``--json``. Both print notes (a line of status) without breaking the bar.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+)
+
+__all__ = [
+    "PlainReporter",
+    "Reporter",
+    "RichReporter",
+    "Tally",
+    "describe",
+    "format_duration",
+    "format_mb",
+]
+
+
+@dataclass(slots=True)
+class Tally:
+    """The counts of one run.
+
+    Attributes:
+        total: Inputs to process in this run (those already done are not counted).
+        skipped: Inputs skipped because the manifest says they are done.
+        succeeded: Outputs written.
+        failed: Inputs that failed (rejected, failed by the server, or not written).
+        bytes_in: Input bytes of finished tasks (local files only).
+        bytes_out: Output bytes written.
+        cost: Sum of the costs the server reported (``--include-cost``).
+        started: Monotonic time the run started.
+    """
+
+    total: int
+    skipped: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    cost: float = 0.0
+    started: float = 0.0
+
+    @property
+    def finished(self) -> int:
+        """Inputs finished so far, successes and failures."""
+        return self.succeeded + self.failed
+
+    def elapsed(self, now: float) -> float:
+        """Seconds since the start."""
+        return max(0.0, now - self.started)
+
+    def rate(self, now: float) -> float:
+        """Finished tasks per second so far (0 before the first one)."""
+        elapsed = self.elapsed(now)
+        return self.finished / elapsed if elapsed > 0 else 0.0
+
+    def eta(self, now: float) -> float | None:
+        """Seconds left at the current rate, or ``None`` before there is a rate."""
+        rate = self.rate(now)
+        if rate <= 0:
+            return None
+        return max(0, self.total - self.finished) / rate
+
+
+def format_mb(count: int) -> str:
+    """Bytes as megabytes with one decimal (``1.2 MB``)."""
+    return f"{count / 1_000_000:.1f} MB"
+
+
+def format_duration(seconds: float | None) -> str:
+    """``42s``, ``3m05s``, ``1h02m``; ``-`` when unknown."""
+    if seconds is None:
+        return "-"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+def describe(tally: Tally, now: float) -> str:
+    """One plain progress line."""
+    return (
+        f"progress: {tally.finished}/{tally.total} done ({tally.succeeded} ok, "
+        f"{tally.failed} failed), {tally.rate(now):.1f} tasks/s, in {format_mb(tally.bytes_in)}, "
+        f"out {format_mb(tally.bytes_out)}, ETA {format_duration(tally.eta(now))}"
+    )
+
+
+class Reporter(Protocol):
+    """What the run command calls while it works."""
+
+    def start(self) -> None:
+        """The run begins (``tally.started`` is set)."""
+
+    def update(self) -> None:
+        """The tally changed."""
+
+    def tick(self) -> None:
+        """Called every few seconds, so a stalled run still shows signs of life."""
+
+    def note(self, text: str) -> None:
+        """Show one line of status."""
+
+    def stop(self) -> None:
+        """The run is over: show the final state."""
+
+
+class PlainReporter:
+    """Plain progress lines, at most one per ``interval`` seconds, plus a last one at the end.
+
+    Args:
+        tally: The counts to show.
+        stream: Where lines go (standard error).
+        interval: Seconds between lines; 0 writes one after every finished task.
+        clock: Monotonic time source.
+    """
+
+    def __init__(
+        self,
+        tally: Tally,
+        stream: TextIO,
+        *,
+        interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.tally = tally
+        self.stream = stream
+        self.interval = interval
+        self.clock = clock
+        self._last: float | None = None
+        self._shown: tuple[int, int] | None = None
+
+    def start(self) -> None:
+        self._last = self.clock()
+
+    def update(self) -> None:
+        self._maybe_print()
+
+    def tick(self) -> None:
+        self._maybe_print()
+
+    def note(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def stop(self) -> None:
+        if self._shown != (self.tally.succeeded, self.tally.failed):
+            self._print(self.clock())
+
+    def _maybe_print(self) -> None:
+        now = self.clock()
+        if self._last is None or now - self._last >= self.interval:
+            self._print(now)
+
+    def _print(self, now: float) -> None:
+        self._last = now
+        self._shown = (self.tally.succeeded, self.tally.failed)
+        print(describe(self.tally, now), file=self.stream, flush=True)
+
+
+class RichReporter:
+    """A live rich progress bar on a terminal.
+
+    Args:
+        tally: The counts to show.
+        console: The rich console to draw on (standard output).
+        clock: Monotonic time source.
+    """
+
+    def __init__(
+        self, tally: Tally, console: Console, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.tally = tally
+        self.clock = clock
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]upscaling"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("[green]{task.fields[ok]} ok[/] [red]{task.fields[failed]} failed[/]"),
+            TextColumn("{task.fields[rate]} tasks/s"),
+            TextColumn("in {task.fields[mb_in]} / out {task.fields[mb_out]}"),
+            TextColumn("ETA {task.fields[eta]}"),
+            console=console,
+            refresh_per_second=8,
+        )
+        self._task: TaskID | None = None
+
+    def start(self) -> None:
+        self._task = self.progress.add_task("upscale", total=self.tally.total, **self._fields())
+        self.progress.start()
+
+    def update(self) -> None:
+        if self._task is not None:
+            self.progress.update(self._task, completed=self.tally.finished, **self._fields())
+
+    def tick(self) -> None:
+        self.update()
+
+    def note(self, text: str) -> None:
+        self.progress.console.print(text, markup=False, highlight=False)
+
+    def stop(self) -> None:
+        self.update()
+        self.progress.stop()
+
+    def _fields(self) -> dict[str, Any]:
+        now = self.clock()
+        tally = self.tally
+        return {
+            "ok": tally.succeeded,
+            "failed": tally.failed,
+            "rate": f"{tally.rate(now):.1f}",
+            "mb_in": format_mb(tally.bytes_in),
+            "mb_out": format_mb(tally.bytes_out),
+            "eta": format_duration(tally.eta(now)),
+        }

@@ -1,0 +1,236 @@
+"""``make demo``: upscale a folder of varied sample images with the CLI, then check the outputs.
+
+Run as ``python -m upscale_stream.demo [FOLDER]`` (default: ``./demo``). It
+
+1. writes sample images to ``FOLDER/samples/`` unless some exist already: several sizes and
+   formats (PNG, JPEG, WEBP), a PNG and a WEBP with transparency, a nested sub-folder, a text
+   file that is skipped, and ``corrupt.png``, a PNG cut short;
+2. runs ``upscale-stream run FOLDER/samples --out FOLDER/out --embedded --format png``
+   in this process, so the embedded reference server really upscales them and the progress
+   bar shows on a terminal;
+3. checks that every valid sample has an output exactly twice its size (keeping its
+   transparency), and that ``corrupt.png`` is reported as a failure with its reason;
+4. prints a table of the checks, and where the outputs and the summary are.
+
+The exit code is 0 when every check passes, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from PIL import Image, ImageDraw
+from rich.console import Console
+from rich.table import Table
+
+from .cli import main as cli_main
+from .cli.manifest import STATE_DIR, SUMMARY_FILE
+
+__all__ = ["FACTOR", "SAMPLES", "Sample", "main", "make_samples"]
+
+FACTOR = 2
+CORRUPT = "corrupt.png"
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One generated sample image.
+
+    Attributes:
+        name: Path below the samples folder.
+        size: Width and height in pixels.
+        mode: Pillow mode (``RGBA`` and ``LA`` have transparency).
+        format: Pillow format name.
+    """
+
+    name: str
+    size: tuple[int, int]
+    mode: str
+    format: str
+
+    @property
+    def transparent(self) -> bool:
+        """Whether the sample has an alpha channel."""
+        return self.mode in ("RGBA", "LA")
+
+
+SAMPLES: tuple[Sample, ...] = (
+    Sample("thumbnail.jpg", (64, 48), "RGB", "JPEG"),
+    Sample("landscape.png", (200, 150), "RGB", "PNG"),
+    Sample("large.webp", (512, 384), "RGB", "WEBP"),
+    Sample("logo-transparent.png", (96, 96), "RGBA", "PNG"),
+    Sample("greyscale.png", (100, 140), "L", "PNG"),
+    Sample("nested/icon-transparent.webp", (48, 48), "RGBA", "WEBP"),
+    Sample("nested/deeper/tile.jpg", (120, 80), "RGB", "JPEG"),
+)
+"""The valid samples; ``corrupt.png`` and ``notes.txt`` are written next to them."""
+
+
+def _picture(sample: Sample, seed: int) -> Image.Image:
+    """A colourful test picture: gradients, shapes, a frame; transparent corners if RGBA."""
+    width, height = sample.size
+    red = Image.linear_gradient("L").resize(sample.size)
+    green = Image.radial_gradient("L").resize(sample.size)
+    blue = Image.linear_gradient("L").rotate(90 + seed * 30).resize(sample.size)
+    picture = Image.merge("RGB", (red, green, blue))
+    draw = ImageDraw.Draw(picture)
+    step = max(4, min(width, height) // 6)
+    for i in range(0, max(width, height), step):
+        draw.line([(i, 0), (0, i)], fill=(255, 255, 255), width=1)
+    draw.ellipse(
+        [width // 4, height // 4, 3 * width // 4, 3 * height // 4],
+        outline=(20, 20, 20),
+        width=max(1, step // 4),
+        fill=(40 * seed % 255, 180, 90),
+    )
+    draw.rectangle([0, 0, width - 1, height - 1], outline=(0, 0, 0))
+    if sample.mode == "RGBA":
+        alpha = Image.radial_gradient("L").resize(sample.size).point(lambda v: 255 - v)
+        picture.putalpha(alpha)
+        return picture
+    return picture.convert(sample.mode)
+
+
+def make_samples(folder: Path) -> list[Path]:
+    """Write the samples, ``corrupt.png`` and ``notes.txt`` into ``folder``; returns the paths."""
+    written: list[Path] = []
+    for seed, sample in enumerate(SAMPLES):
+        path = folder / sample.name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        extra = {"lossless": True} if sample.format == "WEBP" and sample.transparent else {}
+        _picture(sample, seed).save(path, sample.format, **extra)
+        written.append(path)
+    complete = folder / "landscape.png"
+    corrupt = folder / CORRUPT
+    corrupt.write_bytes(complete.read_bytes()[:200])  # the header, then nothing: truncated
+    notes = folder / "notes.txt"
+    notes.write_text("Not an image: the CLI skips it when it walks the folder.\n")
+    return [*written, corrupt, notes]
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """The verdict on one sample."""
+
+    sample: str
+    input_size: str
+    output: str
+    output_size: str
+    ok: bool
+    note: str
+
+
+def _check_sample(samples: Path, out: Path, sample_path: Path) -> Check:
+    relative = sample_path.relative_to(samples)
+    output = out / relative.with_suffix(".png")
+    with Image.open(sample_path) as source:
+        width, height = source.size
+        transparent = source.mode in ("RGBA", "LA", "PA") or "transparency" in source.info
+    expected = (width * FACTOR, height * FACTOR)
+    shown_in = f"{width}x{height}"
+    if not output.is_file():
+        return Check(str(relative), shown_in, "-", "-", False, "no output")
+    with Image.open(output) as result:
+        size = result.size
+        kept_alpha = result.mode in ("RGBA", "LA", "PA")
+    shown_out = f"{size[0]}x{size[1]}"
+    if size != expected:
+        note = f"expected {expected[0]}x{expected[1]}"
+        return Check(str(relative), shown_in, str(output), shown_out, False, note)
+    if transparent and not kept_alpha:
+        return Check(str(relative), shown_in, str(output), shown_out, False, "lost transparency")
+    note = f"{FACTOR}x" + (", transparency kept" if transparent else "")
+    return Check(str(relative), shown_in, str(output.relative_to(out)), shown_out, True, note)
+
+
+def _sample_images(samples: Path) -> list[Path]:
+    suffixes = {".png", ".jpg", ".jpeg", ".webp"}
+    return sorted(
+        p for p in samples.rglob("*") if p.suffix.lower() in suffixes and p.name != CORRUPT
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the demo; returns 0 when every check passes.
+
+    Args:
+        argv: Optionally one argument, the demo folder (default: ``./demo``).
+    """
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    root = Path(arguments[0]) if arguments else Path("demo")
+    samples, out = root / "samples", root / "out"
+    console = Console()
+    if not samples.is_dir() or not _sample_images(samples):
+        made = make_samples(samples)
+        console.print(f"wrote {len(made)} sample files to {samples}/")
+    else:
+        console.print(f"using the samples in {samples}/")
+    console.print(
+        f"$ upscale-stream run {samples} --out {out} --embedded --format png "
+        f"--factor {FACTOR} --no-resume\n"
+    )
+    code = cli_main(
+        [
+            "run",
+            str(samples),
+            "--out",
+            str(out),
+            "--embedded",
+            "--format",
+            "png",
+            "--factor",
+            str(FACTOR),
+            "--no-resume",
+        ]
+    )
+    checks = [_check_sample(samples, out, path) for path in _sample_images(samples)]
+    summary_path = out / STATE_DIR / SUMMARY_FILE
+    summary = orjson.loads(summary_path.read_bytes()) if summary_path.is_file() else {}
+    corrupt_reason = next(
+        (
+            f"{failure['code']}: {failure['message']}"
+            for failure in summary.get("failures", [])
+            if Path(failure["input"]).name == CORRUPT
+        ),
+        None,
+    )
+
+    table = Table(title=f"\nupscaled x{FACTOR} by the embedded reference server")
+    for column in ("sample", "input", "output", "size", "check"):
+        table.add_column(column)
+    for check in checks:
+        mark = "[green]ok[/]" if check.ok else "[red]FAILED[/]"
+        table.add_row(
+            check.sample, check.input_size, check.output, check.output_size, f"{mark} {check.note}"
+        )
+    if (samples / CORRUPT).is_file():
+        verdict = "[green]ok[/] failed as expected" if corrupt_reason else "[red]NOT reported[/]"
+        table.add_row(CORRUPT, "truncated", "-", "-", verdict)
+    console.print(table)
+    if corrupt_reason:
+        console.print(f"{CORRUPT} failed with: {corrupt_reason}", markup=False, highlight=False)
+
+    problems = [c for c in checks if not c.ok]
+    if (samples / CORRUPT).is_file() and corrupt_reason is None:
+        console.print(f"[red]{CORRUPT} should have failed with a reason[/]")
+        problems.append(Check(CORRUPT, "", "", "", False, "not reported"))
+    expected_code = 1 if (samples / CORRUPT).is_file() else 0
+    if code != expected_code:
+        console.print(f"[red]the CLI exited with {code}, expected {expected_code}[/]")
+        problems.append(Check("exit code", "", "", "", False, str(code)))
+    console.print(f"\noutputs: {out.resolve()}/")
+    console.print(f"summary: {summary_path.resolve()}")
+    console.print(f"manifest: {(out / STATE_DIR / 'manifest.jsonl').resolve()}")
+    if problems:
+        console.print(f"[red]demo: {len(problems)} check(s) failed[/]")
+        return 1
+    console.print(f"[green]demo: all {len(checks)} outputs checked[/]")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

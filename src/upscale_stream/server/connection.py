@@ -1,0 +1,347 @@
+"""One client socket of the reference server: its reader, its sender and its deadlines.
+
+The **reader** receives a message, decodes it, hands the items to the task handlers and goes
+straight back to ``recv``: it never waits for task work, so a ping is answered while thousands of
+tasks run (protocol.md section 9, rule 2). Before authentication it only accepts the
+``authentication`` task and gives up after ``auth_timeout``; after it, the socket is closed when
+the client has been silent for ``idle_timeout`` (section 3).
+
+The **sender** is the only writer of answers. It wakes when something was queued, then writes
+pongs first (each alone in its frame), then the socket's own replies, then the outbox of the
+session the socket carries, packed many items per frame (capped in items and bytes) and never
+mixing ``data`` with ``errors`` (section 4). Everything queued during one event-loop turn leaves
+together. Answers of a frame whose ``send`` fails go back to the session's outbox (see
+:mod:`.sessions`). The fault knobs that shape output (grouping, shuffling, duplicates, stray
+errors, malformed frames) act here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from ..log import get_logger
+from ..wire import AUTH, PONG_FRAME, auth_ok_item, data_frame, encoded_frame, errors_frame
+from .faults import STRAY_ERROR, crossings
+from .sessions import Kind, Outgoing, Session
+from .tasks import Rejected, error_item
+
+if TYPE_CHECKING:
+    from .app import ReferenceServer
+
+__all__ = ["Connection", "pack_frames"]
+
+log = get_logger(__name__)
+
+AUTH_TIMEOUT_CODE = 1008
+IDLE_CLOSE_CODE = 1000
+
+
+def pack_frames(
+    items: Sequence[Outgoing], *, max_items: int, max_bytes: int | None
+) -> list[list[Outgoing]]:
+    """Split answers into frames: runs of one kind, at most ``max_items`` and ``max_bytes`` each.
+
+    The order is kept. A single item larger than ``max_bytes`` gets a frame of its own.
+    """
+    frames: list[list[Outgoing]] = []
+    current: list[Outgoing] = []
+    size = 0
+    for item in items:
+        if current and (
+            item.kind != current[0].kind
+            or len(current) >= max_items
+            or (max_bytes is not None and size + len(item.body) > max_bytes)
+        ):
+            frames.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += len(item.body) + 1
+    if current:
+        frames.append(current)
+    return frames
+
+
+def _encode(frame: Sequence[Outgoing]) -> bytes:
+    return encoded_frame(frame[0].kind, [item.body for item in frame])
+
+
+class Connection:
+    """One accepted WebSocket: implements the ``Peer`` the task handlers reply to.
+
+    Args:
+        server: The server that accepted it.
+        ws: The websockets connection.
+    """
+
+    def __init__(self, server: ReferenceServer, ws: ServerConnection) -> None:
+        self.server = server
+        self.ws = ws
+        self.session_id: str | None = None
+        """The session this socket authenticated into (kept even if another socket takes it)."""
+        self.session: Session | None = None
+        """The session whose outbox this socket drains; ``None`` when not (or no longer) its."""
+        self.in_flight = 0
+        self.received_tasks = 0
+        self.dropped = False
+        self._pongs = 0
+        self._replies: deque[Outgoing] = deque()
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._answers_sent = 0
+
+    # -- Peer --------------------------------------------------------------------------------
+
+    def reply(self, kind: Kind, item: Mapping[str, Any]) -> None:
+        """Queue an answer for this socket only (it is not held if the socket drops)."""
+        self._replies.append(Outgoing(kind, orjson.dumps(item), 0.0))
+        self._wake.set()
+
+    def pong(self) -> None:
+        """Queue a pong; it goes out before anything else, alone in its frame."""
+        self._pongs += 1
+        self._wake.set()
+
+    def wake(self) -> None:
+        """The session's outbox has answers: let the sender run."""
+        self._wake.set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the socket until it closes, then detach its session."""
+        sender = asyncio.create_task(self._send_loop())
+        try:
+            await self._read_loop()
+        finally:
+            self._closing = True
+            self.server.detach(self)
+            self._wake.set()
+            try:
+                async with asyncio.timeout(self.server.config.close_timeout + 1):
+                    await sender
+            except TimeoutError:
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
+
+    async def drop(self, code: int | None) -> None:
+        """End the socket now: abort the TCP connection, or close cleanly with ``code``.
+
+        The session is detached first, so nothing more is sent on this socket and every answer
+        still queued stays held for a resume.
+        """
+        if self.dropped:
+            return
+        self.dropped = True
+        self.server.detach(self)
+        if code is None:
+            self.ws.transport.abort()
+        else:
+            with contextlib.suppress(Exception):
+                await self.ws.close(code, "dropped by the reference server (fault injection)")
+
+    # -- reader ------------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        config = self.server.config
+        opened = last = loop.time()
+        while not self.dropped:
+            authenticated = self.session_id is not None
+            # Before authentication the clock runs from the handshake; after, from the last
+            # message (protocol.md section 3: idle sockets are closed).
+            since, limit = (
+                (last, config.idle_timeout) if authenticated else (opened, config.auth_timeout)
+            )
+            deadline = since + limit
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await self.ws.recv(decode=False)
+            except TimeoutError:
+                reason = "idle timeout" if authenticated else "authentication timeout"
+                log.info("connection.timeout", reason=reason, session=self.session_id)
+                code = IDLE_CLOSE_CODE if authenticated else AUTH_TIMEOUT_CODE
+                self.server.detach(self)
+                await self.ws.close(code, reason)
+                return
+            except ConnectionClosed:
+                return
+            if self.dropped:
+                return
+            last = loop.time()
+            await self._on_message(message)
+
+    async def _on_message(self, message: bytes | str) -> None:
+        try:
+            items = orjson.loads(message)
+        except orjson.JSONDecodeError:
+            items = None
+        if not isinstance(items, list):
+            message_text = "a frame must be a JSON array of task objects"
+            self.reply("errors", error_item("invalidRequest", message_text))
+            return
+        if not items:
+            return
+        server = self.server
+        if self.session_id is None:
+            first = items[0]
+            if not (isinstance(first, dict) and first.get("taskType") == AUTH):
+                self._refuse_unauthenticated(items)
+                return
+            if not await self._authenticate(first):
+                return
+            items = items[1:]
+        counted = server.handlers.dispatch(self, items, server.config.clock())
+        self.received_tasks += counted
+        server.notify_progress()
+        if server.faults.take_frame_drop(self.received_tasks, counted):
+            log.info("fault.drop", session=self.session_id, after_tasks=self.received_tasks)
+            await self.drop(server.faults.close_code)
+
+    def _refuse_unauthenticated(self, items: list[Any]) -> None:
+        message = 'authenticate first: send [{"taskType":"authentication","apiKey":"..."}]'
+        for item in items:
+            fields = item if isinstance(item, dict) else {}
+            self.reply(
+                "errors",
+                error_item(
+                    "authenticationRequired",
+                    message,
+                    task_type=fields.get("taskType"),
+                    task_uuid=fields.get("taskUUID"),
+                ),
+            )
+
+    async def _authenticate(self, item: Mapping[str, Any]) -> bool:
+        """Answer the authentication item; returns whether the socket may go on."""
+        server = self.server
+        if server.faults.take_auth_drop():
+            log.info("fault.drop_during_auth")
+            await self.drop(server.faults.close_code)
+            return False
+        outcome = server.handlers.authenticate(item, server.config.clock())
+        if isinstance(outcome, Rejected):
+            # Never log the key, not even a prefix: only why it was refused and by whom.
+            log.info("auth.rejected", reason=outcome.reason, peer=_peer(self.ws))
+            with contextlib.suppress(ConnectionClosed):
+                await self.ws.send(errors_frame([outcome.error]), text=True)
+                await self.ws.close(1008, "invalid API key")
+            return False
+        session = outcome.session
+        try:
+            await self.ws.send(data_frame([auth_ok_item(session.session_id)]), text=True)
+        except ConnectionClosed:
+            server.release(session)
+            return False
+        self.session_id = session.session_id
+        server.attach(self, session)
+        log.info(
+            "auth.ok",
+            session=session.session_id,
+            resumed=outcome.resumed,
+            held=len(session.outbox),
+        )
+        server.notify_progress()
+        return True
+
+    # -- sender ------------------------------------------------------------------------------
+
+    async def _send_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._closing:
+                return
+            try:
+                await self._flush()
+            except ConnectionClosed:
+                return
+
+    async def _send_replies(self) -> None:
+        """Pongs, then this socket's own replies (getResponse answers, request errors)."""
+        while self._pongs:
+            self._pongs -= 1
+            await self.ws.send(PONG_FRAME, text=True)
+        if self._replies:
+            replies = list(self._replies)
+            self._replies.clear()
+            config = self.server.config
+            frames = pack_frames(
+                replies, max_items=config.max_frame_items, max_bytes=config.max_frame_bytes
+            )
+            for frame in frames:
+                await self.ws.send(_encode(frame), text=True)
+
+    async def _flush(self) -> None:
+        await self._send_replies()
+        session = self.session
+        if session is None or not session.outbox:
+            return
+        faults = self.server.faults
+        group = faults.group_size()
+        if group:
+            complete = await self._wait_for_group(session, group)
+            if self.session is not session:
+                return
+            count = len(session.outbox)
+            if complete:
+                count -= count % group
+            answers = [session.outbox.popleft() for _ in range(count)]
+            if session.outbox:
+                self._wake.set()  # a partial group is left: wait for it on the next turn
+            faults.arrange(answers)
+            frames = pack_frames(answers, max_items=group, max_bytes=None)
+        else:
+            answers = session.take()
+            faults.arrange(answers)
+            config = self.server.config
+            frames = pack_frames(
+                answers, max_items=config.max_frame_items, max_bytes=config.max_frame_bytes
+            )
+        await self._send_answers(session, frames)
+
+    async def _wait_for_group(self, session: Session, group: int) -> bool:
+        """Wait until ``group`` answers are queued or the window passes; True if they are."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.server.faults.group_window
+        while len(session.outbox) < group:
+            if self._closing or self.session is not session or loop.time() >= deadline:
+                return False
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    await self._wake.wait()
+            await self._send_replies()
+        return True
+
+    async def _send_answers(self, session: Session, frames: list[list[Outgoing]]) -> None:
+        faults = self.server.faults
+        for index, frame in enumerate(frames):
+            encoded = _encode(frame)
+            try:
+                await self.ws.send(encoded, text=True)
+            except ConnectionClosed:
+                session.give_back(item for rest in frames[index:] for item in rest)
+                raise
+            if faults.duplicate_results:
+                faults.fired["duplicate_results"] += 1
+                await self.ws.send(encoded, text=True)
+            before = self._answers_sent
+            self._answers_sent += len(frame)
+            for _ in range(crossings(before, self._answers_sent, faults.stray_error_every)):
+                faults.fired["stray_error_every"] += 1
+                await self.ws.send(errors_frame([STRAY_ERROR]), text=True)
+            for _ in range(crossings(before, self._answers_sent, faults.malformed_every)):
+                await self.ws.send(faults.malformed_frame(), text=True)
+
+
+def _peer(ws: ServerConnection) -> str:
+    address = ws.remote_address
+    return str(address[0]) if isinstance(address, tuple) and address else "?"

@@ -1,0 +1,186 @@
+"""The blocking facade: :class:`Client` runs one :class:`UpscaleClient` on a private event loop.
+
+For scripts and notebooks::
+
+    with Client() as client:
+        result = client.upscale("photo.jpg", factor=4)
+        for outcome in client.map(paths, factor=2):
+            ...
+
+The event loop lives in a daemon thread owned by the client, so the facade also works where a
+loop is already running in the calling thread (Jupyter): calls block the caller, never that loop.
+Every method forwards to the async method of the same name; the logic exists only once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Coroutine, Iterable, Iterator
+from typing import Any, TypeVar
+
+from .client import Outcome, UpscaleClient
+from .errors import ClientClosed
+from .inputs import ImageSource
+from .models import SWINIR, UpscaleResult, UpscaleTask
+
+__all__ = ["Client"]
+
+T = TypeVar("T")
+S = TypeVar("S", bound=ImageSource)
+
+_DONE = object()
+
+
+class Client:
+    """Blocking client with the same options as :class:`UpscaleClient` (see there).
+
+    Use it as a context manager, or call :meth:`close` when done.
+    """
+
+    def __init__(self, api_key: str | None = None, **options: Any) -> None:
+        self._async = UpscaleClient(api_key, **options)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="upscale-stream-loop", daemon=True
+        )
+        self._thread.start()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<Client {self._async!r}>"
+
+    def __enter__(self) -> Client:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close(cancel=exc_info[0] is not None)
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        if self._closed:
+            coroutine.close()
+            raise ClientClosed("the client is closed; create a new one")
+        if threading.current_thread() is self._thread:
+            coroutine.close()
+            raise RuntimeError("Client methods cannot be called from its own event loop")
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    # -- the same names as UpscaleClient -------------------------------------------------------
+
+    def connect(self) -> None:
+        """Open the socket and authenticate (see :meth:`UpscaleClient.connect`)."""
+        self._run(self._async.connect())
+
+    def close(self, *, cancel: bool = False) -> None:
+        """Drain or cancel in-flight tasks, close the socket and stop the loop thread."""
+        if self._closed:
+            return
+        try:
+            self._run(self._async.close(cancel=cancel))
+        finally:
+            self._closed = True
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            if not self._thread.is_alive():
+                self._loop.close()
+
+    def submit(
+        self, task: UpscaleTask, *, timeout: float | None = None
+    ) -> concurrent.futures.Future[UpscaleResult]:
+        """Queue a task (blocking while the window is full); returns a thread-safe future."""
+
+        async def submit_and_wait() -> UpscaleResult:
+            future = await self._async.submit(task, timeout=timeout)
+            return await future
+
+        if self._closed:
+            raise ClientClosed("the client is closed; create a new one")
+        return asyncio.run_coroutine_threadsafe(submit_and_wait(), self._loop)
+
+    def upscale(
+        self,
+        image: ImageSource,
+        *,
+        factor: int = 2,
+        model: str = SWINIR,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> UpscaleResult:
+        """Upscale one image (see :meth:`UpscaleClient.upscale`)."""
+        return self._run(
+            self._async.upscale(image, factor=factor, model=model, timeout=timeout, **options)
+        )
+
+    def build_task(
+        self, image: ImageSource, *, factor: int = 2, model: str = SWINIR, **options: Any
+    ) -> UpscaleTask:
+        """Validate and prepare a task without sending it (see :meth:`UpscaleClient.build_task`)."""
+        return self._run(self._async.build_task(image, factor=factor, model=model, **options))
+
+    def upscale_many(
+        self,
+        images: Iterable[S],
+        *,
+        factor: int = 2,
+        model: str = SWINIR,
+        ordered: bool = False,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> Iterator[Outcome[S]]:
+        """Stream outcomes as tasks finish (see :meth:`UpscaleClient.upscale_many`).
+
+        The iterator pulls from the async stream one outcome at a time, so memory stays bounded.
+        Stopping early (``break``) cancels the tasks still in flight.
+        """
+        stream = self._async.upscale_many(
+            images, factor=factor, model=model, ordered=ordered, timeout=timeout, **options
+        )
+
+        async def step() -> Any:
+            try:
+                return await anext(stream)
+            except StopAsyncIteration:
+                return _DONE
+
+        try:
+            while (item := self._run(step())) is not _DONE:
+                yield item
+        finally:
+            if not self._closed:
+                self._run(stream.aclose())
+
+    def map(
+        self,
+        images: Iterable[S],
+        *,
+        factor: int = 2,
+        model: str = SWINIR,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> Iterator[Outcome[S]]:
+        """Like :meth:`upscale_many` with ``ordered=True``: outcomes in input order."""
+        return self.upscale_many(
+            images, factor=factor, model=model, ordered=True, timeout=timeout, **options
+        )
+
+    @property
+    def session_id(self) -> str | None:
+        """The ``connectionSessionUUID`` granted by the server, once connected."""
+        return self._async.session_id
+
+    @property
+    def in_flight(self) -> int:
+        """Tasks submitted and not finished."""
+        return self._async.in_flight
+
+    @property
+    def reconnects(self) -> int:
+        """Successful reconnects so far."""
+        return self._async.reconnects
+
+    @property
+    def url(self) -> str:
+        """The WebSocket endpoint."""
+        return self._async.url
