@@ -31,6 +31,20 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.harness
+
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.harness --quick
+
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos.runner --tasks 200000 --seed 1
+
 serve: $(STAMP)
 	$(BIN)/upscale-stream serve --host 127.0.0.1 --port 8765
 

@@ -267,6 +267,21 @@ def test_a_data_uri_passes_through_unchanged_with_its_dimensions(fmt: str) -> No
     assert prepared.value is text
 
 
+def test_a_long_data_uri_is_checked_by_its_head_and_keeps_its_dimensions() -> None:
+    noise = Image.effect_noise((300, 200), 80).convert("RGB")
+    buffer = io.BytesIO()
+    noise.save(buffer, format="PNG")
+    text = data_uri(buffer.getvalue(), "image/png")
+    assert len(text) > 10_000
+    prepared = prepare_input(text)
+    assert (prepared.width, prepared.height, prepared.size_bytes) == (
+        300,
+        200,
+        len(buffer.getvalue()),
+    )
+    assert not needs_thread(text)
+
+
 def test_a_data_uri_may_declare_image_jpg() -> None:
     text = data_uri(image_bytes("JPEG"), "image/jpg")
     assert prepare_input(text).mime == "image/jpeg"
@@ -394,7 +409,7 @@ def test_sniff_mime_recognises_only_png_jpeg_and_webp(head: bytes, mime: str | N
         (UUID, False),
         ("https://example.com/cat.png", False),
         ("data:image/png;base64," + "A" * 1000, False),
-        ("data:image/png;base64," + "A" * 400_000, True),
+        ("data:image/png;base64," + "A" * 400_000, False),  # checked by its head only
         ("photo.png", True),
         (b"x" * 1000, False),
         (bytearray(300 * 1024), True),

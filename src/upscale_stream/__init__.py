@@ -3,7 +3,7 @@
 The public names are re-exported here; everything else is internal.
 """
 
-from .client import Outcome, UpscaleClient
+from .client import UpscaleClient
 from .config import DEFAULT_URL, Heartbeat, Limits, Polling, Retry, Timeouts
 from .errors import (
     APIError,
@@ -28,6 +28,7 @@ from .models import (
     UpscaleSettings,
     UpscaleTask,
 )
+from .streaming import Outcome
 from .sync import Client
 
 __all__ = [

@@ -17,9 +17,8 @@ import asyncio
 import dataclasses
 import random
 import ssl as ssl_module
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable
+from typing import Any, TypeVar
 
 from .config import (
     Heartbeat,
@@ -31,48 +30,18 @@ from .config import (
     resolve_url,
 )
 from .connection import Connection
-from .errors import ClientClosed, InvalidTask, UpscaleError
+from .errors import ClientClosed, InvalidTask
 from .inputs import ImageSource, needs_thread, prepare_input
 from .log import get_logger
-from .models import SWINIR, UpscaleResult, UpscaleTask
+from .models import SWINIR, UUID_V4, TaskTemplate, UpscaleResult, UpscaleTask, new_task_uuid
 from .protocol import ClientSession
+from .streaming import Outcome, Stream, input_value
 
 __all__ = ["Outcome", "UpscaleClient"]
 
 log = get_logger(__name__)
 
 S = TypeVar("S", bound=ImageSource)
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome(Generic[S]):
-    """One finished item of :meth:`UpscaleClient.upscale_many`.
-
-    Attributes:
-        index: Position of the input in the iterable (0-based).
-        source: The input as given.
-        task_uuid: The task's UUID (``None`` if the input was rejected before sending).
-        result: The result, when the task succeeded.
-        error: Why it failed, otherwise.
-    """
-
-    index: int
-    source: S
-    task_uuid: str | None
-    result: UpscaleResult | None = None
-    error: UpscaleError | None = None
-
-    @property
-    def ok(self) -> bool:
-        """Whether the task succeeded."""
-        return self.error is None
-
-    def unwrap(self) -> UpscaleResult:
-        """The result, or raise the task's error."""
-        if self.error is not None:
-            raise self.error
-        assert self.result is not None
-        return self.result
 
 
 class UpscaleClient:
@@ -135,6 +104,7 @@ class UpscaleClient:
         self._connection: Connection | None = None
         self._window: asyncio.Semaphore | None = None
         self._closed = False
+        self._templates: dict[Any, TaskTemplate] = {}
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._connection else "new"
@@ -213,17 +183,19 @@ class UpscaleClient:
         Raises:
             ClientClosed: the client was closed.
         """
+        return await self._submit_encoded(
+            task.task_uuid, task.to_json(), task.delivery_method == "async", timeout
+        )
+
+    async def _submit_encoded(
+        self, task_uuid: str, payload: bytes, is_async: bool, timeout: float | None
+    ) -> asyncio.Future[UpscaleResult]:
         connection = self._require_connection()
         window = self._window
         assert window is not None
         await window.acquire()
         try:
-            return connection.submit(
-                task.task_uuid,
-                task.to_json(),
-                is_async=task.delivery_method == "async",
-                timeout=timeout,
-            )
+            return connection.submit(task_uuid, payload, is_async=is_async, timeout=timeout)
         except BaseException:
             window.release()
             raise
@@ -254,9 +226,29 @@ class UpscaleClient:
             APIError: the server failed the task.
             UpscaleTimeout: the task took longer than ``timeout``.
         """
-        task = await self.build_task(image, factor=factor, model=model, **options)
-        future = await self.submit(task, timeout=timeout)
-        return await future
+        task_uuid = options.pop("task_uuid", None) or new_task_uuid()
+        template = self._template(factor, model, options)
+        payload = template.encode(_checked_uuid(task_uuid), await input_value(image))
+        connection = self._require_connection()
+        window = self._window
+        assert window is not None
+        await window.acquire()
+        try:
+            future = connection.submit(
+                task_uuid,
+                payload,
+                is_async=template.delivery_method == "async",
+                timeout=timeout,
+                watch=False,  # we await it here: no done-callback per task
+            )
+            try:
+                result: UpscaleResult = await future
+                return result
+            except asyncio.CancelledError:
+                connection.cancel(task_uuid)
+                raise
+        finally:
+            window.release()
 
     async def build_task(
         self, image: ImageSource, *, factor: int = 2, model: str = SWINIR, **options: Any
@@ -287,9 +279,10 @@ class UpscaleClient:
         """Upscale many images, streaming an :class:`Outcome` per input as tasks finish.
 
         Inputs are read lazily and at most ``limits.max_in_flight`` of them are pending at any
-        time (in ``ordered`` mode that includes results held back to keep input order), so
+        time (results held back for ``ordered`` output, or not yet consumed, included), so
         memory stays bounded however long the input is. A bad input or a failed task gives an
-        outcome with ``error`` set; it never stops the stream.
+        outcome with ``error`` set; it never stops the stream. The options are validated once,
+        before the first input is read.
 
         Args:
             images: Any (async) iterable of image sources (see :meth:`upscale`).
@@ -298,75 +291,39 @@ class UpscaleClient:
             ordered: Yield in input order instead of completion order.
             timeout: Seconds per task (default ``timeouts.task``).
             **options: Task fields for every task, as in :meth:`upscale`.
+
+        Raises:
+            InvalidTask: an option is invalid (raised before any task is sent).
         """
-        self._require_connection()
-        done: asyncio.Queue[Outcome[S] | _End] = asyncio.Queue()
-        permits = asyncio.Semaphore(self.limits.max_in_flight)
-        pending: set[asyncio.Future[UpscaleResult]] = set()
-        producer = asyncio.create_task(
-            self._produce(images, done, permits, pending, factor, model, timeout, options)
+        connection = self._require_connection()
+        assert self._window is not None
+        template = self._template(factor, model, options)
+        stream: Stream[S] = Stream(
+            connection, self._window, template, ordered=ordered, timeout=timeout
         )
-        total: int | None = None
-        yielded = 0
-        held: dict[int, Outcome[S]] = {}
+        producer = asyncio.create_task(stream.produce(images))
         try:
-            while total is None or yielded < total:
-                item = await done.get()
-                if isinstance(item, _End):
-                    if item.error is not None:
-                        raise item.error
-                    total = item.count
-                    continue
-                if not ordered:
-                    yielded += 1
-                    permits.release()
-                    yield item
-                    continue
-                held[item.index] = item
-                while yielded in held:
-                    ready = held.pop(yielded)
-                    yielded += 1
-                    permits.release()
-                    yield ready
+            async for outcome in stream.outcomes():
+                yield outcome
         finally:
             producer.cancel()
-            for future in pending:
-                future.cancel()
             await asyncio.gather(producer, return_exceptions=True)
+            stream.close()
 
-    async def _produce(
-        self,
-        images: Iterable[S] | AsyncIterable[S],
-        done: asyncio.Queue[Outcome[S] | _End],
-        permits: asyncio.Semaphore,
-        pending: set[asyncio.Future[UpscaleResult]],
-        factor: int,
-        model: str,
-        timeout: float | None,
-        options: dict[str, Any],
-    ) -> None:
-        count = 0
+    def _template(self, factor: int, model: str, options: dict[str, Any]) -> TaskTemplate:
+        """A validated template for these options, cached for repeated ``upscale()`` calls."""
         try:
-            async for image in _aiter(images):
-                await permits.acquire()
-                index = count
-                count += 1
-                try:
-                    task = await self.build_task(image, factor=factor, model=model, **options)
-                    future = await self.submit(task, timeout=timeout)
-                except UpscaleError as exc:
-                    done.put_nowait(Outcome(index, image, None, error=exc))
-                    continue
-                pending.add(future)
-                future.add_done_callback(
-                    _Collector(index, image, task.task_uuid, done, pending).collect
-                )
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            done.put_nowait(_End(count, exc))
-            return
-        done.put_nowait(_End(count, None))
+            key: Any = (factor, model, *options.items())
+            hash(key)
+        except TypeError:  # unhashable option values (settings as a dict): no caching
+            return TaskTemplate(model=model, upscale_factor=factor, **options)
+        template = self._templates.get(key)
+        if template is None:
+            if len(self._templates) >= 64:
+                self._templates.clear()
+            template = TaskTemplate(model=model, upscale_factor=factor, **options)
+            self._templates[key] = template
+        return template
 
     # -- introspection ---------------------------------------------------------------------------
 
@@ -393,45 +350,10 @@ class UpscaleClient:
         return self._connection
 
 
-@dataclass(frozen=True, slots=True)
-class _End:
-    count: int
-    error: BaseException | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Collector(Generic[S]):
-    index: int
-    source: S
-    task_uuid: str
-    done: asyncio.Queue[Outcome[S] | _End]
-    pending: set[asyncio.Future[UpscaleResult]]
-
-    def collect(self, future: asyncio.Future[UpscaleResult]) -> None:
-        self.pending.discard(future)
-        error: BaseException | None
-        if future.cancelled():
-            error = ClientClosed("the task was cancelled before it finished")
-        else:
-            error = future.exception()
-        if error is None:
-            outcome = Outcome(self.index, self.source, self.task_uuid, result=future.result())
-        elif isinstance(error, UpscaleError):
-            outcome = Outcome(self.index, self.source, self.task_uuid, error=error)
-        else:
-            outcome = Outcome(
-                self.index, self.source, self.task_uuid, error=UpscaleError(repr(error))
-            )
-        self.done.put_nowait(outcome)
-
-
-async def _aiter(items: Iterable[S] | AsyncIterable[S]) -> AsyncIterator[S]:
-    if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield item
-    else:
-        for item in items:
-            yield item
+def _checked_uuid(task_uuid: Any) -> str:
+    if not isinstance(task_uuid, str) or not UUID_V4.match(task_uuid):
+        raise InvalidTask("must be a UUID v4 string", parameter="taskUUID", value=task_uuid)
+    return task_uuid
 
 
 def _ssl_context(verify: bool) -> ssl_module.SSLContext:

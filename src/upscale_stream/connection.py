@@ -60,6 +60,8 @@ __all__ = ["Connection", "is_retryable"]
 log = get_logger(__name__)
 
 ResultFactory = Callable[[dict[str, Any]], Any]
+TaskCallback = Callable[[str, Any, "UpscaleError | None"], None]
+"""``callback(task_uuid, result, error)``: exactly one of ``result`` and ``error`` is set."""
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -114,11 +116,14 @@ class Connection:
         self._ssl = ssl_context
         self._rng = rng or random.Random()
         self._loop = asyncio.get_running_loop()
-        self._futures: dict[str, asyncio.Future[Any]] = {}
+        self._waiters: dict[str, asyncio.Future[Any] | TaskCallback] = {}
+        self._future_type = type(self._loop.create_future())
+        self._drained: asyncio.Future[None] | None = None
         self._ws: ClientConnection | None = None
         self._wake_writer = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
+        self._armed_version = -1
         self._supervisor: asyncio.Task[None] | None = None
         self._auth_waiter: asyncio.Future[None] | None = None
         self._fatal: UpscaleError | None = None
@@ -160,18 +165,15 @@ class Connection:
         if self._closing:
             return
         self._draining = True
-        pending = [f for f in self._futures.values() if not f.done()]
-        if pending and not cancel and self._fatal is None:
-            await asyncio.wait(pending, timeout=self._timeouts.close)
+        if self._waiters and not cancel and self._fatal is None:
+            self._drained = self._loop.create_future()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._drained), self._timeouts.close)
         self._closing = True
-        for uuid in self.session.close():
-            future = self._futures.pop(uuid, None)
-            if future is not None and not future.done():
-                future.cancel()
-        for future in self._futures.values():
-            if not future.done():
-                future.cancel()
-        self._futures.clear()
+        self.session.close()
+        closed = ClientClosed("the client was closed before this task finished")
+        for uuid in list(self._waiters):
+            self._resolve(uuid, None, closed, cancel_futures=True)
         self._cancel_timer()
         ws = self._ws
         if ws is not None:
@@ -182,14 +184,58 @@ class Connection:
     # -- tasks -----------------------------------------------------------------------------------
 
     def submit(
-        self, task_uuid: str, payload: bytes, *, is_async: bool, timeout: float | None
+        self,
+        task_uuid: str,
+        payload: bytes,
+        *,
+        is_async: bool,
+        timeout: float | None,
+        watch: bool = True,
     ) -> asyncio.Future[Any]:
         """Queue one encoded task and return the future of its result.
+
+        With ``watch`` (the default), cancelling the future cancels the task and every done
+        future calls ``release``. A caller that awaits the future itself may pass
+        ``watch=False`` to save that callback; it must then call :meth:`cancel` when it stops
+        waiting and free its own window slot.
 
         Raises:
             ClientClosed: the connection is closed.
             ValueError: a live task already has this taskUUID.
         """
+        self._enqueue(task_uuid, payload, is_async, timeout)
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._waiters[task_uuid] = future
+        if watch:
+            future.add_done_callback(functools.partial(self._future_done, task_uuid))
+        return future
+
+    def submit_callback(
+        self,
+        task_uuid: str,
+        payload: bytes,
+        callback: TaskCallback,
+        *,
+        is_async: bool,
+        timeout: float | None,
+    ) -> None:
+        """Queue one encoded task; ``callback(task_uuid, result, error)`` runs once when it ends.
+
+        The bulk path: no future and no scheduled callback per task. The callback runs inside
+        the reader, so it must be quick and must not raise (an exception is logged).
+        """
+        self._enqueue(task_uuid, payload, is_async, timeout)
+        self._waiters[task_uuid] = callback
+
+    def cancel(self, task_uuid: str) -> None:
+        """Forget a task: never sent if still queued, its late answer ignored otherwise."""
+        if self._waiters.pop(task_uuid, None) is not None:
+            self.session.cancel(task_uuid)
+            self._check_drained()
+
+    def _enqueue(
+        self, task_uuid: str, payload: bytes, is_async: bool, timeout: float | None
+    ) -> None:
         if self._closing or self._draining:
             raise ClientClosed("the client is closed; create a new one")
         if self._fatal is not None:
@@ -197,25 +243,55 @@ class Connection:
         self.session.submit(
             task_uuid, payload, self._loop.time(), is_async=is_async, timeout=timeout
         )
-        future: asyncio.Future[Any] = self._loop.create_future()
-        self._futures[task_uuid] = future
-        future.add_done_callback(functools.partial(self._future_done, task_uuid))
         self._wake_writer.set()
-        self._arm_timer()
-        return future
+        if self._timer is None:
+            self._arm_timer()
 
     def _future_done(self, task_uuid: str, future: asyncio.Future[Any]) -> None:
         self._release()
-        if future.cancelled() and self._futures.get(task_uuid) is future:
+        if future.cancelled() and self._waiters.get(task_uuid) is future:
             # The caller gave up: free the task in the core so it is never sent, or its late
             # answer is ignored.
-            del self._futures[task_uuid]
+            del self._waiters[task_uuid]
             self.session.cancel(task_uuid)
+            self._check_drained()
+
+    def _resolve(
+        self,
+        task_uuid: str,
+        result: Any,
+        error: UpscaleError | None,
+        *,
+        cancel_futures: bool = False,
+    ) -> None:
+        waiter = self._waiters.pop(task_uuid, None)
+        if waiter is None:
+            return
+        if waiter.__class__ is self._future_type:
+            future: asyncio.Future[Any] = waiter
+            if future.done():
+                return
+            if cancel_futures:
+                future.cancel()
+            elif error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
+            return
+        try:
+            waiter(task_uuid, result, error)  # type: ignore[operator]
+        except Exception:
+            log.exception("task callback failed", task_uuid=task_uuid)
+
+    def _check_drained(self) -> None:
+        drained = self._drained
+        if drained is not None and not self._waiters and not drained.done():
+            drained.set_result(None)
 
     @property
     def in_flight(self) -> int:
-        """Futures not yet resolved."""
-        return len(self._futures)
+        """Tasks submitted and not yet resolved."""
+        return len(self._waiters)
 
     # -- the socket ------------------------------------------------------------------------------
 
@@ -344,23 +420,23 @@ class Connection:
     # -- events ----------------------------------------------------------------------------------
 
     def _process(self) -> None:
-        futures = self._futures
+        factory = self._result_factory
+        resolve = self._resolve
         for event in self.session.events_received():
             if type(event) is TaskResult:
-                future = futures.pop(event.task_uuid, None)
-                if future is not None and not future.done():
-                    try:
-                        future.set_result(self._result_factory(event.item))
-                    except Exception as exc:  # a result we cannot read fails its task only
-                        future.set_exception(
-                            UpscaleError(f"task {event.task_uuid}: unreadable result: {exc}")
-                        )
+                try:
+                    result = factory(event.item)
+                except Exception as exc:  # a result we cannot read fails its task only
+                    error = UpscaleError(f"task {event.task_uuid}: unreadable result: {exc}")
+                    resolve(event.task_uuid, None, error)
+                else:
+                    resolve(event.task_uuid, result, None)
             elif type(event) is TaskFailed:
-                future = futures.pop(event.task_uuid, None)
-                if future is not None and not future.done():
-                    future.set_exception(event.error)
+                resolve(event.task_uuid, None, event.error)
             else:
                 self._session_event(event)
+        if self._drained is not None:
+            self._check_drained()
         if self.session.wants_write:
             self._wake_writer.set()
         self._arm_timer()
@@ -406,24 +482,27 @@ class Connection:
         if self._auth_waiter is not None and not self._auth_waiter.done():
             self._auth_waiter.set_exception(error)
         never_sent = {
-            uuid for uuid in self._futures if self.session.state_of(uuid) is TaskState.QUEUED
+            uuid for uuid in self._waiters if self.session.state_of(uuid) is TaskState.QUEUED
         }
-        for uuid in self.session.close():
-            future = self._futures.pop(uuid, None)
-            if future is None or future.done():
-                continue
+        self.session.close()
+        for uuid in list(self._waiters):
             if isinstance(error, ConnectionLost):
                 unsent = [uuid] if uuid in never_sent else []
-                future.set_exception(ConnectionLost(error.reason, unsent_task_uuids=unsent))
+                self._resolve(uuid, None, ConnectionLost(error.reason, unsent_task_uuids=unsent))
             else:
-                future.set_exception(error)
+                self._resolve(uuid, None, error)
+        self._check_drained()
         self._cancel_timer()
         self._drop()
 
     # -- the timer -------------------------------------------------------------------------------
 
     def _arm_timer(self) -> None:
-        deadline = self.session.next_deadline()
+        session = self.session
+        if self._timer is not None and session.deadline_version == self._armed_version:
+            return  # nothing moved earlier; the armed timer re-arms itself when it fires
+        self._armed_version = session.deadline_version
+        deadline = session.next_deadline()
         if deadline is None:
             self._cancel_timer()
             return

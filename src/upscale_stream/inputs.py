@@ -47,6 +47,7 @@ _PARAMETER = "inputImage"
 _INVALID = "invalidInputImage"
 _PNG = "image/png"
 _THREAD_THRESHOLD = 256 * 1024
+_HEAD_CHARS = 4096  # base64 characters of a long data URI decoded to check its format
 _MIN_BASE64_CHARS = 64
 _UUID_RE = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _BASE64_RE = re.compile(r"[A-Za-z0-9+/]+={0,2}")
@@ -129,7 +130,9 @@ def needs_thread(source: ImageSource) -> bool:
     if isinstance(source, str):
         if is_uuid(source) or _SCHEME_RE.match(source):
             return False
-        if source.startswith("data:") or _looks_like_base64(source):
+        if source.startswith("data:"):
+            return False  # checked by its head only
+        if _looks_like_base64(source):
             return len(source) * 3 // 4 > _THREAD_THRESHOLD
         return True  # it may name a file
     if isinstance(source, bytes | bytearray | memoryview):
@@ -150,7 +153,10 @@ def prepare_input(
         source: What the user passed as the input image.
         verify: Decode local image data fully with Pillow, to reject truncated or corrupt files
             and decompression bombs. With ``False`` only the magic bytes are checked, and
-            ``width`` and ``height`` stay ``None``.
+            ``width`` and ``height`` stay ``None``. Text that is already encoded (a data URI
+            or base64 longer than 4 KiB) is checked by its head only: format, declared MIME
+            and, when the header fits, the dimensions; decoding it whole would cost more than
+            sending it, and the server validates it anyway.
         max_bytes: The largest raw image accepted, in bytes (before base64 encoding).
 
     Returns:
@@ -226,12 +232,29 @@ def _from_data_uri(text: str, verify: bool, max_bytes: int, shown: str) -> Prepa
     payload = match.group(2)
     if (estimate := len(payload) * 3 // 4) > max_bytes:  # refuse before decoding
         raise _too_large(estimate, max_bytes, shown)
-    raw = _decode_base64(payload)
+    # Text the caller already encoded is checked by its head (format and declared MIME), not
+    # decoded whole: that would cost more than sending it. Local files, bytes and PIL images
+    # are the ones decoded fully (``verify``).
+    raw = _decode_base64(payload[:_HEAD_CHARS] if len(payload) > _HEAD_CHARS else payload)
     if raw is None:
         raise _invalid("the data URI payload is not valid base64 (no spaces or line breaks)", shown)
     declared = _DECLARED_MIME[match.group(1)]
-    mime, width, height = _inspect(raw, verify, max_bytes, shown, declared)
-    return PreparedInput(text, "data_uri", mime, len(raw), width, height)
+    if len(payload) <= _HEAD_CHARS:
+        mime, width, height = _inspect(raw, verify, max_bytes, shown, declared)
+    else:
+        mime, _, _ = _inspect(raw, False, max_bytes, shown, declared)
+        width, height = _header_size(raw)
+    size = len(payload) * 3 // 4 - (len(payload) - len(payload.rstrip("=")))
+    return PreparedInput(text, "data_uri", mime, size, width, height)
+
+
+def _header_size(head: bytes) -> tuple[int | None, int | None]:
+    """Width and height read from an image's first bytes, when its header fits in them."""
+    try:
+        with Image.open(io.BytesIO(head)) as image:
+            return image.size
+    except Exception:  # the header did not fit in the head: size unknown, not an error
+        return None, None
 
 
 def _from_path(path: Path, verify: bool, max_bytes: int) -> PreparedInput:

@@ -349,6 +349,9 @@ class ClientSession:
         self._last_sent = 0.0
         self._ping_sent_at: float | None = None
         self._ping_rtt_from: float | None = None
+        self.deadline_version = 0
+        """Bumped whenever a deadline may have moved *earlier*; the shell re-arms its timer only
+        then (other deadlines, like the heartbeat's, only ever move later)."""
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -362,6 +365,7 @@ class ClientSession:
         self.phase = Phase.AUTHENTICATING
         self._auth_frame = orjson.dumps([wire.auth_item(api_key, self.session_id)])
         self._auth_deadline = now + self.auth_timeout
+        self.deadline_version += 1
         self._last_received = self._last_sent = now
         self._ping_sent_at = None
         self._control.clear()
@@ -401,6 +405,7 @@ class ClientSession:
         self._queue.append(task)
         if deadline is not None:
             self._timeouts.add(task_uuid, deadline)
+            self.deadline_version += 1
 
     def cancel(self, task_uuid: str) -> bool:
         """Forget a task (its caller gave up). A queued task is never sent; a late answer for a
@@ -628,6 +633,7 @@ class ClientSession:
         if now >= min(self._last_received, self._last_sent) + self.heartbeat.interval:
             self._control.append(wire.PING_FRAME)
             self._ping_sent_at = now
+            self.deadline_version += 1
 
     def _requeue_awaiting(self) -> None:
         """Resend, with the same taskUUID, every task still waiting for a replay (oldest first)."""
@@ -642,6 +648,7 @@ class ClientSession:
             self._polls.discard(task.uuid, task.poll_at)
         task.poll_at = when
         self._polls.add(task.uuid, when)
+        self.deadline_version += 1
 
     def _forget(self, task: _Task) -> None:
         del self._tasks[task.uuid]
@@ -664,6 +671,7 @@ class ClientSession:
         if any(t.state is TaskState.AWAITING_REPLAY for t in self._tasks.values()):
             if resumed:
                 self._replay_deadline = self._last_received + self.retry.resume_grace
+                self.deadline_version += 1
             else:
                 self._requeue_awaiting()
         for task in self._tasks.values():  # go on polling right away on the new socket
@@ -684,7 +692,13 @@ class ClientSession:
             nested = item.get("error")
             error = ErrorItem.from_wire(nested if isinstance(nested, dict) else {})
             self._fail(task, _task_error(error, task.uuid))
-        elif wire.is_result(item):
+        elif (
+            item.get("imageURL")
+            or item.get("imageBase64Data")
+            or item.get("imageDataURI")
+            or item.get("mediaURL")
+            or status == "success"
+        ):  # wire.is_result, inlined: this runs once per task
             self._forget(task)
             self._events.append(TaskResult(task.uuid, item))
         elif task.state is TaskState.IN_FLIGHT and task.is_async:

@@ -1,0 +1,193 @@
+"""The machinery behind ``UpscaleClient.upscale_many``: a bounded producer and a consumer.
+
+The producer reads inputs lazily, prepares them (off the loop when that costs real work),
+encodes each task from one validated :class:`~upscale_stream.models.TaskTemplate`, and hands it
+to the connection with a plain callback: no future, no scheduled callback and no asyncio task
+per item. Finished items land in a deque; the consumer yields them.
+
+Memory is bounded by the client's in-flight window: a slot is taken before an input is read
+and given back only when its outcome is *yielded*, so results held back for ``ordered`` output,
+or waiting for a slow consumer, count against the window too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from .connection import Connection
+from .errors import UpscaleError
+from .inputs import ImageSource, is_uuid, needs_thread, prepare_input
+from .models import TaskTemplate, UpscaleResult, new_task_uuid
+
+__all__ = ["Outcome", "Stream"]
+
+S = TypeVar("S", bound=ImageSource)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome(Generic[S]):
+    """One finished item of :meth:`UpscaleClient.upscale_many`.
+
+    Attributes:
+        index: Position of the input in the iterable (0-based).
+        source: The input as given.
+        task_uuid: The task's UUID (``None`` if the input was rejected before sending).
+        result: The result, when the task succeeded.
+        error: Why it failed, otherwise.
+    """
+
+    index: int
+    source: S
+    task_uuid: str | None
+    result: UpscaleResult | None = None
+    error: UpscaleError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the task succeeded."""
+        return self.error is None
+
+    def unwrap(self) -> UpscaleResult:
+        """The result, or raise the task's error."""
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+async def input_value(image: ImageSource) -> str:
+    """The ``inputImage`` value for ``image``: checked and encoded, off the loop when costly.
+
+    An image UUID (the common case in bulk jobs that upload first) takes a fast path.
+    """
+    if type(image) is str and len(image) == 36 and is_uuid(image):
+        return image
+    if needs_thread(image):
+        return (await asyncio.to_thread(prepare_input, image)).value
+    return prepare_input(image).value
+
+
+class Stream(Generic[S]):
+    """One ``upscale_many`` run: call :meth:`produce` in a task and iterate :meth:`outcomes`."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        window: asyncio.Semaphore,
+        template: TaskTemplate,
+        *,
+        ordered: bool,
+        timeout: float | None,
+    ) -> None:
+        self._connection = connection
+        self._window = window
+        self._template = template
+        self._is_async = template.delivery_method == "async"
+        self._ordered = ordered
+        self._timeout = timeout
+        self._loop = asyncio.get_running_loop()
+        self._pending: dict[str, tuple[int, S]] = {}
+        self._ready: deque[Outcome[S]] = deque()
+        self._wake: asyncio.Future[None] | None = None
+        self._total: int | None = None
+        self._error: BaseException | None = None
+        self._slots = 0  # window slots taken and not yet given back
+
+    async def produce(self, images: Iterable[S] | AsyncIterable[S]) -> None:
+        """Submit every input; then record how many there were."""
+        count = 0
+        try:
+            if isinstance(images, AsyncIterable):
+                async for image in images:
+                    await self._submit(count, image)
+                    count += 1
+            else:
+                for image in images:
+                    await self._submit(count, image)
+                    count += 1
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # the input iterable itself failed
+            self._error = exc
+        self._total = count
+        self._wakeup()
+
+    async def _submit(self, index: int, image: S) -> None:
+        await self._window.acquire()
+        self._slots += 1
+        try:
+            value = await input_value(image)
+            task_uuid = new_task_uuid()
+            payload = self._template.encode(task_uuid, value)
+            self._pending[task_uuid] = (index, image)
+            self._connection.submit_callback(
+                task_uuid,
+                payload,
+                self._finished,
+                is_async=self._is_async,
+                timeout=self._timeout,
+            )
+        except UpscaleError as exc:
+            self._ready.append(Outcome(index, image, None, error=exc))
+            self._wakeup()
+
+    def _finished(self, task_uuid: str, result: Any, error: UpscaleError | None) -> None:
+        entry = self._pending.pop(task_uuid, None)
+        if entry is None:
+            return  # closed meanwhile
+        index, source = entry
+        self._ready.append(Outcome(index, source, task_uuid, result, error))
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    def _wakeup(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    async def outcomes(self) -> AsyncIterator[Outcome[S]]:
+        """Yield outcomes (in completion order, or input order when ``ordered``)."""
+        ready = self._ready
+        held: dict[int, Outcome[S]] = {}
+        next_index = 0
+        yielded = 0
+        while True:
+            while ready:
+                outcome = ready.popleft()
+                if not self._ordered:
+                    yielded += 1
+                    self._give_back()
+                    yield outcome
+                    continue
+                held[outcome.index] = outcome
+                while next_index in held:
+                    in_order = held.pop(next_index)
+                    next_index += 1
+                    yielded += 1
+                    self._give_back()
+                    yield in_order
+            if self._error is not None:
+                raise self._error
+            if self._total is not None and yielded >= self._total:
+                return
+            self._wake = self._loop.create_future()
+            await self._wake
+            self._wake = None
+
+    def _give_back(self) -> None:
+        self._slots -= 1
+        self._window.release()
+
+    def close(self) -> None:
+        """The consumer stopped: cancel unfinished tasks and give back every slot."""
+        for task_uuid in list(self._pending):
+            self._connection.cancel(task_uuid)
+        self._pending.clear()
+        self._ready.clear()
+        while self._slots:
+            self._give_back()
