@@ -226,9 +226,10 @@ class UpscaleClient:
             APIError: the server failed the task.
             UpscaleTimeout: the task took longer than ``timeout``.
         """
-        task_uuid = options.pop("task_uuid", None) or new_task_uuid()
+        given = options.pop("task_uuid", None)
+        task_uuid = new_task_uuid() if given is None else _checked_uuid(given)
         template = self._template(factor, model, options)
-        payload = template.encode(_checked_uuid(task_uuid), await input_value(image))
+        payload = template.encode(task_uuid, await input_value(image))
         connection = self._require_connection()
         window = self._window
         assert window is not None

@@ -164,14 +164,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = Path(arguments[0]) if arguments else Path("demo")
     samples, out = root / "samples", root / "out"
     console = Console()
+    if not console.is_terminal:  # a log file or a pipe: do not squeeze the table into 80 columns
+        console = Console(width=140)
     if not samples.is_dir() or not _sample_images(samples):
         made = make_samples(samples)
-        console.print(f"wrote {len(made)} sample files to {samples}/")
+        console.print(f"wrote {len(made)} sample files to {samples}/", soft_wrap=True)
     else:
-        console.print(f"using the samples in {samples}/")
+        console.print(f"using the samples in {samples}/", soft_wrap=True)
     console.print(
         f"$ upscale-stream run {samples} --out {out} --embedded --format png "
-        f"--factor {FACTOR} --no-resume\n"
+        f"--factor {FACTOR} --no-resume\n",
+        soft_wrap=True,
     )
     code = cli_main(
         [
@@ -201,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     table = Table(title=f"\nupscaled x{FACTOR} by the embedded reference server")
     for column in ("sample", "input", "output", "size", "check"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for check in checks:
         mark = "[green]ok[/]" if check.ok else "[red]FAILED[/]"
         table.add_row(
@@ -212,7 +215,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         table.add_row(CORRUPT, "truncated", "-", "-", verdict)
     console.print(table)
     if corrupt_reason:
-        console.print(f"{CORRUPT} failed with: {corrupt_reason}", markup=False, highlight=False)
+        console.print(
+            f"{CORRUPT} failed with: {corrupt_reason}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
 
     problems = [c for c in checks if not c.ok]
     if (samples / CORRUPT).is_file() and corrupt_reason is None:
@@ -222,9 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if code != expected_code:
         console.print(f"[red]the CLI exited with {code}, expected {expected_code}[/]")
         problems.append(Check("exit code", "", "", "", False, str(code)))
-    console.print(f"\noutputs: {out.resolve()}/")
-    console.print(f"summary: {summary_path.resolve()}")
-    console.print(f"manifest: {(out / STATE_DIR / 'manifest.jsonl').resolve()}")
+    console.print(f"\noutputs: {out.resolve()}/", soft_wrap=True)
+    console.print(f"summary: {summary_path.resolve()}", soft_wrap=True)
+    console.print(f"manifest: {(out / STATE_DIR / 'manifest.jsonl').resolve()}", soft_wrap=True)
     if problems:
         console.print(f"[red]demo: {len(problems)} check(s) failed[/]")
         return 1

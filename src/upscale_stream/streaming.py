@@ -62,13 +62,38 @@ class Outcome(Generic[S]):
 async def input_value(image: ImageSource) -> str:
     """The ``inputImage`` value for ``image``: checked and encoded, off the loop when costly.
 
+    Raises:
+        InvalidTask: the image is unusable.
+    """
+    if needs_thread(image):
+        value = await asyncio.to_thread(input_value_now, image)
+    else:
+        value = input_value_now(image)
+    if isinstance(value, UpscaleError):
+        raise value
+    return value
+
+
+def input_value_now(image: ImageSource) -> str | UpscaleError:
+    """Prepare ``image`` in the calling thread; the error is returned, not raised.
+
     An image UUID (the common case in bulk jobs that upload first) takes a fast path.
     """
     if type(image) is str and len(image) == 36 and is_uuid(image):
         return image
-    if needs_thread(image):
-        return (await asyncio.to_thread(prepare_input, image)).value
-    return prepare_input(image).value
+    try:
+        return prepare_input(image).value
+    except UpscaleError as exc:
+        return exc
+
+
+async def _aiter(items: Iterable[S] | AsyncIterable[S]) -> AsyncIterator[S]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
 
 
 class Stream(Generic[S]):
@@ -96,19 +121,33 @@ class Stream(Generic[S]):
         self._total: int | None = None
         self._error: BaseException | None = None
         self._slots = 0  # window slots taken and not yet given back
+        self._preparing: set[asyncio.Task[None]] = set()
 
     async def produce(self, images: Iterable[S] | AsyncIterable[S]) -> None:
-        """Submit every input; then record how many there were."""
+        """Submit every input; then record how many there were.
+
+        Inputs that need real work (files, bytes, PIL images) are prepared in worker threads,
+        several at once (the window bounds how many), so files are read and encoded in
+        parallel; cheap inputs (UUIDs, URLs) are submitted as they come. The producer never
+        holds an input back while it waits for the next one, so a lazy source that waits on
+        our outcomes cannot deadlock it.
+        """
         count = 0
+        preparing: set[asyncio.Task[None]] = set()
+        self._preparing = preparing
         try:
-            if isinstance(images, AsyncIterable):
-                async for image in images:
-                    await self._submit(count, image)
-                    count += 1
-            else:
-                for image in images:
-                    await self._submit(count, image)
-                    count += 1
+            async for image in _aiter(images):
+                await self._window.acquire()
+                self._slots += 1
+                if needs_thread(image):
+                    job = asyncio.create_task(self._prepare_and_submit(count, image))
+                    preparing.add(job)
+                    job.add_done_callback(preparing.discard)
+                else:
+                    self._submit(count, image, input_value_now(image))
+                count += 1
+            if preparing:
+                await asyncio.gather(*preparing)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # the input iterable itself failed
@@ -116,23 +155,28 @@ class Stream(Generic[S]):
         self._total = count
         self._wakeup()
 
-    async def _submit(self, index: int, image: S) -> None:
-        await self._window.acquire()
-        self._slots += 1
+    async def _prepare_and_submit(self, index: int, image: S) -> None:
+        value = await asyncio.to_thread(input_value_now, image)
+        self._submit(index, image, value)
+
+    def _submit(self, index: int, image: S, value: str | UpscaleError) -> None:
+        if isinstance(value, UpscaleError):
+            self._ready.append(Outcome(index, image, None, error=value))
+            self._wakeup()
+            return
+        task_uuid = new_task_uuid()
+        self._pending[task_uuid] = (index, image)
         try:
-            value = await input_value(image)
-            task_uuid = new_task_uuid()
-            payload = self._template.encode(task_uuid, value)
-            self._pending[task_uuid] = (index, image)
             self._connection.submit_callback(
                 task_uuid,
-                payload,
+                self._template.encode(task_uuid, value),
                 self._finished,
                 is_async=self._is_async,
                 timeout=self._timeout,
             )
         except UpscaleError as exc:
-            self._ready.append(Outcome(index, image, None, error=exc))
+            del self._pending[task_uuid]
+            self._ready.append(Outcome(index, image, task_uuid, error=exc))
             self._wakeup()
 
     def _finished(self, task_uuid: str, result: Any, error: UpscaleError | None) -> None:
@@ -185,6 +229,8 @@ class Stream(Generic[S]):
 
     def close(self) -> None:
         """The consumer stopped: cancel unfinished tasks and give back every slot."""
+        for job in list(self._preparing):
+            job.cancel()
         for task_uuid in list(self._pending):
             self._connection.cancel(task_uuid)
         self._pending.clear()

@@ -21,6 +21,7 @@ from collections.abc import Coroutine, Iterable, Iterator
 from typing import Any, TypeVar
 
 from .client import Outcome, UpscaleClient
+from .config import Heartbeat, Limits, Polling, Retry, Timeouts
 from .errors import ClientClosed
 from .inputs import ImageSource
 from .models import SWINIR, UpscaleResult, UpscaleTask
@@ -184,3 +185,28 @@ class Client:
     def url(self) -> str:
         """The WebSocket endpoint."""
         return self._async.url
+
+    @property
+    def limits(self) -> Limits:
+        """Window, batching and frame-size limits in force."""
+        return self._async.limits
+
+    @property
+    def timeouts(self) -> Timeouts:
+        """Connect, auth, task and close limits in force."""
+        return self._async.timeouts
+
+    @property
+    def heartbeat(self) -> Heartbeat:
+        """Heartbeat settings in force."""
+        return self._async.heartbeat
+
+    @property
+    def retry(self) -> Retry:
+        """Reconnect policy in force."""
+        return self._async.retry
+
+    @property
+    def polling(self) -> Polling:
+        """``getResponse`` polling in force."""
+        return self._async.polling

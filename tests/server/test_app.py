@@ -94,7 +94,10 @@ async def test_authentication_answers_a_new_session_id_without_task_uuid(server,
         ({"taskType": "authentication"}, "missingApiKey"),
     ],
 )
-async def test_bad_key_gets_an_errors_item_then_the_socket_closes(server, client_for, auth, code):
+async def test_bad_key_gets_an_errors_item_and_the_socket_stays_unauthenticated(
+    servers, client_for, auth, code
+):
+    server = await servers(auth_timeout=0.5)
     async with client_for(server) as client:
         await client.send([auth])
         frame = await client.recv()
@@ -108,6 +111,31 @@ async def test_bad_key_gets_an_errors_item_then_the_socket_closes(server, client
                 }
             ]
         }
+        task = upscale()
+        await client.send([task])
+        refused = await client.recv()
+        assert refused["errors"][0]["code"] == "authenticationRequired"
+        assert refused["errors"][0]["taskUUID"] == task["taskUUID"]
+        # Open until the authentication timeout (runware 0.5.24 hangs on an immediate close).
+        with pytest.raises(ConnectionClosed):
+            await client.recv()
+        assert client.ws.close_code == 1008
+    assert server.counts.executions_total == 0
+
+
+async def test_a_rejected_socket_may_authenticate_again_with_a_good_key(server, client_for):
+    async with client_for(server) as client:
+        await client.send([{"taskType": "authentication", "apiKey": "wrong-key"}])
+        assert (await client.recv())["errors"][0]["code"] == "invalidApiKey"
+        answer = await client.authenticate()
+    assert answer["connectionSessionUUID"]
+
+
+async def test_the_third_rejected_key_closes_the_socket_with_1008(server, client_for):
+    async with client_for(server) as client:
+        for attempt in range(3):
+            await client.send([{"taskType": "authentication", "apiKey": f"wrong-{attempt}"}])
+            assert (await client.recv())["errors"][0]["code"] == "invalidApiKey"
         with pytest.raises(ConnectionClosed):
             await client.recv()
         assert client.ws.close_code == 1008
@@ -558,6 +586,18 @@ async def test_get_response_works_for_sync_and_failed_tasks(server, client):
     assert items[1]["status"] == "error"
     assert items[1]["error"]["code"] == "invalidInputImage"
     assert items[1]["taskType"] == "upscale"
+
+
+async def test_get_response_polls_are_counted_by_the_task_they_ask_about(server, client):
+    task, unknown = upscale(), new_uuid()
+    await client.send([task])
+    await client.collect([task["taskUUID"]])
+    asked = (task["taskUUID"], task["taskUUID"], unknown)
+    await client.send([{"taskType": "getResponse", "taskUUID": u} for u in asked])
+    assert len((await client.recv())["data"]) == 2
+    assert (await client.recv())["errors"][0]["code"] == "taskFailedOrNotFound"
+    assert server.counts.polls == {task["taskUUID"]: 2, unknown: 1}
+    assert server.counts.received_total == 1  # polls are not tasks
 
 
 async def test_finished_tasks_are_forgotten_after_retention(servers, client_for):

@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
             "serve",
             help="run the local reference server (a Runware-compatible upscale API)",
             description=(
-                "Run the reference server in the foreground until Ctrl-C: the Runware upscale "
+                "Run the reference server in the foreground until Ctrl-C: the Runware upscale\n"
                 "WebSocket API on ws://HOST:PORT/v1, output images over HTTP on the same port."
             ),
             epilog=_SERVE_EPILOG,
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
             "bench",
             help="run the benchmark harness (source checkout only)",
             description=(
-                "Run python -m benchmarks.harness from the source checkout, passing every "
+                "Run python -m benchmarks.harness from the source checkout, passing every\n"
                 "argument through. The harness is not installed with the package."
             ),
             epilog=_BENCH_EPILOG,

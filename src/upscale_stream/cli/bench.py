@@ -54,9 +54,20 @@ def harness_command(arguments: Sequence[str]) -> list[str]:
     return [sys.executable, "-m", "benchmarks.harness", *passed]
 
 
-def bench_command(arguments: Sequence[str], streams: Streams) -> int:
-    """Run the harness in the checkout; returns its exit code (2 outside a checkout)."""
-    root = find_checkout([Path.cwd().resolve(), Path(__file__).resolve().parent])
+def bench_command(
+    arguments: Sequence[str], streams: Streams, *, starts: Iterable[Path] | None = None
+) -> int:
+    """Run the harness in the checkout; returns its exit code (2 outside a checkout).
+
+    Args:
+        arguments: Passed to the harness (a leading ``--`` is dropped).
+        streams: Where our own messages go; the harness writes to the real terminal.
+        starts: Where to look for the checkout (default: the current folder, then this
+            package's folder).
+    """
+    if starts is None:
+        starts = [Path.cwd().resolve(), Path(__file__).resolve().parent]
+    root = find_checkout(starts)
     if root is None:
         print(
             "upscale-stream bench: error: the benchmark harness is not installed with the "

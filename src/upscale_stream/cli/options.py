@@ -85,6 +85,7 @@ _ALLOWED: Mapping[str, str] = {
     "uploadEndpoint": "an http:// or https:// URL",
 }
 
+_PYDANTIC_OPENINGS = frozenset({"Input", "Value", "String", "Field"})
 _FORMAT_ALIASES = {"JPEG": "JPG"}
 _OUTPUT_TYPE_ALIASES = {
     "url": "URL",
@@ -358,7 +359,9 @@ def _describe(exc: InvalidTask) -> str:
         shown = flag
     else:
         shown = f"{flag} {exc.value}"
-    reason = exc.reason[:1].lower() + exc.reason[1:]
+    reason = exc.reason
+    if reason.split(" ", 1)[0] in _PYDANTIC_OPENINGS:  # "Input should be..." reads as a clause
+        reason = reason[:1].lower() + reason[1:]
     allowed = _ALLOWED.get(field)
     if allowed and allowed not in reason:
         reason += f" (allowed: {allowed})"

@@ -4,13 +4,16 @@
 A reporter shows it: :class:`RichReporter` draws a live bar (tasks done and failed, tasks/s,
 MB in and out, ETA) when standard output is a terminal; :class:`PlainReporter` writes one line
 every ``interval`` seconds to a stream (standard error) otherwise, and with ``--quiet`` or
-``--json``. Both print notes (a line of status) without breaking the bar.
+``--json``. Both print notes (a line of status) without breaking the bar, and
+:func:`logging_through` sends the library's log lines through them too.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
@@ -32,6 +35,7 @@ __all__ = [
     "describe",
     "format_duration",
     "format_mb",
+    "logging_through",
 ]
 
 
@@ -235,3 +239,51 @@ class RichReporter:
             "mb_out": format_mb(tally.bytes_out),
             "eta": format_duration(tally.eta(now)),
         }
+
+
+class _ReporterHandler(logging.Handler):
+    """Sends log lines through the reporter, so they print above a progress bar."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        super().__init__()
+        self.reporter = reporter
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.reporter.note(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+def _quiet_websockets(record: logging.LogRecord) -> bool:
+    """Hide the embedded server's socket chatter (connection open/closed) below -vv."""
+    return record.levelno >= logging.WARNING or not record.name.startswith(_WEBSOCKETS_LOGGER)
+
+
+_WEBSOCKETS_LOGGER = "upscale_stream.server.websockets"
+
+
+@contextlib.contextmanager
+def logging_through(reporter: Reporter, verbosity: int) -> Iterator[None]:
+    """Show the library's log lines through ``reporter`` while the ``with`` block runs.
+
+    Args:
+        reporter: Where the lines go (above the progress bar, or to standard error).
+        verbosity: 0 for warnings only, 1 (``-v``) for one line per task, 2 (``-vv``) for
+            everything, the embedded server's socket events included.
+    """
+    logger = logging.getLogger("upscale_stream")
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    handler = _ReporterHandler(reporter)
+    handler.setLevel(level)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    if verbosity < 2:
+        handler.addFilter(_quiet_websockets)
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)

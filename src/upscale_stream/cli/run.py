@@ -23,12 +23,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,7 +58,7 @@ from .options import (
     positive_int,
     task_options_from_args,
 )
-from .progress import PlainReporter, Reporter, RichReporter, Tally
+from .progress import PlainReporter, Reporter, RichReporter, Tally, logging_through
 from .sources import Planned, discover, plan_outputs
 from .streams import Streams
 from .summary import Failure, RunSummary, failure_from, render_text, write_summary
@@ -309,7 +308,7 @@ async def execute(args: argparse.Namespace, streams: Streams, environ: Mapping[s
     )
     started = time.monotonic()
     tally.started = started
-    with _logging_through(reporter, args.verbose):
+    with logging_through(reporter, args.verbose):
         if not todo:
             reporter.note(
                 f"nothing to do: all {len(planned)} inputs are already done "
@@ -580,45 +579,3 @@ def _install_sigint(loop: asyncio.AbstractEventLoop, callback: Any) -> bool:
     except (ValueError, RuntimeError, NotImplementedError):
         return False
     return True
-
-
-class _ReporterHandler(logging.Handler):
-    """Sends log lines through the reporter, so they print above a progress bar."""
-
-    def __init__(self, reporter: Reporter) -> None:
-        super().__init__()
-        self.reporter = reporter
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.reporter.note(self.format(record))
-        except Exception:
-            self.handleError(record)
-
-
-def _quiet_websockets(record: logging.LogRecord) -> bool:
-    """Hide the embedded server's socket chatter (connection open/closed) below -vv."""
-    return record.levelno >= logging.WARNING or not record.name.startswith(_WEBSOCKETS_LOGGER)
-
-
-_WEBSOCKETS_LOGGER = "upscale_stream.server.websockets"
-
-
-@contextlib.contextmanager
-def _logging_through(reporter: Reporter, verbosity: int) -> Iterator[None]:
-    """Show the library's log lines (warnings, or more with -v/-vv) for the run's duration."""
-    logger = logging.getLogger("upscale_stream")
-    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    handler = _ReporterHandler(reporter)
-    handler.setLevel(level)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-    if verbosity < 2:
-        handler.addFilter(_quiet_websockets)
-    previous = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(level)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(previous)

@@ -112,7 +112,7 @@ _FLAGS: tuple[_Flag, ...] = (
         "--public-url",
         None,
         "URL",
-        "Base of the imageURL values, for a server behind a proxy (default: http://HOST:PORT).",
+        "Base of the imageURL values, for a server behind a proxy; none means http://HOST:PORT.",
     ),
     _Flag(
         "hold_time",

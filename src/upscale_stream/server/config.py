@@ -44,7 +44,8 @@ class ServerConfig:
         allow_private_urls: Let URL inputs and webhooks reach private and loopback addresses.
         fetch_timeout: Timeout of each outbound HTTP request (URL inputs, webhooks, uploads).
         max_fetch_bytes: Largest URL input downloaded.
-        webhook_retries: Attempts per webhook POST.
+        webhook_retries: Retries of a webhook POST after its first attempt (connection errors,
+            timeouts, 408, 429 and 5xx answers only).
         url_ttl: Lifetime of an output image (and its URL) when the task sets no ``ttl``.
         image_store_bytes: Memory cap of the image store; least recently used images go first.
         max_pixels: Largest input image, in pixels.

@@ -3,8 +3,10 @@
 The **reader** receives a message, decodes it, hands the items to the task handlers and goes
 straight back to ``recv``: it never waits for task work, so a ping is answered while thousands of
 tasks run (protocol.md section 9, rule 2). Before authentication it only accepts the
-``authentication`` task and gives up after ``auth_timeout``; after it, the socket is closed when
-the client has been silent for ``idle_timeout`` (section 3).
+``authentication`` task and gives up after ``auth_timeout``; a rejected key gets its ``errors``
+item and leaves the socket open but unauthenticated (until that timeout, or the third rejected
+key). After authentication, the socket is closed when the client has been silent for
+``idle_timeout`` (section 3).
 
 The **sender** is the only writer of answers. It wakes when something was queued, then writes
 pongs first (each alone in its frame), then the socket's own replies, then the outbox of the
@@ -42,6 +44,8 @@ log = get_logger(__name__)
 
 AUTH_TIMEOUT_CODE = 1008
 IDLE_CLOSE_CODE = 1000
+MAX_AUTH_ATTEMPTS = 3
+"""Rejected keys a socket may offer before it is closed (with 1008)."""
 
 
 def pack_frames(
@@ -91,6 +95,7 @@ class Connection:
         self.in_flight = 0
         self.received_tasks = 0
         self.dropped = False
+        self._auth_attempts = 0
         self._pongs = 0
         self._replies: deque[Outgoing] = deque()
         self._wake = asyncio.Event()
@@ -228,11 +233,23 @@ class Connection:
             return False
         outcome = server.handlers.authenticate(item, server.config.clock())
         if isinstance(outcome, Rejected):
+            self._auth_attempts += 1
             # Never log the key, not even a prefix: only why it was refused and by whom.
-            log.info("auth.rejected", reason=outcome.reason, peer=_peer(self.ws))
+            log.warning(
+                "auth.rejected",
+                reason=outcome.reason,
+                peer=_peer(self.ws),
+                attempt=self._auth_attempts,
+            )
+            # The socket stays open, unauthenticated, until auth_timeout (counted from the
+            # handshake) or MAX_AUTH_ATTEMPTS. Closing at once breaks ``runware`` 0.5.24: it
+            # takes the close for a drop and reconnects in the background while its caller
+            # reconnects too, and depending on which wins the call hangs for minutes instead
+            # of raising the key error (official-sdks.md W1, W6).
             with contextlib.suppress(ConnectionClosed):
                 await self.ws.send(errors_frame([outcome.error]), text=True)
-                await self.ws.close(1008, "invalid API key")
+                if self._auth_attempts >= MAX_AUTH_ATTEMPTS:
+                    await self.ws.close(AUTH_TIMEOUT_CODE, "too many rejected API keys")
             return False
         session = outcome.session
         try:

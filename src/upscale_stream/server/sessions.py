@@ -188,6 +188,7 @@ class TaskCounts:
             not tasks here).
         executions: Executions started, by ``taskUUID``: the task was accepted and its work
             (input resolution, then the image pipeline) began.
+        polls: ``getResponse`` polls received, by the ``taskUUID`` they ask about.
         received_total: All tasks received, with or without a ``taskUUID``.
         executions_total: All executions started.
         authentications: Successful authentications.
@@ -195,6 +196,7 @@ class TaskCounts:
 
     received: Counter[str] = field(default_factory=Counter)
     executions: Counter[str] = field(default_factory=Counter)
+    polls: Counter[str] = field(default_factory=Counter)
     received_total: int = 0
     executions_total: int = 0
     authentications: int = 0

@@ -275,6 +275,7 @@ class TaskHandlers:
             )
             peer.reply("errors", error)
             return
+        self.host.counts.polls[task_uuid] += 1
         record = self.host.store.lookup(task_uuid, now)
         if record is None:
             retention = self.host.config.retention
@@ -319,7 +320,7 @@ class TaskHandlers:
             task = UpscaleTask.from_wire(normalise_upscale(item))
         except InvalidTask as exc:
             error = _task_error(item, exc.code, str(exc), parameter=exc.parameter)
-            log.debug("task.invalid", task_uuid=task_uuid, code=exc.code, parameter=exc.parameter)
+            log.info("task.invalid", task_uuid=task_uuid, code=exc.code, parameter=exc.parameter)
             peer.reply("errors", error)
             return
         record = self._admit(peer, item, task_uuid, task.delivery_method, now)
@@ -466,7 +467,12 @@ class TaskHandlers:
                 answer = _task_error(
                     _identity(record), exc.code, exc.message, parameter=exc.parameter
                 )
-                log.debug("task.failed", task_uuid=record.task_uuid, code=exc.code)
+                log.info(
+                    "task.failed",
+                    task_uuid=record.task_uuid,
+                    code=exc.code,
+                    parameter=exc.parameter,
+                )
             except Exception as exc:
                 failed = True
                 answer = _task_error(

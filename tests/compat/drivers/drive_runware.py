@@ -1,0 +1,195 @@
+"""Drive the official ``runware`` 0.5.24 SDK against a local server; print one JSON line.
+
+Runs inside ``.venv-compat/runware-0.5.24`` (see ``benchmarks/compat.py``), never in our own
+environment. It connects, runs one ``imageUpscale`` and reports what the SDK returned or raised::
+
+    python drive_runware.py --url ws://127.0.0.1:PORT/v1 --api-key KEY --image in.png \
+        --input-form path --output-type URL --output-format PNG
+
+``--input-form`` picks what the SDK is handed: ``datauri`` and ``base64`` strings are passed
+through untouched, ``path`` makes the SDK send an ``imageUpload`` task first and upscale the
+returned image UUID (protocol.md section 7, PYL). With ``--delivery async`` the SDK returns the
+ACK and the driver then calls ``getResponse``.
+
+Every step is bounded by ``--step-timeout``, so a hang is reported as a ``StepTimeout`` error
+instead of blocking the test. An audit hook refuses any connection (and any DNS lookup) to a
+host that is not loopback and lists it under ``blocked``: the SDK must need nothing but the
+server under test.
+
+The report (one line on stdout) has the keys ``sdk``, ``version``, ``connected``,
+``session_id``, ``results`` (the fields of each returned image), ``async_ack`` (the ACK when
+``--delivery async``), ``error`` (``type``, ``message``, ``code``, ``step``, or ``null``),
+``blocked`` and ``elapsed_s``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import dataclasses
+import ipaddress
+import json
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+
+
+def is_loopback(host: object) -> bool:
+    """Whether a socket address host (str, bytes or None) stays on this machine."""
+    if host is None:
+        return True
+    text = host.decode() if isinstance(host, bytes) else str(host)
+    if text.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(text.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def guard_network(blocked: list[str]) -> None:
+    """Refuse every connection and DNS lookup that leaves the machine; record the attempt."""
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if event == "socket.connect":
+            address = args[1]
+            host = address[0] if isinstance(address, tuple) else None
+        elif event == "socket.getaddrinfo":
+            host = args[0]
+        else:
+            return
+        if not is_loopback(host):
+            blocked.append(f"{event} {host!r}")
+            raise PermissionError(f"network access outside loopback is blocked: {host!r}")
+
+    sys.addaudithook(hook)
+
+
+def input_value(path: Path, form: str) -> str:
+    """What the SDK is handed as ``inputImage``."""
+    if form == "path":
+        return str(path)
+    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+    if form == "base64":
+        return encoded
+    mime = {".png": "image/png", ".jpg": "image/jpeg", ".webp": "image/webp"}[path.suffix]
+    return f"data:{mime};base64,{encoded}"
+
+
+def describe_error(exc: BaseException, step: str) -> dict[str, Any]:
+    """The JSON form of an exception raised by a step."""
+    code = getattr(exc, "code", None)
+    error_data = getattr(exc, "error_data", None)  # RunwareAPIError keeps the item here
+    if code is None and isinstance(error_data, dict):
+        code = error_data.get("code")
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc)[:500],
+        "code": None if code is None else str(code),
+        "step": step,
+    }
+
+
+def fields_of(value: Any) -> dict[str, Any]:
+    """The non-empty fields of an SDK dataclass (or a dict)."""
+    raw = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else dict(value)
+    return {key: item for key, item in raw.items() if item is not None}
+
+
+class StepTimeout(Exception):
+    """A step of the scenario did not finish in time: the SDK hung."""
+
+
+async def bounded(step: str, awaitable: Any, timeout: float) -> Any:
+    """Await ``awaitable``; raise :class:`StepTimeout` if it takes longer than ``timeout``."""
+    deadline = asyncio.timeout(timeout)
+    try:
+        async with deadline:
+            return await awaitable
+    except TimeoutError:
+        if deadline.expired():
+            raise StepTimeout(f"{step} did not finish within {timeout:g} s") from None
+        raise  # the SDK's own timeout error: report it as such
+
+
+async def scenario(args: argparse.Namespace, report: dict[str, Any]) -> None:
+    """Connect, run one ``imageUpscale`` (then ``getResponse`` if async), fill ``report``."""
+    from runware import IImageUpscale, Runware
+
+    client = Runware(api_key=args.api_key, url=args.url)
+    step = "connect"
+    try:
+        await bounded(step, client.connect(), args.step_timeout)
+        report["connected"] = True
+        report["session_id"] = getattr(client, "_connectionSessionUUID", None)
+        request = IImageUpscale(
+            inputImage=input_value(Path(args.image), args.input_form),
+            upscaleFactor=args.factor,
+            model=args.model,
+            outputType=args.output_type,
+            outputFormat=args.output_format,
+            includeCost=args.include_cost,
+            deliveryMethod=args.delivery,
+        )
+        step = "imageUpscale"
+        answer = await bounded(step, client.imageUpscale(request), args.step_timeout)
+        if not isinstance(answer, list):  # IAsyncTaskResponse: the ACK of an async task
+            report["async_ack"] = fields_of(answer)
+            step = "getResponse"
+            answer = await bounded(
+                step, client.getResponse(taskUUID=answer.taskUUID), args.step_timeout
+            )
+        report["results"] = [fields_of(image) for image in answer]
+    except Exception as exc:
+        report["error"] = describe_error(exc, step)
+    finally:
+        try:
+            await bounded("disconnect", client.disconnect(), args.step_timeout)
+        except Exception as exc:
+            report.setdefault("disconnect_error", describe_error(exc, "disconnect"))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True, help="WebSocket URL of the server under test")
+    parser.add_argument("--api-key", required=True)
+    parser.add_argument("--image", required=True, help="a local PNG, JPEG or WEBP file")
+    parser.add_argument("--input-form", choices=("datauri", "base64", "path"), default="datauri")
+    parser.add_argument("--factor", type=int, default=2)
+    parser.add_argument("--model", default=None, help="AIR id (default: none sent)")
+    parser.add_argument("--output-type", choices=("URL", "base64Data", "dataURI"), default=None)
+    parser.add_argument("--output-format", choices=("JPG", "PNG", "WEBP"), default=None)
+    parser.add_argument("--include-cost", action="store_true")
+    parser.add_argument("--delivery", choices=("sync", "async"), default="sync")
+    parser.add_argument("--step-timeout", type=float, default=30.0)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the scenario with the network guarded, then print the one-line JSON report."""
+    args = parse_args(argv)
+    report: dict[str, Any] = {
+        "sdk": "runware",
+        "version": metadata.version("runware"),
+        "connected": False,
+        "session_id": None,
+        "results": [],
+        "error": None,
+        "blocked": [],
+    }
+    guard_network(report["blocked"])
+    started = time.perf_counter()
+    asyncio.run(scenario(args, report))
+    report["elapsed_s"] = round(time.perf_counter() - started, 3)
+    print(json.dumps(report), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

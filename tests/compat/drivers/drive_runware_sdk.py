@@ -1,0 +1,191 @@
+"""Drive the official ``runware-sdk`` 1.8.0 SDK against a local server; print one JSON line.
+
+Runs inside ``.venv-compat/runware-sdk-1.8.0`` (see ``benchmarks/compat.py``), never in our own
+environment. It connects, runs one ``upscale`` task through ``client.run()`` and reports what
+the SDK returned or raised::
+
+    python drive_runware_sdk.py --url ws://127.0.0.1:PORT/v1 --api-key KEY --image in.png \
+        --delivery async --output-type dataURI --task-uuid UUID
+
+The task always carries ``taskType: "upscale"`` and an AIR ``model``, so the SDK never fetches
+its model registry over HTTP (protocol.md section 9). ``--delivery async`` (the SDK's default)
+makes it wait for the ACK and then poll ``getResponse``; ``sync`` waits for the pushed result.
+
+Every step is bounded by ``--step-timeout``, so a hang is reported as a ``StepTimeout`` error
+instead of blocking the test. An audit hook refuses any connection (and any DNS lookup) to a
+host that is not loopback and lists it under ``blocked``: the SDK must need nothing but the
+server under test.
+
+The report (one line on stdout) has the keys ``sdk``, ``version``, ``connected``,
+``session_id``, ``results`` (the result dicts), ``error`` (``type``, ``message``, ``code``,
+``parameter``, ``task_uuid``, ``step``, or ``null``), ``blocked`` and ``elapsed_s``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import ipaddress
+import json
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+
+
+def is_loopback(host: object) -> bool:
+    """Whether a socket address host (str, bytes or None) stays on this machine."""
+    if host is None:
+        return True
+    text = host.decode() if isinstance(host, bytes) else str(host)
+    if text.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(text.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def guard_network(blocked: list[str]) -> None:
+    """Refuse every connection and DNS lookup that leaves the machine; record the attempt."""
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if event == "socket.connect":
+            address = args[1]
+            host = address[0] if isinstance(address, tuple) else None
+        elif event == "socket.getaddrinfo":
+            host = args[0]
+        else:
+            return
+        if not is_loopback(host):
+            blocked.append(f"{event} {host!r}")
+            raise PermissionError(f"network access outside loopback is blocked: {host!r}")
+
+    sys.addaudithook(hook)
+
+
+def input_value(path: Path, form: str) -> str:
+    """What the SDK is handed as ``inputs.image`` (it sends strings through untouched)."""
+    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+    if form == "base64":
+        return encoded
+    mime = {".png": "image/png", ".jpg": "image/jpeg", ".webp": "image/webp"}[path.suffix]
+    return f"data:{mime};base64,{encoded}"
+
+
+def describe_error(exc: BaseException, step: str) -> dict[str, Any]:
+    """The JSON form of an exception raised by a step."""
+    code = getattr(exc, "code", None)
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc)[:500],
+        "code": None if code is None else str(code),
+        "parameter": getattr(exc, "parameter", None),
+        "task_uuid": getattr(exc, "task_uuid", None),
+        "step": step,
+    }
+
+
+class StepTimeout(Exception):
+    """A step of the scenario did not finish in time: the SDK hung."""
+
+
+async def bounded(step: str, awaitable: Any, timeout: float) -> Any:
+    """Await ``awaitable``; raise :class:`StepTimeout` if it takes longer than ``timeout``."""
+    deadline = asyncio.timeout(timeout)
+    try:
+        async with deadline:
+            return await awaitable
+    except TimeoutError:
+        if deadline.expired():
+            raise StepTimeout(f"{step} did not finish within {timeout:g} s") from None
+        raise  # the SDK's own timeout error: report it as such
+
+
+def task_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``run()`` params: only what the command line asked for, plus the fixed basics."""
+    params: dict[str, Any] = {
+        "taskType": "upscale",
+        "model": args.model,
+        "upscaleFactor": args.factor,
+        "inputs": {"image": input_value(Path(args.image), args.input_form)},
+        "deliveryMethod": args.delivery,
+    }
+    optional = {
+        "taskUUID": args.task_uuid,
+        "outputType": args.output_type,
+        "outputFormat": args.output_format,
+        "includeCost": True if args.include_cost else None,
+    }
+    params.update({key: value for key, value in optional.items() if value is not None})
+    return params
+
+
+async def scenario(args: argparse.Namespace, report: dict[str, Any]) -> None:
+    """Connect, run one ``upscale`` through ``client.run()``, fill ``report``."""
+    from runware import RunOptions, Runware
+
+    client = Runware(api_key=args.api_key, ws_base_url=args.url)
+    step = "connect"
+    try:
+        await bounded(step, client.connect(), args.step_timeout)
+        report["connected"] = True
+        transport = getattr(client, "_ws_transport", None)
+        report["session_id"] = getattr(transport, "session_id", None)
+        step = "run"
+        options = RunOptions(timeout=int(args.step_timeout * 1000))
+        results = await bounded(step, client.run(task_params(args), options), args.step_timeout)
+        report["results"] = [dict(item) for item in results]
+    except Exception as exc:
+        report["error"] = describe_error(exc, step)
+    finally:
+        try:
+            await bounded("close", client.close(), args.step_timeout)
+        except Exception as exc:
+            report.setdefault("close_error", describe_error(exc, "close"))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True, help="WebSocket URL of the server under test")
+    parser.add_argument("--api-key", required=True)
+    parser.add_argument("--image", required=True, help="a local PNG, JPEG or WEBP file")
+    parser.add_argument("--input-form", choices=("datauri", "base64"), default="datauri")
+    parser.add_argument("--model", default="runware:503@1", help="an AIR id (default SwinIR)")
+    parser.add_argument("--factor", type=int, default=2)
+    parser.add_argument("--task-uuid", default=None)
+    parser.add_argument("--output-type", choices=("URL", "base64Data", "dataURI"), default=None)
+    parser.add_argument("--output-format", choices=("JPG", "PNG", "WEBP"), default=None)
+    parser.add_argument("--include-cost", action="store_true")
+    parser.add_argument("--delivery", choices=("sync", "async"), default="async")
+    parser.add_argument("--step-timeout", type=float, default=30.0)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the scenario with the network guarded, then print the one-line JSON report."""
+    args = parse_args(argv)
+    report: dict[str, Any] = {
+        "sdk": "runware-sdk",
+        "version": metadata.version("runware-sdk"),
+        "connected": False,
+        "session_id": None,
+        "results": [],
+        "error": None,
+        "blocked": [],
+    }
+    guard_network(report["blocked"])
+    started = time.perf_counter()
+    asyncio.run(scenario(args, report))
+    report["elapsed_s"] = round(time.perf_counter() - started, 3)
+    print(json.dumps(report), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
