@@ -449,6 +449,9 @@ def write_results_md(path: Path, run: dict[str, Any], chart: Path | None) -> Non
         "stub's share of one core while it served that contender; marked *saturated*, the stub "
         "rather than the client set the pace, so that row's throughput is a lower bound.",
         "",
+        "Where upscale_stream's time goes, what was removed from its hot path (before and "
+        "after) and what would close the remaining gaps: [PROFILE.md](PROFILE.md).",
+        "",
         "## Headline",
         "",
         *(headline(run) or ["- (the scenarios the headline needs were not run)"]),

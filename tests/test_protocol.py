@@ -476,6 +476,36 @@ def test_conflict_on_a_resent_task_fetches_its_result_instead_of_rerunning() -> 
     assert [type(e) for e in session.events_received()] == [TaskResult]
 
 
+@pytest.mark.parametrize("recovering", [False, True], ids=["acknowledged", "recovering"])
+def test_polled_tasks_are_resent_when_the_session_was_not_resumed(recovering: bool) -> None:
+    session = open_session(retry=Retry(resume_grace=0.0))
+    session.submit(U1, task_json(U1, delivery_method="async"), 0.0, is_async=True)
+    session.data_to_send(0.0)
+    if recovering:  # drop, resume, resend, conflict: the task polls as RECOVERING
+        session.connection_lost(0.1)
+        session.authenticate(KEY, 0.2)
+        session.data_to_send(0.2)
+        session.receive_text(
+            data({"taskType": "authentication", "connectionSessionUUID": SESSION}), 0.2
+        )
+        session.handle_timer(0.2)
+        session.data_to_send(0.2)
+        session.receive_text(errors({"code": "conflictTaskUUID", "taskUUID": U1}), 0.3)
+        assert session.state_of(U1) is TaskState.RECOVERING
+    else:
+        session.receive_text(data({"taskType": "upscale", "taskUUID": U1}), 0.1)
+        assert session.state_of(U1) is TaskState.ACKNOWLEDGED
+    session.connection_lost(1.0)
+    session.authenticate(KEY, 2.0)
+    session.data_to_send(2.0)
+    restarted = "99999999-9999-4999-8999-999999999999"
+    session.receive_text(
+        data({"taskType": "authentication", "connectionSessionUUID": restarted}), 2.0
+    )
+    resent = sent_items(session.data_to_send(2.0))
+    assert [(i["taskType"], i["taskUUID"]) for i in resent] == [("upscale", U1)]
+
+
 def test_conflict_on_a_first_send_is_a_real_error() -> None:
     session = open_session()
     session.submit(U1, task_json(U1), 0.0)

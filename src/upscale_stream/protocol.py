@@ -25,6 +25,7 @@ Task lifecycle (:class:`TaskState`), protocol.md sections 2, 4 and 6::
     IN_FLIGHT --connection lost--> AWAITING_REPLAY
     AWAITING_REPLAY --result replayed after resume--> (forgotten)
     AWAITING_REPLAY --resume grace over, or session not resumed--> QUEUED (resent, same taskUUID)
+    ACKNOWLEDGED / RECOVERING --session not resumed (server restart)--> QUEUED (resent)
     resent task --conflictTaskUUID--> RECOVERING --getResponse polls--> (forgotten)
 
 Rules that keep every task resolved exactly once and never run twice:
@@ -664,6 +665,16 @@ class ClientSession:
 
     def _authenticated(self, session_id: str) -> None:
         resumed = session_id == self.session_id
+        if self.session_id is not None and not resumed:
+            # A new session: the server may have lost everything (a restart), polled tasks
+            # included. Resend those too, under the same taskUUID; a server that still knows
+            # one answers conflictTaskUUID and polling resumes (protocol.md section 2).
+            for task in self._tasks.values():
+                if task.state is TaskState.ACKNOWLEDGED or task.state is TaskState.RECOVERING:
+                    if task.poll_at:
+                        self._polls.discard(task.uuid, task.poll_at)
+                        task.poll_at = 0.0
+                    task.state = TaskState.AWAITING_REPLAY
         self.session_id = session_id
         self.phase = Phase.OPEN
         self._auth_deadline = None

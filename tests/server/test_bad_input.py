@@ -103,7 +103,8 @@ async def answers_for(client: WireClient, frame: list[Any], timeout: float = 20.
 
 
 async def answer_for(client: WireClient, item: Any) -> dict[str, Any]:
-    return (await answers_for(client, [item]))[0]
+    answer: dict[str, Any] = (await answers_for(client, [item]))[0]
+    return answer
 
 
 # -- image data ----------------------------------------------------------------------------------
