@@ -2,8 +2,9 @@
 
 :class:`Conductor` injects one fault at a time (:data:`KINDS`), each at a point of progress
 counted in resolved tasks, and waits for its evidence with a timeout; it never sleeps.
-:class:`Tracker` counts how each task's future ended, :class:`CoreSpy` watches the client's pure
-core without changing it, and :class:`ServerHook` adds the two drops the server has no knob for.
+:class:`Tracker` counts how each task's future ended and :class:`CoreSpy` watches the client's
+pure core without changing it. Every fault is one of the server's own knobs
+(:class:`~upscale_stream.server.Faults`) or one of its methods (drop, restart).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from upscale_stream.server import ReferenceServer
 if TYPE_CHECKING:
     from .runner import ChaosReport, ChaosSettings
 
-__all__ = ["KINDS", "Conductor", "CoreSpy", "ServerHook", "Tracker", "fault_schedule"]
+__all__ = ["KINDS", "Conductor", "CoreSpy", "Tracker", "fault_schedule"]
 
 log = logging.getLogger("upscale_stream.chaos")
 
@@ -150,68 +151,6 @@ class CoreSpy:
         session.connection_lost = spy_connection_lost  # type: ignore[method-assign]
 
 
-class ServerHook:
-    """What the server has no knob or counter for, wrapped around two of its methods.
-
-    Around its frame dispatch, two faults: drop the socket *instead of* handling the next frame
-    with tasks, or right *after* handling the next frame with a ``getResponse`` poll (so the
-    poll's answer is lost with the socket). Around its session store's ``authenticate``, a
-    count of the answers held for a detached session and replayed when it was resumed.
-    """
-
-    def __init__(self, server: ReferenceServer) -> None:
-        self.before_frame = False
-        self.after_poll = False
-        self.fired = {"abort_before_frame": asyncio.Event(), "drop_during_poll": asyncio.Event()}
-        self.replayed = 0
-        self._dispatch = server.handlers.dispatch
-        self._authenticate = server.store.authenticate
-        self._drops: set[asyncio.Task[None]] = set()
-        server.handlers.dispatch = self._hooked  # type: ignore[method-assign]
-        server.store.authenticate = self._counted  # type: ignore[method-assign]
-
-    def _counted(self, requested: str | None, now: float, new_id: str) -> Any:
-        session, resumed = self._authenticate(requested, now, new_id)
-        if resumed:
-            self.replayed += len(session.outbox)
-        return session, resumed
-
-    def _hooked(self, peer: Any, items: list[Any], now: float) -> int:
-        if self.before_frame and any(_is_task(item) for item in items):
-            self.before_frame = False
-            self._drop(peer, "abort_before_frame")
-            return 0
-        counted = self._dispatch(peer, items, now)
-        if self.after_poll and any(_is_poll(item) for item in items):
-            self.after_poll = False
-            self._drop(peer, "drop_during_poll")
-        return counted
-
-    def _drop(self, peer: Any, kind: str) -> None:
-        task = asyncio.get_running_loop().create_task(peer.drop(None))
-        self._drops.add(task)
-        task.add_done_callback(self._drops.discard)
-        self.fired[kind].set()
-
-    def disarm(self) -> None:
-        """Forget both armed drops and whether they fired."""
-        self.before_frame = self.after_poll = False
-        for event in self.fired.values():
-            event.clear()
-
-    async def settle(self) -> None:
-        """Wait for the drops this hook started."""
-        await asyncio.gather(*self._drops, return_exceptions=True)
-
-
-def _is_task(item: Any) -> bool:
-    return isinstance(item, dict) and item.get("taskType") in ("upscale", "imageUpscale")
-
-
-def _is_poll(item: Any) -> bool:
-    return isinstance(item, dict) and item.get("taskType") == "getResponse"
-
-
 # -- the conductor -----------------------------------------------------------------------------
 
 
@@ -235,14 +174,12 @@ class Conductor:
         self,
         server: ReferenceServer,
         tracker: Tracker,
-        hook: ServerHook,
         settings: ChaosSettings,
         report: ChaosReport,
     ) -> None:
         self.server = server
         self.faults = server.faults
         self.tracker = tracker
-        self.hook = hook
         self.settings = settings
         self.report = report
         self.rng = random.Random(f"conductor-{settings.seed}")
@@ -294,7 +231,6 @@ class Conductor:
                     self.report.violate("recovery", f"fault {kind}: {exc}")
                 finally:
                     self.faults.reset()
-                    self.hook.disarm()
         finally:
             self._open_gate(settings.tasks)
 
@@ -319,14 +255,6 @@ class Conductor:
             return False
         return True
 
-    async def _hook_fired(self, kind: str) -> bool:
-        try:
-            async with asyncio.timeout(self.settings.fire_timeout):
-                await self.hook.fired[kind].wait()
-        except TimeoutError:
-            return False
-        return True
-
     async def _more_resolved(self, count: int) -> None:
         """Wait for ``count`` more tasks to resolve (fewer if the gate does not let them in)."""
         target = min(self.tracker.resolved + count, self._allowed)
@@ -338,9 +266,9 @@ class Conductor:
     # -- drops -----------------------------------------------------------------------------------
 
     async def abort_before_frame(self) -> None:
-        before = self._auths
-        self.hook.before_frame = True
-        fired = await self._hook_fired("abort_before_frame")
+        before, fired_before = self._auths, self.faults.fired["drop_before_frame"]
+        self.faults.drop_before_frame = True
+        fired = await self._knob_fired("drop_before_frame", fired_before)
         self._count("abort_before_frame", fired)
         if fired:
             await self._recovered(before)
@@ -397,9 +325,9 @@ class Conductor:
         await self._recovered(before)
 
     async def drop_during_poll(self) -> None:
-        before = self._auths
-        self.hook.after_poll = True
-        fired = await self._hook_fired("drop_during_poll")
+        before, fired_before = self._auths, self.faults.fired["drop_on_poll"]
+        self.faults.drop_on_poll = True
+        fired = await self._knob_fired("drop_on_poll", fired_before)
         self._count("drop_during_poll", fired)
         if fired:
             await self._recovered(before)
@@ -467,9 +395,7 @@ class Conductor:
     async def restart(self) -> None:
         before = self._auths
         unanswered = set(self.tracker.unresolved)
-        self.faults.refuse_connections = 1_000_000  # down while restarting
-        await self.server.restart()
-        self.faults.refuse_connections = 0
+        await self.server.restart()  # refuses handshakes (503) until it is done
         unanswered |= self.tracker.unresolved
         self.at_risk.update(unanswered)
         self.report.restarts += 1

@@ -72,7 +72,7 @@ from upscale_stream.protocol import (
 )
 from upscale_stream.server import ReferenceServer, ServerConfig
 
-from .conductor import KINDS, Conductor, CoreSpy, ServerHook, Tracker, fault_schedule
+from .conductor import KINDS, Conductor, CoreSpy, Tracker, fault_schedule
 
 __all__ = [
     "INVARIANTS",
@@ -319,8 +319,7 @@ async def _play(
     session = connection.session  # the pure core, observed by CoreSpy
     spy = CoreSpy(session, loop.time)
     tracker = Tracker()
-    hook = ServerHook(server)
-    conductor = Conductor(server, tracker, hook, settings, report)
+    conductor = Conductor(server, tracker, settings, report)
     schedule = fault_schedule(settings, rng)
 
     async def submit_all() -> None:
@@ -348,12 +347,10 @@ async def _play(
         conducting.cancel()
         await asyncio.gather(conducting, return_exceptions=True)
         server.faults.reset()
-        hook.disarm()
     report.seconds = loop.time() - started
 
     live = {"tasks in flight": client.in_flight, "live tasks in the core": session.live_count}
     await client.close(cancel=bool(report.violations))
-    await hook.settle()
     gc.collect()
     core_left = {
         **live,
@@ -371,10 +368,8 @@ async def _play(
     report.answers_discarded = spy.kinds[Discarded.__name__]
     report.malformed_ignored = spy.kinds[MalformedMessage.__name__]
     report.stray_errors_ignored = spy.kinds[StrayError.__name__]
-    report.held_replayed = hook.replayed
+    report.held_replayed = server.counts.replayed
     report.server_fired = Counter(server.faults.fired)
-    for kind in ("abort_before_frame", "drop_during_poll"):
-        report.server_fired[f"{kind} (hook)"] = report.faults[kind]
     times = sorted(spy.recover_times)
     if times:
         report.recover_p50_ms = 1000 * _percentile(times, 0.50)

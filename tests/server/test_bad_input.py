@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 from websockets.exceptions import ConnectionClosed
 
-from upscale_stream.server import ReferenceServer
+from upscale_stream.server import ReferenceServer, ServerConfig
 
 from .conftest import ClientFactory, WireClient, new_uuid, png_bytes, upscale
 
@@ -264,6 +264,40 @@ async def test_an_oversized_frame_closes_with_1009_and_the_sessions_other_tasks_
         answers = await resumed.collect([first["taskUUID"]])
     assert "imageURL" in answers[first["taskUUID"]]  # held, then delivered on resume
     assert server.executions[first["taskUUID"]] == 1
+
+
+async def test_a_frame_over_max_message_bytes_gets_frame_too_large_and_the_socket_goes_on(
+    servers: Servers, client_for: ClientFactory
+) -> None:
+    server = await servers(max_message_bytes=MiB)
+    big = upscale(inputImage="A" * (2 * MiB))
+    ping_without_uuid = dict(PING)
+    async with client_for(server) as client:
+        await client.authenticate()
+        await client.send([big, ping_without_uuid, 7])
+        errors = (await client.recv())["errors"]
+        assert [item["code"] for item in errors] == ["frameTooLarge"] * 3
+        assert_runware_error(errors[0], "frameTooLarge", big)
+        assert_runware_error(errors[1], "frameTooLarge", ping_without_uuid)
+        assert_runware_error(errors[2], "frameTooLarge", 7)
+        assert "parameter" not in errors[0]  # null: no parameter is at fault
+        assert str(MiB) in errors[0]["message"] and "bytes" in errors[0]["message"]
+
+        await client.send_text("[" + " " * (2 * MiB) + "not JSON")
+        (error,) = (await client.recv())["errors"]
+        assert error["code"] == "frameTooLarge" and "taskUUID" not in error
+
+        assert await answers_for(client, []) == []  # a normal frame on the same socket works
+    assert server.received[big["taskUUID"]] == 0 and server.executions[big["taskUUID"]] == 0
+    assert server.counts.executions_total == 2  # only the two good tasks of answers_for
+
+
+def test_max_message_bytes_may_not_exceed_max_size() -> None:
+    with pytest.raises(ValueError, match="max_message_bytes"):
+        ServerConfig(api_keys=frozenset({"k"}), max_size=MiB, max_message_bytes=2 * MiB)
+    assert ServerConfig(api_keys=frozenset({"k"})).message_limit == 16 * MiB
+    assert ServerConfig(api_keys=frozenset({"k"}), max_size=MiB).message_limit == MiB
+    assert ServerConfig(api_keys=frozenset({"k"}), max_size=None).message_limit == 16 * MiB
 
 
 # -- identifiers, task types and fields ------------------------------------------------------

@@ -125,6 +125,78 @@ async def test_drop_during_auth_drops_the_socket_without_answering_once(server, 
         await client.authenticate()
 
 
+async def test_drop_before_frame_aborts_before_the_next_frame_is_handled_once(server, client_for):
+    server.faults.drop_before_frame = True
+    task = upscale()
+    async with client_for(server) as client:
+        await client.authenticate()  # the authentication frame is never the one dropped
+        await client.send([task])
+        assert await frames_until_closed(client) == []
+        assert client.ws.close_code == 1006
+    assert server.received[task["taskUUID"]] == 0  # the frame was never read
+    assert server.faults.drop_before_frame is False
+    assert server.faults.fired["drop_before_frame"] == 1
+    async with client_for(server) as client:
+        await client.authenticate()
+        await client.send([task])
+        await client.collect([task["taskUUID"]])
+    assert server.executions[task["taskUUID"]] == 1
+
+
+async def test_drop_on_poll_aborts_after_a_get_response_arrives_before_answering_it(
+    server, client_for
+):
+    server.faults.drop_on_poll = True
+    polled = new_uuid()
+    async with client_for(server) as client:
+        await client.authenticate()
+        await client.send([PING])  # frames without a poll are not the target
+        assert await client.recv() == PONG
+        await client.send([{"taskType": "getResponse", "taskUUID": polled}])
+        assert await frames_until_closed(client) == []
+        assert client.ws.close_code == 1006
+    assert server.counts.polls[polled] == 1  # the poll arrived; its answer was lost
+    assert server.faults.drop_on_poll is False
+    assert server.faults.fired["drop_on_poll"] == 1
+
+
+async def test_repeat_keeps_drop_on_poll_armed_and_close_code_makes_it_a_clean_close(
+    server, client_for
+):
+    server.faults.drop_on_poll = True
+    server.faults.repeat = True
+    server.faults.close_code = 1011
+    for _ in range(2):
+        async with client_for(server) as client:
+            await client.authenticate()
+            await client.send([{"taskType": "getResponse", "taskUUID": new_uuid()}])
+            await frames_until_closed(client)
+            assert client.ws.close_code == 1011
+    assert server.faults.fired["drop_on_poll"] == 2
+
+
+async def test_answers_held_for_a_detached_session_are_counted_as_replayed_on_resume(
+    server, client_for
+):
+    server.faults.drop_after_tasks = 2
+    tasks = [upscale(), upscale()]
+    uuids = [task["taskUUID"] for task in tasks]
+    async with client_for(server) as client:
+        session_id = (await client.authenticate())["connectionSessionUUID"]
+        await client.send(tasks)
+        await frames_until_closed(client)
+    session = server.store.sessions[session_id]
+    await server.wait_until(lambda: len(session.outbox) == 2, what="both answers to be held")
+    assert server.counts.replayed == 0
+    async with client_for(server) as client:
+        await client.authenticate(session_id=session_id)
+        await client.collect(uuids)
+    assert server.counts.replayed == 2
+    async with client_for(server) as client:
+        await client.authenticate(session_id=session_id)  # nothing held this time
+    assert server.counts.replayed == 2
+
+
 async def test_refuse_connections_rejects_the_next_handshakes_with_503(server, client_for):
     server.faults.refuse_connections = 2
     for _ in range(2):
@@ -167,6 +239,45 @@ async def test_restart_forgets_sessions_tasks_and_images_but_keeps_counters(serv
         assert (await client.recv())["errors"][0]["code"] == "taskFailedOrNotFound"
     image_uuid = url.rsplit("/", 1)[1].split(".")[0]
     assert server.images.get(image_uuid, server.config.clock()) is None
+
+
+async def test_a_restart_forgets_at_once_and_refuses_handshakes_until_it_is_done(
+    server, client_for
+):
+    started, cancelled, release = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def slow_to_cancel() -> None:
+        started.set()
+        try:
+            await asyncio.Future()
+        except asyncio.CancelledError:
+            cancelled.set()
+            await release.wait()  # holds the restart inside its awaits
+            raise
+
+    async with client_for(server) as old:
+        old_session = (await old.authenticate())["connectionSessionUUID"]
+        server.spawn(slow_to_cancel())
+        async with asyncio.timeout(10):
+            await started.wait()
+        restarting = asyncio.create_task(server.restart())
+        async with asyncio.timeout(10):
+            await cancelled.wait()
+        assert server.store.sessions == {}  # forgotten before the first await
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(server.url):
+                pass
+        assert refused.value.response.status_code == 503
+        release.set()
+        await restarting
+        await frames_until_closed(old)
+
+    task = upscale()
+    async with client_for(server) as client:
+        session_id = (await client.authenticate())["connectionSessionUUID"]
+        await client.send([task])
+        assert "imageURL" in (await client.collect([task["taskUUID"]]))[task["taskUUID"]]
+    assert session_id != old_session and session_id in server.store.sessions
 
 
 async def test_restart_cancels_running_tasks(servers, client_for):
@@ -281,6 +392,8 @@ def test_all_faults_are_off_by_default_and_reset_turns_them_off_again():
     assert not faults.take_refusal()
     assert not faults.take_auth_drop()
     assert not faults.take_frame_drop(10_000, 10)
+    assert not faults.take_arrival_drop()
+    assert not faults.take_poll_drop()
     assert faults.group_size() == 0
     faults.drop_after_tasks = 3
     faults.withhold_pongs = True

@@ -158,6 +158,14 @@ _FLAGS: tuple[_Flag, ...] = (
         "the socket with 1009.",
     ),
     _Flag(
+        "max_message_bytes",
+        "--max-message-bytes",
+        _size_or_none,
+        "SIZE",
+        "Largest message handled (at most --max-size; none: 16MiB, or --max-size if smaller); "
+        "bigger ones get frameTooLarge error items and the socket stays open.",
+    ),
+    _Flag(
         "compression",
         "--compression",
         None,

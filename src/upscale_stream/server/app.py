@@ -115,6 +115,7 @@ class ReferenceServer:
         self._server: Server | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._restarting = 0
         self._host = config.host
         self._port: int | None = None
 
@@ -284,12 +285,23 @@ class ReferenceServer:
         Sessions, held answers, the task registry and stored images are forgotten and running
         tasks are cancelled. The counters (``received``, ``executions``) and the fault knobs
         are kept.
+
+        The restart is atomic for clients: the state is forgotten before the first ``await``,
+        and WebSocket handshakes are refused with HTTP 503 until the old sockets are gone and
+        the old tasks cancelled. A session opened after the state was forgotten is never
+        forgotten by this restart.
         """
-        await self.drop_connections(None)
-        await self._cancel_background()
-        self.store.clear()
-        self.images.clear()
-        self._carriers.clear()
+        self._restarting += 1
+        try:
+            # Forget first: the awaits below let other sockets run, and whatever they create
+            # from now on belongs to the restarted server.
+            self.store.clear()
+            self.images.clear()
+            self._carriers.clear()
+            await self.drop_connections(None)
+            await self._cancel_background()
+        finally:
+            self._restarting -= 1
         log.info("server.restarted")
 
     async def wait_until(
@@ -428,6 +440,12 @@ class ReferenceServer:
 
     def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
         if is_upgrade(request):
+            if self._restarting:
+                log.info("server.refused_while_restarting")
+                return plain_response(
+                    http.HTTPStatus.SERVICE_UNAVAILABLE,
+                    b"the reference server is restarting; try again\n",
+                )
             if self.faults.take_refusal():
                 log.info("fault.refused_connection")
                 return plain_response(

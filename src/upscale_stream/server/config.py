@@ -19,6 +19,10 @@ __all__ = ["ServerConfig"]
 
 MiB = 1024 * 1024
 
+DEFAULT_MAX_MESSAGE_BYTES = 16 * MiB
+"""What ``ServerConfig.max_message_bytes`` stands for when it is ``None`` (and ``max_size`` is
+larger): the application limit, below the transport's 64 MiB."""
+
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
@@ -37,7 +41,13 @@ class ServerConfig:
         idle_timeout: Close a socket that sent nothing for this long (protocol.md section 3).
         auth_timeout: Close a socket that has not authenticated after this long.
         close_timeout: How long a clean close waits for the client's close frame.
-        max_size: Largest incoming message; websockets closes with 1009 above it.
+        max_size: Largest incoming message the transport reads (``None``: no limit);
+            websockets closes the connection with 1009 above it, from the frame header,
+            without reading the message, so there is nothing to answer.
+        max_message_bytes: Largest message the server handles. A bigger one (but within
+            ``max_size``) is answered with a ``frameTooLarge`` error item per item it holds,
+            and nothing in it runs; the connection stays open. ``None``: 16 MiB, or
+            ``max_size`` when that is smaller. Must not exceed ``max_size``.
         compression: Negotiate permessage-deflate (off: images do not compress).
         task_delay: Simulated latency added to every upscale and upload (asyncio sleep).
         workers: Threads for the image work.
@@ -70,6 +80,7 @@ class ServerConfig:
     auth_timeout: float = 10.0
     close_timeout: float = 5.0
     max_size: int | None = 64 * MiB
+    max_message_bytes: int | None = None
     compression: bool = False
     task_delay: float = 0.0
     workers: int = 4
@@ -100,6 +111,24 @@ class ServerConfig:
         for name in ("workers", "max_tasks_per_frame", "max_in_flight", "max_frame_items"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        limit, transport = self.max_message_bytes, self.max_size
+        if limit is not None:
+            if limit < 1:
+                raise ValueError("max_message_bytes must be at least 1")
+            if transport is not None and limit > transport:
+                raise ValueError(
+                    f"max_message_bytes ({limit}) must not exceed max_size ({transport}): "
+                    "websockets closes the connection above max_size before the server sees it"
+                )
+
+    @property
+    def message_limit(self) -> int:
+        """The largest message the server handles: ``max_message_bytes`` or its default."""
+        if self.max_message_bytes is not None:
+            return self.max_message_bytes
+        if self.max_size is not None:
+            return min(DEFAULT_MAX_MESSAGE_BYTES, self.max_size)
+        return DEFAULT_MAX_MESSAGE_BYTES
 
     def outbound_policy(self) -> OutboundPolicy:
         """The policy for URL inputs, webhooks and upload endpoints."""

@@ -8,6 +8,11 @@ item and leaves the socket open but unauthenticated (until that timeout, or the 
 key). After authentication, the socket is closed when the client has been silent for
 ``idle_timeout`` (section 3).
 
+A message larger than ``config.max_message_bytes`` (but within the transport's ``max_size``) is
+not handled: every item it holds gets a ``frameTooLarge`` error item (one item without
+``taskUUID`` when it is not a JSON array) and the socket goes on. Above ``max_size`` websockets
+itself closes the connection with 1009, from the frame header, before the server sees anything.
+
 The **sender** is the only writer of answers. It wakes when something was queued, then writes
 pongs first (each alone in its frame), then the socket's own replies, then the outbox of the
 session the socket carries, packed many items per frame (capped in items and bytes) and never
@@ -30,7 +35,15 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from ..log import get_logger
-from ..wire import AUTH, PONG_FRAME, auth_ok_item, data_frame, encoded_frame, errors_frame
+from ..wire import (
+    AUTH,
+    GET_RESPONSE,
+    PONG_FRAME,
+    auth_ok_item,
+    data_frame,
+    encoded_frame,
+    errors_frame,
+)
 from .faults import STRAY_ERROR, crossings
 from .sessions import Kind, Outgoing, Session
 from .tasks import Rejected, error_item
@@ -181,9 +194,17 @@ class Connection:
             if self.dropped:
                 return
             last = loop.time()
+            if authenticated and self.server.faults.take_arrival_drop():
+                log.info("fault.drop_before_frame", session=self.session_id)
+                await self.drop(self.server.faults.close_code)
+                return
             await self._on_message(message)
 
     async def _on_message(self, message: bytes | str) -> None:
+        limit = self.server.config.message_limit
+        if len(message) > limit:
+            self._refuse_oversized(message, limit)
+            return
         try:
             items = orjson.loads(message)
         except orjson.JSONDecodeError:
@@ -206,9 +227,39 @@ class Connection:
         counted = server.handlers.dispatch(self, items, server.config.clock())
         self.received_tasks += counted
         server.notify_progress()
-        if server.faults.take_frame_drop(self.received_tasks, counted):
+        faults = server.faults
+        # The replies to this frame are only queued: a drop now loses them with the socket.
+        if any(_is_poll(item) for item in items) and faults.take_poll_drop():
+            log.info("fault.drop_on_poll", session=self.session_id)
+            await self.drop(faults.close_code)
+        elif faults.take_frame_drop(self.received_tasks, counted):
             log.info("fault.drop", session=self.session_id, after_tasks=self.received_tasks)
-            await self.drop(server.faults.close_code)
+            await self.drop(faults.close_code)
+
+    def _refuse_oversized(self, message: bytes | str, limit: int) -> None:
+        """Answer a message over ``max_message_bytes`` without handling any of it."""
+        size = len(message)
+        text = (
+            f"the message is {size} bytes, over this server's limit of {limit} bytes "
+            "(max_message_bytes); nothing in it was run: send its tasks in smaller messages"
+        )
+        try:
+            items = orjson.loads(message)
+        except orjson.JSONDecodeError:
+            items = None
+        log.warning("connection.message_too_large", session=self.session_id, size=size, limit=limit)
+        if not isinstance(items, list) or not items:
+            self.reply("errors", error_item("frameTooLarge", text))
+            return
+        for item in items:
+            fields = item if isinstance(item, dict) else {}
+            error = error_item(
+                "frameTooLarge",
+                text,
+                task_type=fields.get("taskType"),
+                task_uuid=fields.get("taskUUID"),
+            )
+            self.reply("errors", error)
 
     def _refuse_unauthenticated(self, items: list[Any]) -> None:
         message = 'authenticate first: send [{"taskType":"authentication","apiKey":"..."}]'
@@ -258,6 +309,8 @@ class Connection:
             server.release(session)
             return False
         self.session_id = session.session_id
+        if outcome.resumed:
+            server.counts.replayed += len(session.outbox)
         server.attach(self, session)
         log.info(
             "auth.ok",
@@ -357,6 +410,10 @@ class Connection:
                 await self.ws.send(errors_frame([STRAY_ERROR]), text=True)
             for _ in range(crossings(before, self._answers_sent, faults.malformed_every)):
                 await self.ws.send(faults.malformed_frame(), text=True)
+
+
+def _is_poll(item: object) -> bool:
+    return isinstance(item, dict) and item.get("taskType") == GET_RESPONSE
 
 
 def _peer(ws: ServerConnection) -> str:

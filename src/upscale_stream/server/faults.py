@@ -2,9 +2,9 @@
 
 Every knob is off by default and may be changed at any time, from the test that owns the
 server (``server.faults.drop_after_tasks = 10``). The server consults the knobs at fixed
-points: when a handshake arrives, when the authentication frame arrives, after each received
-frame, and when its sender writes results. Randomness comes from one seeded
-:class:`random.Random`, so a chaos run can be replayed.
+points: when a handshake arrives, when the authentication frame arrives, when any later frame
+arrives, after each received frame, and when its sender writes results. Randomness comes from
+one seeded :class:`random.Random`, so a chaos run can be replayed.
 
 ``fired`` counts how often each fault actually fired, so a test can assert that the fault it
 set up was the one that hit.
@@ -56,9 +56,10 @@ class Faults:
             are accepted and run, then the TCP connection is aborted without a close frame,
             before any answer to them is sent (their answers are held for a resume). One-shot:
             reset to ``None`` after firing, unless ``repeat``.
-        repeat: Keep ``drop_after_tasks`` and ``drop_during_auth`` armed after they fire.
-        close_code: When set (1000, 1001, 1011...), every drop above is a clean close with
-            this code instead of an abort.
+        repeat: Keep ``drop_after_tasks``, ``drop_during_auth``, ``drop_before_frame`` and
+            ``drop_on_poll`` armed after they fire.
+        close_code: When set (1000, 1001, 1011...), every drop (of every ``drop_*`` knob) is
+            a clean close with this code instead of an abort.
         withhold_pongs: Never answer application pings.
         result_delay: Seconds added before each accepted task's final answer (its result or
             its error) is released.
@@ -77,6 +78,13 @@ class Faults:
         refuse_connections: Reject this many next WebSocket handshakes with HTTP 503.
         drop_during_auth: Drop the connection when its authentication frame arrives, without
             answering. One-shot unless ``repeat``.
+        drop_before_frame: Drop the connection when the next frame arrives on an authenticated
+            socket, before it is decoded or handled: nothing of it is received or run. One-shot
+            unless ``repeat``.
+        drop_on_poll: Drop the connection when a frame holding a ``getResponse`` arrives,
+            right after its items were handled and before any answer to it is written (the
+            poll's answer is lost with the socket; the frame's tasks are accepted). One-shot
+            unless ``repeat``.
         seed: Seed of :attr:`rng`; assigning it re-seeds.
     """
 
@@ -94,6 +102,8 @@ class Faults:
     drop_probability: float = 0.0
     refuse_connections: int = 0
     drop_during_auth: bool = False
+    drop_before_frame: bool = False
+    drop_on_poll: bool = False
     seed: int = 0
     rng: random.Random = field(init=False, repr=False, compare=False)
     fired: Counter[str] = field(default_factory=Counter, init=False, repr=False, compare=False)
@@ -129,6 +139,24 @@ class Faults:
         if not self.repeat:
             self.drop_during_auth = False
         self.fired["drop_during_auth"] += 1
+        return True
+
+    def take_arrival_drop(self) -> bool:
+        """Whether to drop the authenticated connection whose next frame just arrived."""
+        if not self.drop_before_frame:
+            return False
+        if not self.repeat:
+            self.drop_before_frame = False
+        self.fired["drop_before_frame"] += 1
+        return True
+
+    def take_poll_drop(self) -> bool:
+        """Whether to drop the connection whose frame with a ``getResponse`` was just handled."""
+        if not self.drop_on_poll:
+            return False
+        if not self.repeat:
+            self.drop_on_poll = False
+        self.fired["drop_on_poll"] += 1
         return True
 
     def take_frame_drop(self, received_on_connection: int, tasks_in_frame: int) -> bool:

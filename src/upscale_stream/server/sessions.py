@@ -192,6 +192,8 @@ class TaskCounts:
         received_total: All tasks received, with or without a ``taskUUID``.
         executions_total: All executions started.
         authentications: Successful authentications.
+        replayed: Answers waiting in a session's outbox (held while it had no socket) when a
+            socket resumed it; they are sent on that socket next.
     """
 
     received: Counter[str] = field(default_factory=Counter)
@@ -200,6 +202,7 @@ class TaskCounts:
     received_total: int = 0
     executions_total: int = 0
     authentications: int = 0
+    replayed: int = 0
 
     def count_received(self, task_uuid: object) -> None:
         """Count one received task."""
