@@ -397,6 +397,20 @@ def test_silence_on_our_side_alone_also_sends_a_ping() -> None:
     assert session.data_to_send(10.0) == [b'[{"taskType":"ping","ping":true}]']
 
 
+def test_a_ping_needs_its_pong_even_while_other_messages_arrive() -> None:
+    session = open_session(heartbeat=Heartbeat(interval=10, pong_timeout=5))
+    session.submit(U1, task_json(U1), 0.0)
+    session.data_to_send(0.0)
+    session.handle_timer(10.0)
+    assert session.data_to_send(10.0) == [b'[{"taskType":"ping","ping":true}]']
+    for now in (11.0, 12.0, 13.0, 14.0):  # results keep coming, the pong never does
+        session.receive_text(
+            data({"taskType": "upscale", "taskUUID": U1, "status": "processing"}), now
+        )
+    session.handle_timer(15.0)
+    assert session.events_received() == [HeartbeatMissed(5.0)]
+
+
 def test_missing_pong_is_a_dead_connection() -> None:
     session = open_session(heartbeat=Heartbeat(interval=10, pong_timeout=5))
     session.handle_timer(10.0)

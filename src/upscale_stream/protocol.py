@@ -349,7 +349,6 @@ class ClientSession:
         self._last_received = 0.0
         self._last_sent = 0.0
         self._ping_sent_at: float | None = None
-        self._ping_rtt_from: float | None = None
         self.deadline_version = 0
         """Bumped whenever a deadline may have moved *earlier*; the shell re-arms its timer only
         then (other deadlines, like the heartbeat's, only ever move later)."""
@@ -464,9 +463,6 @@ class ClientSession:
         except orjson.JSONDecodeError:
             self._events.append(MalformedMessage("not JSON", _sample(text)))
             return
-        finally:
-            # Any message proves the link alive (aiohttp's rule); a pong also reports its rtt.
-            self._ping_rtt_from, self._ping_sent_at = self._ping_sent_at, None
         if not isinstance(message, dict):
             self._events.append(MalformedMessage("not a JSON object", _sample(text)))
             return
@@ -723,7 +719,9 @@ class ClientSession:
     def _receive_session_item(self, item: dict[str, Any], task_uuid: Any, now: float) -> None:
         task_type = item.get("taskType")
         if task_type == wire.PING and item.get("pong"):
-            sent = self._ping_rtt_from
+            # Only a pong answers a ping: other traffic moves the idle deadline, but the pong
+            # keeps its own (aiohttp's rule), so a server that stopped answering is found.
+            sent, self._ping_sent_at = self._ping_sent_at, None
             self._events.append(Pong(now - sent if sent is not None else 0.0))
         elif task_type == wire.AUTH or (
             task_uuid is None and isinstance(item.get("connectionSessionUUID"), str)

@@ -293,8 +293,11 @@ class ReferenceServer:
         """
         self._restarting += 1
         try:
-            # Forget first: the awaits below let other sockets run, and whatever they create
-            # from now on belongs to the restarted server.
+            # Cut every socket and forget, before the first await: no frame of an old socket
+            # is handled against the new (empty) state, and whatever is created from now on
+            # belongs to the restarted server.
+            for connection in list(self._connections):
+                connection.abort()
             self.store.clear()
             self.images.clear()
             self._carriers.clear()

@@ -157,13 +157,21 @@ class Connection:
         """
         if self.dropped:
             return
-        self.dropped = True
-        self.server.detach(self)
         if code is None:
-            self.ws.transport.abort()
+            self.abort()
         else:
+            self.dropped = True
+            self.server.detach(self)
             with contextlib.suppress(Exception):
                 await self.ws.close(code, "dropped by the reference server (fault injection)")
+
+    def abort(self) -> None:
+        """End the socket at once, without a close frame; no further frame of it is handled."""
+        if self.dropped:
+            return
+        self.dropped = True
+        self.server.detach(self)
+        self.ws.transport.abort()
 
     # -- reader ------------------------------------------------------------------------------
 
@@ -221,7 +229,7 @@ class Connection:
             if not (isinstance(first, dict) and first.get("taskType") == AUTH):
                 self._refuse_unauthenticated(items)
                 return
-            if not await self._authenticate(first):
+            if not await self._authenticate(first) or self.dropped:
                 return
             items = items[1:]
         counted = server.handlers.dispatch(self, items, server.config.clock())
