@@ -31,7 +31,7 @@ from .config import (
 )
 from .connection import Connection
 from .errors import ClientClosed, InvalidTask
-from .inputs import ImageSource, needs_thread, prepare_input
+from .inputs import ImageSource
 from .log import get_logger
 from .models import SWINIR, UUID_V4, TaskTemplate, UpscaleResult, UpscaleTask, new_task_uuid
 from .protocol import ClientSession
@@ -259,12 +259,8 @@ class UpscaleClient:
         Raises:
             InvalidTask: the image or an option is invalid.
         """
-        if needs_thread(image):
-            prepared = await asyncio.to_thread(prepare_input, image)
-        else:
-            prepared = prepare_input(image)
         return UpscaleTask(
-            input_image=prepared.value, model=model, upscale_factor=factor, **options
+            input_image=await input_value(image), model=model, upscale_factor=factor, **options
         )
 
     async def upscale_many(

@@ -705,7 +705,7 @@ class ClientSession:
             or item.get("imageDataURI")
             or item.get("mediaURL")
             or status == "success"
-        ):  # wire.is_result, inlined: this runs once per task
+        ):  # a finished output (protocol.md section 5.3); checked once per task
             self._forget(task)
             self._events.append(TaskResult(task.uuid, item))
         elif task.state is TaskState.IN_FLIGHT and task.is_async:

@@ -46,12 +46,6 @@ PING_FRAME = b'[{"taskType":"ping","ping":true}]'
 PONG_FRAME = b'{"data":[{"taskType":"ping","pong":true}]}'
 """The pong, alone in its frame: one SDK only looks at ``data[0].pong``."""
 
-OUTPUT_KEYS = ("imageURL", "imageBase64Data", "imageDataURI", "mediaURL")
-"""Keys whose presence marks a finished result item (protocol.md section 5.3)."""
-
-PENDING_STATUSES = frozenset({"processing", "pending", "queued", "scheduled", "waiting"})
-"""``status`` values that mean "not finished yet" (protocol.md section 10, item 7)."""
-
 
 def auth_item(api_key: str, session_id: str | None = None) -> dict[str, Any]:
     """The authentication task; with ``session_id`` it asks the server to resume that session."""
@@ -92,10 +86,3 @@ def encoded_frame(key: str, encoded_items: Sequence[bytes]) -> bytes:
     The reference server encodes each answer once, when it is ready, and joins them here.
     """
     return b'{"' + key.encode() + b'":[' + b",".join(encoded_items) + b"]}"
-
-
-def is_result(item: Mapping[str, Any]) -> bool:
-    """True when a ``data`` item carries a finished output (any output key, or status success)."""
-    if item.get("status") == "success":
-        return True
-    return any(item.get(key) for key in OUTPUT_KEYS)
