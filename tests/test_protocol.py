@@ -599,3 +599,85 @@ def test_backoff_starts_random_and_grows_to_the_cap() -> None:
     assert 0 <= values[0] <= 1.0
     assert max(values) <= 10.0
     assert values[-1] >= 7.5  # reached the cap, minus jitter
+
+
+# -- edges ---------------------------------------------------------------------------------------
+
+
+def test_without_a_task_timeout_nothing_is_scheduled_for_the_task() -> None:
+    session = open_session(task_timeout=None)
+    session.submit(U1, task_json(U1), 0.0)
+    session.data_to_send(0.0)
+    session.handle_timer(10_000.0)
+    assert session.state_of(U1) is TaskState.IN_FLIGHT
+
+
+def test_a_closed_session_ignores_timers_drops_and_sends_nothing() -> None:
+    session = open_session()
+    session.close()
+    session.handle_timer(1_000.0)
+    session.connection_lost(1_000.0)
+    assert session.phase is Phase.CLOSED
+    assert session.data_to_send(1_000.0) == [] and session.events_received() == []
+
+
+def test_nothing_goes_out_while_disconnected_and_only_auth_while_authenticating() -> None:
+    session = open_session()
+    session.submit(U1, task_json(U1), 0.0)
+    session.connection_lost(0.1)
+    assert session.data_to_send(0.1) == [] and not session.wants_write
+    session.authenticate(KEY, 0.2)
+    assert session.wants_write
+    assert len(session.data_to_send(0.2)) == 1
+    assert not session.wants_write
+
+
+def test_a_queue_of_only_cancelled_tasks_makes_no_frame() -> None:
+    session = open_session()
+    session.submit(U1, task_json(U1), 0.0)
+    session.cancel(U1)
+    assert session.data_to_send(0.0) == []
+
+
+def test_a_timer_before_the_pong_deadline_changes_nothing() -> None:
+    session = open_session(heartbeat=Heartbeat(interval=10, pong_timeout=5))
+    session.handle_timer(10.0)
+    session.data_to_send(10.0)
+    session.handle_timer(12.0)
+    assert session.events_received() == [] and session.data_to_send(12.0) == []
+
+
+def test_an_acknowledged_task_polls_again_at_once_after_a_resume() -> None:
+    session = open_session(polling=Polling(initial=5.0, factor=2.0, max_delay=10.0))
+    session.submit(U1, task_json(U1, delivery_method="async"), 0.0, is_async=True)
+    session.data_to_send(0.0)
+    session.receive_text(data({"taskType": "upscale", "taskUUID": U1}), 0.1)
+    session.connection_lost(1.0)
+    session.authenticate(KEY, 2.0)
+    session.data_to_send(2.0)
+    session.receive_text(
+        data({"taskType": "authentication", "connectionSessionUUID": SESSION}), 2.0
+    )
+    session.handle_timer(2.0)
+    assert sent_items(session.data_to_send(2.0)) == [{"taskType": "getResponse", "taskUUID": U1}]
+
+
+def test_a_singular_error_object_for_a_known_task_fails_that_task_only() -> None:
+    session = open_session()
+    session.submit(U1, task_json(U1), 0.0)
+    session.submit(U2, task_json(U2), 0.0)
+    session.data_to_send(0.0)
+    session.receive_text(orjson.dumps({"error": {"code": "inferenceError", "taskUUID": U1}}), 0.1)
+    session.receive_text(orjson.dumps({"error": {"code": "inferenceError"}}), 0.1)
+    events = session.events_received()
+    assert [type(e) for e in events] == [TaskFailed, StrayError]
+    assert session.state_of(U2) is TaskState.IN_FLIGHT
+
+
+def test_an_auth_code_on_a_task_is_an_authentication_error_for_that_task() -> None:
+    session = open_session()
+    session.submit(U1, task_json(U1), 0.0)
+    session.data_to_send(0.0)
+    session.receive_text(errors({"code": "accountSuspended", "message": "x", "taskUUID": U1}), 0.1)
+    (event,) = session.events_received()
+    assert isinstance(event, TaskFailed) and isinstance(event.error, AuthenticationError)
