@@ -1,0 +1,146 @@
+"""The events of the client core, as data (h11's style), and the plan after a drop.
+
+:meth:`upscale_stream.protocol.ClientSession.events_received` returns these; the shell
+(:mod:`upscale_stream.connection`) consumes them with ``match``. They are frozen, slotted
+dataclasses and carry no behaviour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import AuthenticationError, UpscaleError
+from .models import ErrorItem
+
+__all__ = [
+    "AuthRejected",
+    "AuthTimedOut",
+    "Authenticated",
+    "Discarded",
+    "Event",
+    "HeartbeatMissed",
+    "MalformedMessage",
+    "Pong",
+    "ResendPlan",
+    "StrayError",
+    "TaskAccepted",
+    "TaskFailed",
+    "TaskResult",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    """The server accepted the key. ``resumed`` is true when it kept our earlier session."""
+
+    session_id: str
+    resumed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRejected:
+    """The server refused the key. Final: the shell must not reconnect."""
+
+    error: AuthenticationError
+
+
+@dataclass(frozen=True, slots=True)
+class AuthTimedOut:
+    """No answer to the authentication frame in time. The shell should drop and reconnect."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResult:
+    """A task finished; ``item`` is the server's result item (a dict with wire names)."""
+
+    task_uuid: str
+    item: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFailed:
+    """A task failed for good (server error item, or its timeout)."""
+
+    task_uuid: str
+    error: UpscaleError
+
+
+@dataclass(frozen=True, slots=True)
+class TaskAccepted:
+    """The server acknowledged an async task; the core polls for its result."""
+
+    task_uuid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """The server answered our ping after ``rtt`` seconds."""
+
+    rtt: float
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatMissed:
+    """A ping went unanswered for ``seconds``: the link is dead. The shell must drop it."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class StrayError:
+    """An error item that names no task we can fail; logged, never broadcast to tasks."""
+
+    error: ErrorItem
+
+
+@dataclass(frozen=True, slots=True)
+class Discarded:
+    """An item that matched no live task (late, duplicate or unknown taskUUID)."""
+
+    task_uuid: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class MalformedMessage:
+    """A frame that is not a JSON object with ``data``/``errors``; ignored."""
+
+    reason: str
+    sample: str
+
+
+Event = (
+    Authenticated
+    | AuthRejected
+    | AuthTimedOut
+    | TaskResult
+    | TaskFailed
+    | TaskAccepted
+    | Pong
+    | HeartbeatMissed
+    | StrayError
+    | Discarded
+    | MalformedMessage
+)
+"""Everything :meth:`ClientSession.events_received` can return."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResendPlan:
+    """What happens to the tasks after a drop (returned by :meth:`ClientSession.connection_lost`).
+
+    Attributes:
+        session_id: The session to resume, or ``None`` if none was ever granted.
+        awaiting_replay: Sent but unanswered; kept, waiting for a replay or a resend with the
+            same taskUUID.
+        polling: Async or recovering tasks that go on polling ``getResponse`` after reconnect.
+        unsent: Never left this process; they go out after reconnect.
+    """
+
+    session_id: str | None
+    awaiting_replay: tuple[str, ...]
+    polling: tuple[str, ...]
+    unsent: tuple[str, ...]
