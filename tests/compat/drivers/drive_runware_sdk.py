@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import ipaddress
 import json
 import sys
 import time
@@ -34,76 +32,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
-
-
-def is_loopback(host: object) -> bool:
-    """Whether a socket address host (str, bytes or None) stays on this machine."""
-    if host is None:
-        return True
-    text = host.decode() if isinstance(host, bytes) else str(host)
-    if text.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(text.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False
-
-
-def guard_network(blocked: list[str]) -> None:
-    """Refuse every connection and DNS lookup that leaves the machine; record the attempt."""
-
-    def hook(event: str, args: tuple[Any, ...]) -> None:
-        if event == "socket.connect":
-            address = args[1]
-            host = address[0] if isinstance(address, tuple) else None
-        elif event == "socket.getaddrinfo":
-            host = args[0]
-        else:
-            return
-        if not is_loopback(host):
-            blocked.append(f"{event} {host!r}")
-            raise PermissionError(f"network access outside loopback is blocked: {host!r}")
-
-    sys.addaudithook(hook)
+from _driver import bounded, describe_error, encoded_image, guard_network
 
 
 def input_value(path: Path, form: str) -> str:
     """What the SDK is handed as ``inputs.image`` (it sends strings through untouched)."""
-    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
-    if form == "base64":
-        return encoded
-    mime = {".png": "image/png", ".jpg": "image/jpeg", ".webp": "image/webp"}[path.suffix]
-    return f"data:{mime};base64,{encoded}"
-
-
-def describe_error(exc: BaseException, step: str) -> dict[str, Any]:
-    """The JSON form of an exception raised by a step."""
-    code = getattr(exc, "code", None)
-    return {
-        "type": type(exc).__name__,
-        "message": str(exc)[:500],
-        "code": None if code is None else str(code),
-        "parameter": getattr(exc, "parameter", None),
-        "task_uuid": getattr(exc, "task_uuid", None),
-        "step": step,
-    }
-
-
-class StepTimeout(Exception):
-    """A step of the scenario did not finish in time: the SDK hung."""
-
-
-async def bounded(step: str, awaitable: Any, timeout: float) -> Any:
-    """Await ``awaitable``; raise :class:`StepTimeout` if it takes longer than ``timeout``."""
-    deadline = asyncio.timeout(timeout)
-    try:
-        async with deadline:
-            return await awaitable
-    except TimeoutError:
-        if deadline.expired():
-            raise StepTimeout(f"{step} did not finish within {timeout:g} s") from None
-        raise  # the SDK's own timeout error: report it as such
+    return encoded_image(path, form)
 
 
 def task_params(args: argparse.Namespace) -> dict[str, Any]:
