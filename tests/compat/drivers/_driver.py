@@ -9,11 +9,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
+import json
 import sys
+import time
+from collections.abc import Awaitable, Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["StepTimeout", "bounded", "describe_error", "encoded_image", "guard_network"]
+__all__ = [
+    "StepTimeout",
+    "bounded",
+    "describe_error",
+    "encoded_image",
+    "guard_network",
+    "run_and_report",
+]
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
@@ -88,3 +99,24 @@ async def bounded(step: str, awaitable: Any, timeout: float) -> Any:
         if deadline.expired():
             raise StepTimeout(f"{step} did not finish within {timeout:g} s") from None
         raise  # the SDK's own timeout error: report it as such
+
+
+def run_and_report(
+    sdk: str, scenario: Callable[[Any, dict[str, Any]], Awaitable[None]], args: Any
+) -> int:
+    """Run ``scenario`` with the network guarded, then print the one-line JSON report."""
+    report: dict[str, Any] = {
+        "sdk": sdk,
+        "version": metadata.version(sdk),
+        "connected": False,
+        "session_id": None,
+        "results": [],
+        "error": None,
+        "blocked": [],
+    }
+    guard_network(report["blocked"])
+    started = time.perf_counter()
+    asyncio.run(scenario(args, report))
+    report["elapsed_s"] = round(time.perf_counter() - started, 3)
+    print(json.dumps(report), flush=True)
+    return 0

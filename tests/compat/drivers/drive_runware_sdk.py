@@ -24,15 +24,11 @@ The report (one line on stdout) has the keys ``sdk``, ``version``, ``connected``
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import sys
-import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from _driver import bounded, describe_error, encoded_image, guard_network
+from _driver import bounded, describe_error, encoded_image, run_and_report
 
 
 def input_value(path: Path, form: str) -> str:
@@ -103,22 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the scenario with the network guarded, then print the one-line JSON report."""
-    args = parse_args(argv)
-    report: dict[str, Any] = {
-        "sdk": "runware-sdk",
-        "version": metadata.version("runware-sdk"),
-        "connected": False,
-        "session_id": None,
-        "results": [],
-        "error": None,
-        "blocked": [],
-    }
-    guard_network(report["blocked"])
-    started = time.perf_counter()
-    asyncio.run(scenario(args, report))
-    report["elapsed_s"] = round(time.perf_counter() - started, 3)
-    print(json.dumps(report), flush=True)
-    return 0
+    return run_and_report("runware-sdk", scenario, parse_args(argv))
 
 
 if __name__ == "__main__":
