@@ -20,8 +20,8 @@ from __future__ import annotations
 import argparse
 import types
 import typing
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import orjson
 
@@ -29,6 +29,8 @@ from ..errors import InvalidTask
 from ..models import AIR_ID, CCSR, CLARITY, SD_LATENT_UPSCALER, SWINIR, UpscaleSettings
 from ..models import UpscaleTask as _UpscaleTask
 from .errors import UsageError
+
+N = TypeVar("N", int, float)
 
 __all__ = [
     "EXTENSIONS",
@@ -131,12 +133,17 @@ def parse_output_type(text: str) -> str:
     return _OUTPUT_TYPE_ALIASES.get(text.strip().lower(), text)
 
 
+def parse_number(text: str, convert: Callable[[str], N], noun: str) -> N:
+    """``convert(text)``, or an argparse error that says what was expected."""
+    try:
+        return convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+
+
 def positive_int(text: str) -> int:
     """A whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    value = parse_number(text, int, "a whole number")
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
@@ -144,10 +151,7 @@ def positive_int(text: str) -> int:
 
 def positive_float(text: str) -> float:
     """A number of seconds greater than 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    value = parse_number(text, float, "a number of seconds")
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
     return value

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..log import configure_logging
 from .errors import EXIT_OK, UsageError
+from .options import parse_number
 from .streams import Streams
 
 __all__ = [
@@ -64,20 +65,14 @@ def _size_or_none(text: str) -> int | None:
 
 
 def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    value = parse_number(text, float, "a number of seconds")
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
     return value
 
 
 def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    value = parse_number(text, int, "a whole number")
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
     return value
