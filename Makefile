@@ -5,13 +5,15 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Every extra that some test needs: a skipped test proves nothing.
+TEST_EXTRAS := dev,ray,otel,fast,sr,browser
 
 .PHONY: venv demo test lint typecheck unit bench bench-quick chaos serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[$(TEST_EXTRAS)]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -33,7 +35,7 @@ test: lint typecheck unit
 
 BENCH_STAMP := $(VENV)/.installed-bench
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	$(BIN)/python -m pip install -q -e '.[$(TEST_EXTRAS),bench]'
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
