@@ -29,8 +29,9 @@ Invariants checked at the end (:func:`check_invariants`), with the server's own 
   (a broken input);
 * the server received every task under its own taskUUID, and under another one only after it
   answered the earlier one with an error (which never ran); no taskUUID of anybody else;
-* every task ran exactly once (counting all its attempts), except tasks unanswered at a full restart, which ran at most
-  once more per restart, were resent under the same taskUUID and completed;
+* every task ran exactly once (counting all its attempts), except tasks unanswered at a full
+  restart, which ran at most once more per restart, were resent under the same taskUUID and
+  completed;
 * afterwards nothing is in flight in the client, its core holds no task, no timer and no
   queued frame, and no asyncio task of the client (or, after it stopped, of the server) is left.
 
