@@ -103,6 +103,29 @@ def test_a_transient_error_retries_the_task_under_a_new_task_uuid_after_a_delay(
     assert session.live_count == 0
 
 
+def test_a_resent_task_answered_with_a_transient_error_keeps_its_task_uuid() -> None:
+    # The resend's error may answer a copy while the first send runs: a new taskUUID could
+    # run the task twice. The same taskUUID is safe (a server that has it says conflict).
+    session = open_session()
+    session.submit(U1, task_json(U1), 0.0)
+    session.data_to_send(0.0)
+    session.connection_lost(0.1)
+    session.authenticate(KEY, 0.2)
+    session.data_to_send(0.2)
+    new_session = "99999999-1111-4222-8333-444455556666"
+    auth = {"taskType": "authentication", "connectionSessionUUID": new_session}
+    session.receive_text(data(auth), 0.3)
+    session.events_received()
+    assert sent_uuids(session, 0.3) == [U1] and session.was_resent(U1)
+    session.receive_text(errors(error_item(U1, "rateLimitExceeded")), 0.4)
+    (retrying,) = session.events_received()
+    assert isinstance(retrying, TaskRetrying) and retrying.new_uuid == U1
+    session.handle_timer(5.0)
+    assert sent_uuids(session, 5.0) == [U1]
+    session.receive_text(errors(error_item(U1, "conflictTaskUUID")), 5.1)
+    assert session.state_of(U1) is TaskState.RECOVERING  # fetched, never run again
+
+
 def test_an_answer_to_an_earlier_attempt_is_discarded() -> None:
     session = open_session()
     session.submit(U1, task_json(U1), 0.0)

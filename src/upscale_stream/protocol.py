@@ -33,9 +33,11 @@ Task lifecycle (:class:`TaskState`), protocol.md sections 2, 4 and 6::
 Rules that keep every task resolved exactly once and never run twice:
 
 * A task keeps its taskUUID across drops and resends. It gets a new one only after the server
-  *answered* that taskUUID with a transient error (:data:`~upscale_stream.policy.RETRYABLE_CODES`):
-  then the server is known not to have run it, and the next attempt's taskUUID comes from
-  :func:`~upscale_stream.jobs.attempt_task_uuid` (random, or derived for a job). The shell
+  *answered* that taskUUID, sent exactly once, with a transient error
+  (:data:`~upscale_stream.policy.RETRYABLE_CODES`): then the server is known not to have run
+  it, and the next attempt's taskUUID comes from :func:`~upscale_stream.jobs.attempt_task_uuid`
+  (random, or derived for a job). A taskUUID sent more than once may be running from its first
+  send, so its retry keeps that taskUUID (the chaos run found this). The shell
   keeps knowing the task by its first taskUUID (its *key*); events carry the key, result items
   the final taskUUID.
 * After a drop, the shell re-authenticates with the old ``connectionSessionUUID``. If the server
@@ -771,19 +773,24 @@ class ClientSession:
             self._fail(task, error)  # the retry could not finish in time anyway
             return
         old = task.uuid
-        new = attempt_task_uuid(task.job, task.attempts, self._new_uuid)
-        if new in self._tasks or new in self._renamed:
-            self._fail(task, error)  # cannot happen with random or derived UUIDs; stay safe
-            return
         if task.state is TaskState.IN_FLIGHT:
             self._on_wire -= 1
-        if old is not task.key:
-            self._renamed.pop(old, None)
-        task.payload = task.payload.replace(old.encode(), new.encode(), 1)
-        task.uuid = new
-        self._renamed[new] = task
+        if task.resent:
+            # This taskUUID went out more than once: the error may answer the resend while
+            # the first send runs (or ran). Only the same taskUUID is safe then; a server
+            # that has it answers conflictTaskUUID and the core recovers the result.
+            new = old
+        else:
+            new = attempt_task_uuid(task.job, task.attempts, self._new_uuid)
+            if new in self._tasks or new in self._renamed:
+                self._fail(task, error)  # cannot happen with random or derived UUIDs
+                return
+            if old is not task.key:
+                self._renamed.pop(old, None)
+            task.payload = task.payload.replace(old.encode(), new.encode(), 1)
+            task.uuid = new
+            self._renamed[new] = task
         task.attempts += 1
-        task.resent = False
         task.state = TaskState.RETRY_WAIT
         task.retry_at = now + delay
         self._retries.add(task.key, task.retry_at)

@@ -155,8 +155,9 @@ class CoreSpy:
                     self.terminal[event.task_uuid] += 1
                 elif isinstance(event, TaskRetrying):
                     self.kinds[kind.__name__] += 1
-                    self.aliases[event.new_uuid] = event.task_uuid
-                    self.retried_from.add(event.old_uuid)
+                    if event.new_uuid != event.old_uuid:  # a resent task keeps its UUID
+                        self.aliases[event.new_uuid] = event.task_uuid
+                        self.retried_from.add(event.old_uuid)
                     self.rate_limited += event.rate_limited
                 else:
                     self.kinds[kind.__name__] += 1

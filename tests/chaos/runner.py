@@ -205,7 +205,7 @@ class ChaosReport:
             f"  connections lost:     {self.connections_lost} "
             f"(heartbeat misses {self.heartbeat_misses}); reconnects {self.reconnects}",
             f"  resends (same taskUUID, seen by the server): {self.resends_received}",
-            f"  retries after error answers (new taskUUID): {self.retried_after_error} "
+            f"  retries after error answers: {self.retried_after_error} "
             f"(rate-limited {self.rate_limited})",
             f"  duplicates avoided:   {self.reruns_avoided} re-runs refused by the server "
             f"(conflictTaskUUID), {self.answers_discarded} late or duplicate answers "
