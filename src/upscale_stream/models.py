@@ -392,7 +392,7 @@ class TaskTemplate:
         InvalidTask: the options are invalid (same rules as :class:`UpscaleTask`).
     """
 
-    __slots__ = ("_suffix", "delivery_method", "options")
+    __slots__ = ("_suffix", "delivery_method", "options", "wire_options")
 
     _PREFIX = b'{"taskType":"upscale","taskUUID":"'
     _MIDDLE = b'","inputImage":'
@@ -411,6 +411,8 @@ class TaskTemplate:
         self._suffix = b"," + orjson.dumps(wire)[1:]
         self.delivery_method = probe.delivery_method
         self.options = options
+        self.wire_options: dict[str, Any] = wire
+        """The options as they go on the wire (what a job's options digest is taken of)."""
 
     def encode(self, task_uuid: str, input_image: str) -> bytes:
         """The task's JSON object, ready for the wire (``task_uuid`` must be a UUID v4)."""
