@@ -54,6 +54,7 @@ PUBLIC = [
     "InvalidResult",
     "InvalidTask",
     "InvalidURL",
+    "JobMismatch",
     "Limits",
     "MissingAPIKey",
     "ModelSpec",

@@ -14,6 +14,7 @@ Everything the library raises on purpose derives from :class:`UpscaleError`::
     ├── ResultError              a task's answer is unusable
     │   ├── InvalidResult        unreadable, or "success" without an image
     │   └── DownloadError        the image could not be decoded or downloaded
+    ├── JobMismatch              an earlier run of the job sent other work under this taskUUID
     ├── ConnectionLost           the link failed for good; carries the task UUIDs never sent
     ├── InternalError            the client core failed; the client closed itself (a bug)
     ├── UpscaleTimeout (TimeoutError)
@@ -49,6 +50,7 @@ __all__ = [
     "InvalidResult",
     "InvalidTask",
     "InvalidURL",
+    "JobMismatch",
     "MissingAPIKey",
     "ResultError",
     "UpscaleError",
@@ -295,6 +297,32 @@ class InvalidResult(ResultError):
 
 class DownloadError(ResultError):
     """The output image could not be decoded (bad base64) or downloaded from its URL."""
+
+
+class JobMismatch(UpscaleError):
+    """An earlier run of the same job sent a *different* task under this taskUUID.
+
+    The server's copy (``getTaskDetails``) has another ``inputImage`` or other options than
+    this task: the job id was reused for other work, or the input key does not identify the
+    input. The task fails instead of delivering someone else's result. Use a new job id
+    (or keys that really identify each input).
+
+    Attributes:
+        task_uuid: The taskUUID both runs used.
+        field: The first wire field that differs.
+    """
+
+    def __init__(self, message: str, *, task_uuid: str, field: str) -> None:
+        self.task_uuid = task_uuid
+        self.field = field
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_mismatch, (str(self), self.task_uuid, self.field))
+
+
+def _rebuild_mismatch(message: str, task_uuid: str, field: str) -> JobMismatch:
+    return JobMismatch(message, task_uuid=task_uuid, field=field)
 
 
 class InternalError(UpscaleError):

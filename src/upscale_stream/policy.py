@@ -46,6 +46,7 @@ __all__ = [
     "ReconnectBackoff",
     "Window",
     "backoff_delay",
+    "is_not_found",
     "is_rate_limit",
     "is_retryable_code",
     "process_exception",
@@ -100,6 +101,11 @@ _TIMEOUT_CODE = re.compile(r"timeout", re.IGNORECASE)
 def is_retryable_code(code: str) -> bool:
     """Whether a task answered with ``code`` may go again (see :data:`RETRYABLE_CODES`)."""
     return code in RETRYABLE_CODES or _TIMEOUT_CODE.search(code) is not None
+
+
+def is_not_found(code: str) -> bool:
+    """Whether ``code`` says the server does not know (or no longer has) a taskUUID."""
+    return code == "taskFailedOrNotFound" or code.endswith(("NotFound", "Expired"))
 
 
 def is_rate_limit(code: str) -> bool:

@@ -79,6 +79,7 @@ from .errors import (
     DuplicateTaskUUID,
     InternalError,
     InvalidResult,
+    JobMismatch,
     UpscaleError,
     UpscaleTimeout,
 )
@@ -100,7 +101,7 @@ from .events import (
 )
 from .jobs import JobTask, attempt_task_uuid
 from .models import ErrorItem, new_task_uuid
-from .policy import is_rate_limit, task_retry_delay
+from .policy import is_not_found, is_rate_limit, is_retryable_code, task_retry_delay
 
 __all__ = [
     "AuthRejected",
@@ -165,6 +166,7 @@ class _Task:
     rate_limited: int = 0
     sent_seq: int = 0
     retry_at: float = 0.0
+    details: bool = False  # recovering with getTaskDetails (not getResponse)
 
 
 class _Schedule:
@@ -493,7 +495,8 @@ class ClientSession:
             for key in self._polls.pop_due(now):
                 task = self._tasks.get(key)
                 if task is not None and task.poll_at:
-                    self._polls_out.append(orjson.dumps(wire.get_response_item(task.uuid)))
+                    poll = wire.get_task_details_item if task.details else wire.get_response_item
+                    self._polls_out.append(orjson.dumps(poll(task.uuid)))
                     task.poll_delay = min(
                         max(task.poll_delay * self.polling.factor, self.polling.initial),
                         self.polling.max_delay,
@@ -754,11 +757,93 @@ class ClientSession:
             return task if task.uuid is task_uuid or task.uuid == task_uuid else None
         return self._renamed.get(task_uuid) if self._renamed else None
 
-    def _retry_or_fail(self, task: _Task, error: APIError, now: float) -> None:
+    def _recover(self, task: _Task, now: float, *, details: bool) -> None:
+        if task.state is TaskState.IN_FLIGHT:
+            self._on_wire -= 1
+        task.state = TaskState.RECOVERING
+        task.details = details
+        task.poll_delay = 0.0
+        self._schedule_poll(task, now)
+
+    def _poll_failed(self, task: _Task, error: APIError, now: float) -> None:
+        """A ``getResponse`` / ``getTaskDetails`` poll was answered with an error.
+
+        The error is about the poll, not the task: it never gives the task a new taskUUID,
+        except "not found" for a task of a job (the server forgot that attempt; the next
+        attempt's taskUUID is either unknown, or known and recovered the same way).
+        """
+        if is_not_found(error.code) and task.job is not None:
+            self._stop_polling(task)
+            self._rename(task, attempt_task_uuid(task.job, task.attempts, self._new_uuid))
+            task.attempts += 1
+            task.state = TaskState.QUEUED
+            self._queue.append(task)
+        elif not is_retryable_code(error.code):
+            self._fail(task, error)
+        # else: a transient refusal of the poll; the next poll is already scheduled
+
+    def _receive_details(self, task: _Task, item: dict[str, Any], now: float) -> None:
+        """The ``getTaskDetails`` reply for a task of a job that an earlier process sent."""
+        request = item.get("request")
+        echoed = request[0] if isinstance(request, list) and request else None
+        if not isinstance(echoed, dict):
+            self._fail(task, InvalidResult(f"task {task.uuid}: getTaskDetails sent no request"))
+            return
+        field = _first_difference(orjson.loads(task.payload), echoed)
+        if field is not None:
+            message = (
+                f"task {task.uuid}: an earlier run of this job sent other work under this "
+                f"taskUUID ({field} differs); use a new job id or keys that identify each input"
+            )
+            self._fail(task, JobMismatch(message, task_uuid=task.uuid, field=field))
+            return
+        response = item.get("response")
+        if not isinstance(response, dict):
+            return  # still running: the next poll is scheduled already
+        data, errors = response.get("data"), response.get("errors")
+        if isinstance(data, list) and data and isinstance(data[0], dict):
+            self._stop_polling(task)
+            if data[0].get("taskUUID") != task.uuid:
+                self._fail(
+                    task,
+                    InvalidResult(
+                        f"task {task.uuid}: getTaskDetails echoed an answer for another taskUUID"
+                    ),
+                )
+                return
+            self._receive_item(data[0], now)  # the original answer, as if it came now
+        elif isinstance(errors, list) and errors and isinstance(errors[0], dict):
+            self._stop_polling(task)
+            error = _task_error(ErrorItem.from_wire(errors[0]), task.uuid)
+            self._retry_or_fail(task, error, now, known_failed=True)
+        else:
+            self._fail(task, InvalidResult(f"task {task.uuid}: getTaskDetails sent no answer"))
+
+    def _stop_polling(self, task: _Task) -> None:
+        if task.poll_at:
+            self._polls.discard(task.key, task.poll_at)
+            task.poll_at = 0.0
+        task.details = False
+
+    def _rename(self, task: _Task, new: str) -> None:
+        """Give a task its next attempt's taskUUID (the key stays)."""
+        old = task.uuid
+        if old is not task.key:
+            self._renamed.pop(old, None)
+        task.payload = task.payload.replace(old.encode(), new.encode(), 1)
+        task.uuid = new
+        task.resent = False
+        self._renamed[new] = task
+
+    def _retry_or_fail(
+        self, task: _Task, error: APIError, now: float, *, known_failed: bool = False
+    ) -> None:
         """A task answered with an error: retry it under its next taskUUID, or fail it.
 
         Rate-limit answers are flow control, not failures: they have their own budget
         (``task_retry.max_rate_limited``) and do not use up ``max_attempts``.
+        ``known_failed``: the server's record of the taskUUID says it failed (a polled
+        status, an echoed response), so a new taskUUID is safe even after a resend.
         """
         rate_limited = is_rate_limit(error.code)
         if rate_limited:
@@ -773,9 +858,7 @@ class ClientSession:
             self._fail(task, error)  # the retry could not finish in time anyway
             return
         old = task.uuid
-        if task.state is TaskState.IN_FLIGHT:
-            self._on_wire -= 1
-        if task.resent:
+        if task.resent and not known_failed:
             # This taskUUID went out more than once: the error may answer the resend while
             # the first send runs (or ran). Only the same taskUUID is safe then; a server
             # that has it answers conflictTaskUUID and the core recovers the result.
@@ -785,11 +868,11 @@ class ClientSession:
             if new in self._tasks or new in self._renamed:
                 self._fail(task, error)  # cannot happen with random or derived UUIDs
                 return
-            if old is not task.key:
-                self._renamed.pop(old, None)
-            task.payload = task.payload.replace(old.encode(), new.encode(), 1)
-            task.uuid = new
-            self._renamed[new] = task
+        if task.state is TaskState.IN_FLIGHT:
+            self._on_wire -= 1
+        self._stop_polling(task)
+        if new is not old:
+            self._rename(task, new)
         task.attempts += 1
         task.state = TaskState.RETRY_WAIT
         task.retry_at = now + delay
@@ -847,11 +930,16 @@ class ClientSession:
         if task is None:
             self._receive_session_item(item, task_uuid, now)
             return
+        if task.details and item.get("taskType") == wire.GET_TASK_DETAILS:
+            self._receive_details(task, item, now)
+            return
         status = item.get("status")
         if status == "error":
+            # The server's record of this taskUUID says it failed: known not delivered, so a
+            # retry may take a new taskUUID even if this one was sent twice.
             nested = item.get("error")
             error = ErrorItem.from_wire(nested if isinstance(nested, dict) else {})
-            self._retry_or_fail(task, _task_error(error, task.uuid), now)
+            self._retry_or_fail(task, _task_error(error, task.uuid), now, known_failed=True)
         elif (
             item.get("imageURL")
             or item.get("imageBase64Data")
@@ -914,13 +1002,17 @@ class ClientSession:
             else:
                 self._events.append(StrayError(error))
             return
-        if error.code == "conflictTaskUUID" and task.resent:
+        if error.code == "conflictTaskUUID" and (task.resent or task.job is not None):
             # The server already has this task (protocol.md section 2): fetch, never rerun.
-            if task.state is TaskState.IN_FLIGHT:
-                self._on_wire -= 1
-            task.state = TaskState.RECOVERING
-            task.poll_delay = 0.0
-            self._schedule_poll(task, now)
+            # Resent by us: getResponse, as before. Sent once, with a job id: an earlier
+            # process of the same job sent it; a sync task's result is only in
+            # getTaskDetails (section 6), which also echoes what was sent, to be checked.
+            self._recover(task, now, details=not task.resent and not task.is_async)
+            return
+        if error.task_type in _POLL_TYPES and (
+            task.state is TaskState.RECOVERING or task.state is TaskState.ACKNOWLEDGED
+        ):
+            self._poll_failed(task, _task_error(error, task.uuid), now)
             return
         self._retry_or_fail(task, _task_error(error, task.uuid), now)
 
@@ -954,6 +1046,29 @@ class ClientSession:
                 )
             )
         )
+
+
+_POLL_TYPES = frozenset({wire.GET_RESPONSE, wire.GET_TASK_DETAILS})
+_MISSING = object()
+
+
+def _first_difference(ours: dict[str, Any], echoed: dict[str, Any]) -> str | None:
+    """The first wire field (besides taskUUID) where the echoed request differs from ours.
+
+    A server may elide long strings in what it keeps (the reference server keeps
+    ``"<N characters not kept>"`` for an inline image): such a marker matches a string of
+    that length, the most that can be checked then.
+    """
+    for key in sorted(ours.keys() | echoed.keys()):
+        if key == "taskUUID":
+            continue
+        mine, theirs = ours.get(key, _MISSING), echoed.get(key, _MISSING)
+        if mine == theirs:
+            continue
+        if isinstance(mine, str) and theirs == f"<{len(mine)} characters not kept>":
+            continue
+        return key
+    return None
 
 
 def _task_error(error: ErrorItem, task_uuid: str) -> APIError:
