@@ -18,7 +18,7 @@ import dataclasses
 import functools
 import random
 import ssl as ssl_module
-from collections.abc import AsyncGenerator, AsyncIterable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
 from typing import Any, TypeVar, Unpack
 
 from .config import (
@@ -34,6 +34,7 @@ from .config import (
 from .connection import Connection
 from .errors import ClientClosed, InvalidTask, UpscaleError
 from .inputs import ImageSource
+from .jobs import JobTask, check_job_id, input_key, options_digest
 from .log import get_logger
 from .models import SWINIR, UUID_V4, TaskTemplate, UpscaleResult, UpscaleTask, new_task_uuid
 from .options import Factor, TaskOptions
@@ -238,6 +239,8 @@ class UpscaleClient:
         model: str = SWINIR,
         timeout: float | None = None,
         task_uuid: str | None = None,
+        job_id: str | None = None,
+        job_key: str | None = None,
         **options: Unpack[TaskOptions],
     ) -> UpscaleResult:
         """Upscale one image and return the result.
@@ -253,17 +256,32 @@ class UpscaleClient:
             model: AIR id of the model; default SwinIR (``runware:503@1``).
             timeout: Seconds for this task, retries included (default ``timeouts.task``).
             task_uuid: The first attempt's taskUUID (default: a random one).
+            job_id: Make the task part of a job: its taskUUIDs are derived from the job id, the
+                input's key and the options (:func:`~upscale_stream.jobs.derive_task_uuid`),
+                the same in any process. If an earlier process of the job already sent it,
+                the server refuses to run it again and the client recovers that result
+                (``getTaskDetails`` / ``getResponse``) instead of paying twice; see
+                :mod:`upscale_stream.jobs`.
+            job_key: The input's key within the job (default:
+                :func:`~upscale_stream.jobs.input_key` of ``image``: the path as given, the
+                URL, the image UUID, or a hash of the bytes). Pass e.g. a path relative to
+                the job's input folder so that reruns from elsewhere match.
             **options: The other task fields (:class:`~upscale_stream.options.TaskOptions`).
 
         Raises:
             InvalidTask: the image or an option is invalid (nothing was sent).
+            JobMismatch: an earlier run of the job sent other work under this taskUUID.
             APIError: the server failed the task (after the retries a transient error gets).
             InvalidResult: the server's answer is unreadable or has no image.
             UpscaleTimeout: the task took longer than ``timeout``.
             ClientClosed: the client was closed before the task finished.
         """
-        key = new_task_uuid() if task_uuid is None else _checked_uuid(task_uuid)
         template = self._template(factor, model, options)
+        job = _job_of(job_id, job_key, image, template, task_uuid)
+        if job is not None:
+            key = job.task_uuid(0)
+        else:
+            key = new_task_uuid() if task_uuid is None else _checked_uuid(task_uuid)
         payload = template.encode(key, await input_value(image))
         connection = self._require_connection()
         await connection.acquire()
@@ -275,6 +293,7 @@ class UpscaleClient:
                 functools.partial(_settle, future),
                 is_async=template.delivery_method == "async",
                 timeout=timeout,
+                job=job,
             )
             try:
                 return await future
@@ -291,15 +310,25 @@ class UpscaleClient:
         factor: Factor = 2,
         model: str = SWINIR,
         task_uuid: str | None = None,
+        job_id: str | None = None,
+        job_key: str | None = None,
         **options: Unpack[TaskOptions],
     ) -> UpscaleTask:
         """Validate the options and prepare the input into an :class:`UpscaleTask` (not sent).
+
+        With ``job_id`` (and optionally ``job_key``), the task's taskUUID is the job's first
+        attempt's, as :meth:`upscale` would send it.
 
         Raises:
             InvalidTask: the image or an option is invalid.
         """
         fields: dict[str, Any] = dict(options)
-        if task_uuid is not None:
+        if job_id is not None:
+            template = self._template(factor, model, options)
+            job = _job_of(job_id, job_key, image, template, task_uuid)
+            assert job is not None
+            fields["task_uuid"] = job.task_uuid(0)
+        elif task_uuid is not None:
             fields["task_uuid"] = task_uuid
         return UpscaleTask(
             input_image=await input_value(image), model=model, upscale_factor=factor, **fields
@@ -313,6 +342,8 @@ class UpscaleClient:
         model: str = SWINIR,
         ordered: bool = False,
         timeout: float | None = None,
+        job_id: str | None = None,
+        key: Callable[[S], str] | None = None,
         **options: Unpack[TaskOptions],
     ) -> AsyncGenerator[Outcome[S], None]:
         """Upscale many images, streaming an :class:`Outcome` per input as tasks finish.
@@ -330,15 +361,28 @@ class UpscaleClient:
             model: AIR id for every task.
             ordered: Yield in input order instead of completion order.
             timeout: Seconds per task (default ``timeouts.task``).
+            job_id: Run the inputs as one job (see :meth:`upscale`): a rerun with the same job
+                id, inputs and options runs nothing that already ran. Inputs of a job need
+                distinct keys (the same key twice fails the second with ``DuplicateTaskUUID``).
+            key: With ``job_id``, the key of each input (default
+                :func:`~upscale_stream.jobs.input_key`), e.g. a path relative to the input
+                folder.
             **options: Task fields for every task, as in :meth:`upscale`.
 
         Raises:
-            InvalidTask: an option is invalid (raised before any task is sent).
+            InvalidTask: an option or the job id is invalid (raised before any task is sent).
             ClientClosed: the client was closed while inputs were still being read.
         """
         connection = self._require_connection()
         template = self._template(factor, model, options)
-        stream: Stream[S] = Stream(connection, template, ordered=ordered, timeout=timeout)
+        job = None
+        if job_id is not None:
+            job = (check_job_id(job_id), options_digest(template.wire_options))
+        elif key is not None:
+            raise InvalidTask("key= needs job_id=", parameter="key", value=key)
+        stream: Stream[S] = Stream(
+            connection, template, ordered=ordered, timeout=timeout, job=job, key=key
+        )
         producer = asyncio.create_task(stream.produce(images))
         try:
             async for outcome in stream.outcomes():
@@ -392,6 +436,28 @@ class UpscaleClient:
         if self._connection is None:
             raise ClientClosed("the client is not connected: use `async with` or connect()")
         return self._connection
+
+
+def _job_of(
+    job_id: str | None,
+    job_key: str | None,
+    image: ImageSource,
+    template: TaskTemplate,
+    task_uuid: str | None,
+) -> JobTask | None:
+    """The job task for these arguments, or ``None`` without a job id."""
+    if job_id is None:
+        if job_key is not None:
+            raise InvalidTask("job_key= needs job_id=", parameter="job_key", value=job_key)
+        return None
+    if task_uuid is not None:
+        raise InvalidTask(
+            "a task of a job gets its taskUUID from the job; pass task_uuid or job_id, not both",
+            parameter="taskUUID",
+            value=task_uuid,
+        )
+    key = job_key if job_key is not None else input_key(image)
+    return JobTask(check_job_id(job_id), key, options_digest(template.wire_options))
 
 
 def _settle(

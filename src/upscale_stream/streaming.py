@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from .connection import Connection
-from .errors import UpscaleError
+from .errors import DuplicateTaskUUID, UpscaleError
 from .inputs import ImageSource, is_uuid, needs_thread, prepare_input
+from .jobs import JobTask, input_key
 from .models import TaskTemplate, UpscaleResult, new_task_uuid
 
 __all__ = ["Outcome", "Stream"]
@@ -111,8 +112,12 @@ class Stream(Generic[S]):
         *,
         ordered: bool,
         timeout: float | None,
+        job: tuple[str, str] | None = None,
+        key: Callable[[S], str] | None = None,
     ) -> None:
         self._connection = connection
+        self._job = job  # (job id, options digest)
+        self._key = key
         self._template = template
         self._is_async = template.delivery_method == "async"
         self._ordered = ordered
@@ -147,7 +152,7 @@ class Stream(Generic[S]):
                     preparing.add(job)
                     job.add_done_callback(preparing.discard)
                 else:
-                    self._submit(count, image, input_value_now(image))
+                    self._submit(count, image, *self._prepare(image))
                 count += 1
             if preparing:
                 await asyncio.gather(*preparing)
@@ -159,15 +164,36 @@ class Stream(Generic[S]):
         self._wakeup()
 
     async def _prepare_and_submit(self, index: int, image: S) -> None:
-        value = await asyncio.to_thread(input_value_now, image)
-        self._submit(index, image, value)
+        prepared = await asyncio.to_thread(self._prepare, image)
+        self._submit(index, image, *prepared)
 
-    def _submit(self, index: int, image: S, value: str | UpscaleError) -> None:
+    def _prepare(self, image: S) -> tuple[str | UpscaleError, JobTask | None]:
+        """The input value, and the job task when there is a job (its key hashes the bytes
+        of inline inputs, so it is computed where the input is prepared)."""
+        value = input_value_now(image)
+        if self._job is None or isinstance(value, UpscaleError):
+            return value, None
+        try:
+            key = self._key(image) if self._key is not None else input_key(image)
+        except UpscaleError as exc:
+            return exc, None
+        except Exception as exc:  # the caller's key function failed: that input's error
+            return UpscaleError(f"key() failed for this input: {exc!r}"), None
+        job_id, digest = self._job
+        return value, JobTask(job_id, key, digest)
+
+    def _submit(self, index: int, image: S, value: str | UpscaleError, job: JobTask | None) -> None:
         if isinstance(value, UpscaleError):
             self._ready.append(Outcome(index, image, None, error=value, attempts=0))
             self._wakeup()
             return
-        task_uuid = new_task_uuid()
+        task_uuid = new_task_uuid() if job is None else job.task_uuid(0)
+        if task_uuid in self._pending:  # two inputs of a job with the same key
+            self._ready.append(
+                Outcome(index, image, task_uuid, error=DuplicateTaskUUID(task_uuid), attempts=0)
+            )
+            self._wakeup()
+            return
         self._pending[task_uuid] = (index, image)
         try:
             self._connection.submit(
@@ -176,6 +202,7 @@ class Stream(Generic[S]):
                 self._finished,
                 is_async=self._is_async,
                 timeout=self._timeout,
+                job=job,
             )
         except UpscaleError as exc:
             del self._pending[task_uuid]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import AsyncIterable, Coroutine, Iterable, Iterator
+from collections.abc import AsyncIterable, Callable, Coroutine, Iterable, Iterator
 from typing import Any, TypeVar, Unpack
 
 from .client import Outcome, UpscaleClient
@@ -112,12 +112,21 @@ class Client:
         model: str = SWINIR,
         timeout: float | None = None,
         task_uuid: str | None = None,
+        job_id: str | None = None,
+        job_key: str | None = None,
         **options: Unpack[TaskOptions],
     ) -> UpscaleResult:
-        """Upscale one image (see :meth:`UpscaleClient.upscale`)."""
+        """Upscale one image (see :meth:`UpscaleClient.upscale`, also for ``job_id``)."""
         return self._run(
             self._async.upscale(
-                image, factor=factor, model=model, timeout=timeout, task_uuid=task_uuid, **options
+                image,
+                factor=factor,
+                model=model,
+                timeout=timeout,
+                task_uuid=task_uuid,
+                job_id=job_id,
+                job_key=job_key,
+                **options,
             )
         )
 
@@ -128,12 +137,20 @@ class Client:
         factor: Factor = 2,
         model: str = SWINIR,
         task_uuid: str | None = None,
+        job_id: str | None = None,
+        job_key: str | None = None,
         **options: Unpack[TaskOptions],
     ) -> UpscaleTask:
         """Validate and prepare a task without sending it (see :meth:`UpscaleClient.build_task`)."""
         return self._run(
             self._async.build_task(
-                image, factor=factor, model=model, task_uuid=task_uuid, **options
+                image,
+                factor=factor,
+                model=model,
+                task_uuid=task_uuid,
+                job_id=job_id,
+                job_key=job_key,
+                **options,
             )
         )
 
@@ -145,6 +162,8 @@ class Client:
         model: str = SWINIR,
         ordered: bool = False,
         timeout: float | None = None,
+        job_id: str | None = None,
+        key: Callable[[S], str] | None = None,
         **options: Unpack[TaskOptions],
     ) -> Iterator[Outcome[S]]:
         """Stream outcomes as tasks finish (see :meth:`UpscaleClient.upscale_many`).
@@ -153,7 +172,14 @@ class Client:
         Stopping early (``break``) cancels the tasks still in flight.
         """
         stream = self._async.upscale_many(
-            images, factor=factor, model=model, ordered=ordered, timeout=timeout, **options
+            images,
+            factor=factor,
+            model=model,
+            ordered=ordered,
+            timeout=timeout,
+            job_id=job_id,
+            key=key,
+            **options,
         )
 
         async def step() -> Any:
@@ -176,11 +202,20 @@ class Client:
         factor: Factor = 2,
         model: str = SWINIR,
         timeout: float | None = None,
+        job_id: str | None = None,
+        key: Callable[[S], str] | None = None,
         **options: Unpack[TaskOptions],
     ) -> Iterator[Outcome[S]]:
         """Like :meth:`upscale_many` with ``ordered=True``: outcomes in input order."""
         return self.upscale_many(
-            images, factor=factor, model=model, ordered=True, timeout=timeout, **options
+            images,
+            factor=factor,
+            model=model,
+            ordered=True,
+            timeout=timeout,
+            job_id=job_id,
+            key=key,
+            **options,
         )
 
     @property
