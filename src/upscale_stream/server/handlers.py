@@ -410,9 +410,7 @@ class TaskHandlers:
             ack = {"taskType": record.task_type, "taskUUID": task_uuid}
             peer.reply("data", ack)
         via_inputs = isinstance(item.get("inputs"), dict) and "inputImage" not in item
-        self._start(
-            peer, record, task.webhook_url, lambda: self._upscale(task, record, via_inputs)
-        )
+        self._start(peer, record, task.webhook_url, lambda: self._upscale(task, record, via_inputs))
 
     async def _upscale(
         self, task: UpscaleTask, record: TaskRecord, via_inputs: bool
