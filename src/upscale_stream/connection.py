@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import random
 import ssl as ssl_module
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -67,6 +66,7 @@ from .protocol import (
     TaskRetrying,
     TaskState,
 )
+from .window import InFlightWindow
 
 __all__ = ["Connection", "TaskCallback"]
 
@@ -117,8 +117,7 @@ class Connection:
         self._waiters: dict[str, TaskCallback] = {}
         self.window = Window(session.limits.max_in_flight)
         """The adaptive in-flight window; ``window.size`` is the current limit."""
-        self._used = 0
-        self._slot_waiters: deque[asyncio.Future[None]] = deque()
+        self._slots = InFlightWindow(self.window, self._loop)
         self._drained: asyncio.Future[None] | None = None
         self._ws: ClientConnection | None = None
         self._wake_writer = asyncio.Event()
@@ -198,7 +197,7 @@ class Connection:
         )
         for key in pending:
             self._resolve(key, None, ClientClosed(reason), 0)
-        self._fail_slot_waiters(ClientClosed("the client was closed while waiting for a slot"))
+        self._slots.fail_waiters(ClientClosed("the client was closed while waiting for a slot"))
         self._cancel_timer()
         self._report_throttled()
         ws = self._ws
@@ -218,46 +217,16 @@ class Connection:
             ClientClosed: the connection is closed (or closes while waiting).
         """
         self._check_usable()
-        if self._used < self.window.limit and not self._slot_waiters:
-            self._used += 1
-            return
-        waiter: asyncio.Future[None] = self._loop.create_future()
-        self._slot_waiters.append(waiter)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                self.release()  # granted as we were cancelled: give it back
-            else:
-                with contextlib.suppress(ValueError):
-                    self._slot_waiters.remove(waiter)
-            raise
+        await self._slots.acquire()
 
     def release(self) -> None:
         """Give back one slot taken with :meth:`acquire`."""
-        self._used -= 1
-        if self._slot_waiters:
-            self._grant_slots()
-
-    def _grant_slots(self) -> None:
-        waiters = self._slot_waiters
-        limit = self.window.limit
-        while waiters and self._used < limit:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                self._used += 1
-                waiter.set_result(None)
-
-    def _fail_slot_waiters(self, error: UpscaleError) -> None:
-        while self._slot_waiters:
-            waiter = self._slot_waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(error)
+        self._slots.release()
 
     @property
     def slots_used(self) -> int:
         """Window slots taken and not yet given back."""
-        return self._used
+        return self._slots.used
 
     # -- tasks -----------------------------------------------------------------------------------
 
@@ -506,8 +475,8 @@ class Connection:
                 self._session_event(event)
         if self._drained is not None:
             self._check_drained()
-        if self._slot_waiters:
-            self._grant_slots()
+        if self._slots.waiting:
+            self._slots.grant()
         session = self.session
         session.send_limit = int(window.limit)
         if session.wants_write:
@@ -620,7 +589,7 @@ class Connection:
             else:
                 task_error = error
             self._resolve(uuid, None, task_error, 0)
-        self._fail_slot_waiters(error)
+        self._slots.fail_waiters(error)
         self._check_drained()
         self._cancel_timer()
         self._drop()

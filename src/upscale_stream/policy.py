@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from websockets.exceptions import (
     ConnectionClosed,
@@ -45,6 +45,7 @@ __all__ = [
     "RETRYABLE_HTTP_STATUSES",
     "ReconnectBackoff",
     "Window",
+    "backoff",
     "backoff_delay",
     "is_not_found",
     "is_rate_limit",
@@ -238,6 +239,20 @@ def process_exception(exc: BaseException) -> BaseException | None:
     if isinstance(exc, ConnectionLost | UpscaleTimeout):
         return None
     return exc
+
+
+def backoff(rng: random.Random, retry: Retry) -> Iterator[float]:
+    """Reconnect delays: a random first delay, then growing by ``retry.factor`` to a cap.
+
+    Each delay after the first carries +-25 % jitter so that many clients do not reconnect in
+    step. The caller restarts the generator after a successful authentication.
+    """
+    delay = rng.uniform(0, retry.initial)
+    yield delay
+    delay = max(delay, retry.initial / 2)
+    while True:
+        delay = min(delay * retry.factor, retry.max_delay)
+        yield min(retry.max_delay, delay * rng.uniform(0.75, 1.25))
 
 
 class ReconnectBackoff:

@@ -59,13 +59,9 @@ Rules that keep every task resolved exactly once and never run twice:
 
 from __future__ import annotations
 
-import enum
-import heapq
-import math
 import random
 from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -74,12 +70,10 @@ from . import wire
 from .config import Heartbeat, Limits, Polling, Retry, TaskRetry
 from .errors import (
     AUTH_ERROR_CODES,
-    APIError,
     AuthenticationError,
     DuplicateTaskUUID,
     InternalError,
     InvalidResult,
-    JobMismatch,
     UpscaleError,
     UpscaleTimeout,
 )
@@ -99,9 +93,11 @@ from .events import (
     TaskResult,
     TaskRetrying,
 )
-from .jobs import JobTask, attempt_task_uuid
+from .jobs import JobTask
 from .models import ErrorItem, new_task_uuid
-from .policy import is_not_found, is_rate_limit, is_retryable_code, task_retry_delay
+from .policy import backoff
+from .records import Phase, Schedule, TaskRecord, TaskState
+from .recovery import POLL_TYPES, RecoveryRules, task_error
 
 __all__ = [
     "AuthRejected",
@@ -125,112 +121,10 @@ __all__ = [
 ]
 
 
-class Phase(enum.Enum):
-    """Where the session's current socket is (see the module docstring)."""
-
-    IDLE = "idle"
-    AUTHENTICATING = "authenticating"
-    OPEN = "open"
-    CLOSED = "closed"
-    ERROR = "error"
-
-
-class TaskState(enum.Enum):
-    """Where one task is in its lifecycle (see the module docstring)."""
-
-    QUEUED = "queued"
-    IN_FLIGHT = "in_flight"
-    ACKNOWLEDGED = "acknowledged"
-    AWAITING_REPLAY = "awaiting_replay"
-    RECOVERING = "recovering"
-    RETRY_WAIT = "retry_wait"
-
-
-# -- internals ---------------------------------------------------------------------------------
-
-
-@dataclass(slots=True, eq=False)
-class _Task:
-    key: str  # the first taskUUID: how the shell knows the task
-    uuid: str  # the current attempt's taskUUID, on the wire
-    payload: bytes
-    is_async: bool
-    timeout: float | None
-    deadline: float | None
-    job: JobTask | None = None
-    state: TaskState = TaskState.QUEUED
-    resent: bool = False
-    poll_at: float = 0.0
-    poll_delay: float = 0.0
-    attempts: int = 1
-    rate_limited: int = 0
-    sent_seq: int = 0
-    retry_at: float = 0.0
-    details: bool = False  # recovering with getTaskDetails (not getResponse)
-
-
-class _Schedule:
-    """Keys due at given times, bucketed so that removal is O(1) and memory stays bounded by the
-    number of live keys (not by everything ever scheduled)."""
-
-    __slots__ = ("_buckets", "_heap", "_resolution")
-
-    def __init__(self, resolution: float) -> None:
-        self._resolution = resolution
-        self._buckets: dict[int, dict[str, None]] = {}  # dicts keep insertion order
-        self._heap: list[int] = []
-
-    def _slot(self, when: float) -> int:
-        return math.ceil(when / self._resolution)
-
-    def add(self, key: str, when: float) -> None:
-        slot = self._slot(when)
-        bucket = self._buckets.get(slot)
-        if bucket is None:
-            bucket = self._buckets[slot] = {}
-            heapq.heappush(self._heap, slot)
-        bucket[key] = None
-
-    def discard(self, key: str, when: float) -> None:
-        bucket = self._buckets.get(self._slot(when))
-        if bucket is not None:
-            bucket.pop(key, None)
-
-    def next_time(self) -> float | None:
-        while self._heap:
-            slot = self._heap[0]
-            if self._buckets.get(slot):
-                return slot * self._resolution
-            heapq.heappop(self._heap)
-            self._buckets.pop(slot, None)
-        return None
-
-    def pop_due(self, now: float) -> list[str]:
-        due: list[str] = []
-        while self._heap and self._heap[0] * self._resolution <= now:
-            slot = heapq.heappop(self._heap)
-            due.extend(self._buckets.pop(slot, ()))
-        return due
-
-
-def backoff(rng: random.Random, retry: Retry) -> Iterator[float]:
-    """Reconnect delays: a random first delay, then growing by ``retry.factor`` to a cap.
-
-    Each delay after the first carries +-25 % jitter so that many clients do not reconnect in
-    step. The caller restarts the generator after a successful authentication.
-    """
-    delay = rng.uniform(0, retry.initial)
-    yield delay
-    delay = max(delay, retry.initial / 2)
-    while True:
-        delay = min(delay * retry.factor, retry.max_delay)
-        yield min(retry.max_delay, delay * rng.uniform(0.75, 1.25))
-
-
 # -- the session -------------------------------------------------------------------------------
 
 
-class ClientSession:
+class ClientSession(RecoveryRules):
     """One logical Runware session across any number of sockets.
 
     Args:
@@ -274,17 +168,17 @@ class ClientSession:
         on the wire (sent, unanswered), so a wave of rate-limited tasks does not come back
         all at once. ``None``: no cap."""
         self._on_wire = 0
-        self._retry_ready: deque[_Task] = deque()
+        self._retry_ready: deque[TaskRecord] = deque()
         self.auth_timeout = auth_timeout
         self.task_timeout = task_timeout
         self.phase = Phase.IDLE
         self.session_id: str | None = None
-        self._tasks: dict[str, _Task] = {}  # by key (the first taskUUID)
-        self._renamed: dict[str, _Task] = {}  # by current taskUUID, for retried tasks only
-        self._queue: deque[_Task] = deque()
-        self._timeouts = _Schedule(0.05)
-        self._polls = _Schedule(0.05)
-        self._retries = _Schedule(0.01)
+        self._tasks: dict[str, TaskRecord] = {}  # by key (the first taskUUID)
+        self._renamed: dict[str, TaskRecord] = {}  # by current taskUUID, for retried tasks only
+        self._queue: deque[TaskRecord] = deque()
+        self._timeouts = Schedule(0.05)
+        self._polls = Schedule(0.05)
+        self._retries = Schedule(0.01)
         self._events: list[Event] = []
         self._control: list[bytes] = []  # whole frames (pings), sent first
         self._polls_out: list[bytes] = []  # encoded getResponse items, packed like tasks
@@ -352,7 +246,7 @@ class ClientSession:
             raise DuplicateTaskUUID(task_uuid)
         seconds = self.task_timeout if timeout is None else timeout
         deadline = None if seconds is None else now + seconds
-        task = _Task(task_uuid, task_uuid, payload, is_async, seconds, deadline, job)
+        task = TaskRecord(task_uuid, task_uuid, payload, is_async, seconds, deadline, job)
         self._tasks[task_uuid] = task
         self._queue.append(task)
         if deadline is not None:
@@ -375,9 +269,9 @@ class ClientSession:
         self._tasks.clear()
         self._renamed.clear()
         self._queue.clear()
-        self._timeouts = _Schedule(0.05)
-        self._polls = _Schedule(0.05)
-        self._retries = _Schedule(0.01)
+        self._timeouts = Schedule(0.05)
+        self._polls = Schedule(0.05)
+        self._retries = Schedule(0.01)
         self._retry_ready.clear()
         self._on_wire = 0
         if self.phase is not Phase.ERROR:
@@ -722,14 +616,14 @@ class ClientSession:
             task.resent = True
             self._queue.appendleft(task)
 
-    def _schedule_poll(self, task: _Task, when: float) -> None:
+    def _schedule_poll(self, task: TaskRecord, when: float) -> None:
         if task.poll_at:
             self._polls.discard(task.key, task.poll_at)
         task.poll_at = when
         self._polls.add(task.key, when)
         self.deadline_version += 1
 
-    def _forget(self, task: _Task) -> None:
+    def _forget(self, task: TaskRecord) -> None:
         if task.state is TaskState.IN_FLIGHT:
             self._on_wire -= 1
         del self._tasks[task.key]
@@ -744,11 +638,11 @@ class ClientSession:
             self._retries.discard(task.key, task.retry_at)
             task.retry_at = 0.0
 
-    def _fail(self, task: _Task, error: UpscaleError) -> None:
+    def _fail(self, task: TaskRecord, error: UpscaleError) -> None:
         self._forget(task)
         self._events.append(TaskFailed(task.key, error, task.attempts))
 
-    def _lookup(self, task_uuid: Any) -> _Task | None:
+    def _lookup(self, task_uuid: Any) -> TaskRecord | None:
         """The live task whose *current* taskUUID this is (a stale attempt's is not)."""
         if not isinstance(task_uuid, str):
             return None
@@ -756,140 +650,6 @@ class ClientSession:
         if task is not None:
             return task if task.uuid is task_uuid or task.uuid == task_uuid else None
         return self._renamed.get(task_uuid) if self._renamed else None
-
-    def _recover(self, task: _Task, now: float, *, details: bool) -> None:
-        if task.state is TaskState.IN_FLIGHT:
-            self._on_wire -= 1
-        task.state = TaskState.RECOVERING
-        task.details = details
-        task.poll_delay = 0.0
-        self._schedule_poll(task, now)
-
-    def _poll_failed(self, task: _Task, error: APIError, now: float) -> None:
-        """A ``getResponse`` / ``getTaskDetails`` poll was answered with an error.
-
-        The error is about the poll, not the task: it never gives the task a new taskUUID,
-        except "not found" for a task of a job (the server forgot that attempt; the next
-        attempt's taskUUID is either unknown, or known and recovered the same way).
-        """
-        if is_not_found(error.code) and task.job is not None:
-            self._stop_polling(task)
-            self._rename(task, attempt_task_uuid(task.job, task.attempts, self._new_uuid))
-            task.attempts += 1
-            task.state = TaskState.QUEUED
-            self._queue.append(task)
-        elif not is_retryable_code(error.code):
-            self._fail(task, error)
-        # else: a transient refusal of the poll; the next poll is already scheduled
-
-    def _receive_details(self, task: _Task, item: dict[str, Any], now: float) -> None:
-        """The ``getTaskDetails`` reply for a task of a job that an earlier process sent."""
-        request = item.get("request")
-        echoed = request[0] if isinstance(request, list) and request else None
-        if not isinstance(echoed, dict):
-            self._fail(task, InvalidResult(f"task {task.uuid}: getTaskDetails sent no request"))
-            return
-        field = _first_difference(orjson.loads(task.payload), echoed)
-        if field is not None:
-            message = (
-                f"task {task.uuid}: an earlier run of this job sent other work under this "
-                f"taskUUID ({field} differs); use a new job id or keys that identify each input"
-            )
-            self._fail(task, JobMismatch(message, task_uuid=task.uuid, field=field))
-            return
-        response = item.get("response")
-        if not isinstance(response, dict):
-            return  # still running: the next poll is scheduled already
-        data, errors = response.get("data"), response.get("errors")
-        if isinstance(data, list) and data and isinstance(data[0], dict):
-            self._stop_polling(task)
-            if data[0].get("taskUUID") != task.uuid:
-                self._fail(
-                    task,
-                    InvalidResult(
-                        f"task {task.uuid}: getTaskDetails echoed an answer for another taskUUID"
-                    ),
-                )
-                return
-            self._receive_item(data[0], now)  # the original answer, as if it came now
-        elif isinstance(errors, list) and errors and isinstance(errors[0], dict):
-            self._stop_polling(task)
-            error = _task_error(ErrorItem.from_wire(errors[0]), task.uuid)
-            self._retry_or_fail(task, error, now, known_failed=True)
-        else:
-            self._fail(task, InvalidResult(f"task {task.uuid}: getTaskDetails sent no answer"))
-
-    def _stop_polling(self, task: _Task) -> None:
-        if task.poll_at:
-            self._polls.discard(task.key, task.poll_at)
-            task.poll_at = 0.0
-        task.details = False
-
-    def _rename(self, task: _Task, new: str) -> None:
-        """Give a task its next attempt's taskUUID (the key stays)."""
-        old = task.uuid
-        if old is not task.key:
-            self._renamed.pop(old, None)
-        task.payload = task.payload.replace(old.encode(), new.encode(), 1)
-        task.uuid = new
-        task.resent = False
-        self._renamed[new] = task
-
-    def _retry_or_fail(
-        self, task: _Task, error: APIError, now: float, *, known_failed: bool = False
-    ) -> None:
-        """A task answered with an error: retry it under its next taskUUID, or fail it.
-
-        Rate-limit answers are flow control, not failures: they have their own budget
-        (``task_retry.max_rate_limited``) and do not use up ``max_attempts``.
-        ``known_failed``: the server's record of the taskUUID says it failed (a polled
-        status, an echoed response), so a new taskUUID is safe even after a resend.
-        """
-        rate_limited = is_rate_limit(error.code)
-        if rate_limited:
-            task.rate_limited += 1
-        delay = task_retry_delay(
-            self.task_retry, task.attempts, task.rate_limited, error.code, self._rng
-        )
-        if delay is None:
-            self._fail(task, error)
-            return
-        if task.deadline is not None and now + delay >= task.deadline:
-            self._fail(task, error)  # the retry could not finish in time anyway
-            return
-        old = task.uuid
-        if task.resent and not known_failed:
-            # This taskUUID went out more than once: the error may answer the resend while
-            # the first send runs (or ran). Only the same taskUUID is safe then; a server
-            # that has it answers conflictTaskUUID and the core recovers the result.
-            new = old
-        else:
-            new = attempt_task_uuid(task.job, task.attempts, self._new_uuid)
-            if new in self._tasks or new in self._renamed:
-                self._fail(task, error)  # cannot happen with random or derived UUIDs
-                return
-        if task.state is TaskState.IN_FLIGHT:
-            self._on_wire -= 1
-        self._stop_polling(task)
-        if new is not old:
-            self._rename(task, new)
-        task.attempts += 1
-        task.state = TaskState.RETRY_WAIT
-        task.retry_at = now + delay
-        self._retries.add(task.key, task.retry_at)
-        self.deadline_version += 1
-        self._events.append(
-            TaskRetrying(
-                task.key,
-                old,
-                new,
-                task.attempts,
-                delay,
-                error,
-                rate_limited,
-                task.sent_seq,
-            )
-        )
 
     def _authenticated(self, session_id: str) -> None:
         resumed = session_id == self.session_id
@@ -939,7 +699,7 @@ class ClientSession:
             # retry may take a new taskUUID even if this one was sent twice.
             nested = item.get("error")
             error = ErrorItem.from_wire(nested if isinstance(nested, dict) else {})
-            self._retry_or_fail(task, _task_error(error, task.uuid), now, known_failed=True)
+            self._retry_or_fail(task, task_error(error, task.uuid), now, known_failed=True)
         elif (
             item.get("imageURL")
             or item.get("imageBase64Data")
@@ -1009,12 +769,12 @@ class ClientSession:
             # getTaskDetails (section 6), which also echoes what was sent, to be checked.
             self._recover(task, now, details=not task.resent and not task.is_async)
             return
-        if error.task_type in _POLL_TYPES and (
+        if error.task_type in POLL_TYPES and (
             task.state is TaskState.RECOVERING or task.state is TaskState.ACKNOWLEDGED
         ):
-            self._poll_failed(task, _task_error(error, task.uuid), now)
+            self._poll_failed(task, task_error(error, task.uuid), now)
             return
-        self._retry_or_fail(task, _task_error(error, task.uuid), now)
+        self._retry_or_fail(task, task_error(error, task.uuid), now)
 
     def _receive_legacy_error(self, message: dict[str, Any]) -> None:
         # {"error": true, "errorId": 19, "errorMessage": ...} (older docs), or a singular
@@ -1029,7 +789,7 @@ class ClientSession:
         else:
             task = self._lookup(error.task_uuid) if error.task_uuid else None
             if task is not None:
-                self._fail(task, _task_error(error, task.uuid))
+                self._fail(task, task_error(error, task.uuid))
             else:
                 self._events.append(StrayError(error))
 
@@ -1046,45 +806,6 @@ class ClientSession:
                 )
             )
         )
-
-
-_POLL_TYPES = frozenset({wire.GET_RESPONSE, wire.GET_TASK_DETAILS})
-_MISSING = object()
-
-
-def _first_difference(ours: dict[str, Any], echoed: dict[str, Any]) -> str | None:
-    """The first wire field (besides taskUUID) where the echoed request differs from ours.
-
-    A server may elide long strings in what it keeps (the reference server keeps
-    ``"<N characters not kept>"`` for an inline image): such a marker matches a string of
-    that length, the most that can be checked then.
-    """
-    for key in sorted(ours.keys() | echoed.keys()):
-        if key == "taskUUID":
-            continue
-        mine, theirs = ours.get(key, _MISSING), echoed.get(key, _MISSING)
-        if mine == theirs:
-            continue
-        if isinstance(mine, str) and theirs == f"<{len(mine)} characters not kept>":
-            continue
-        return key
-    return None
-
-
-def _task_error(error: ErrorItem, task_uuid: str) -> APIError:
-    exc = error.to_exception()
-    if exc.task_uuid is None:
-        exc.task_uuid = task_uuid
-    if exc.code in AUTH_ERROR_CODES:
-        return AuthenticationError(
-            exc.code,
-            exc.message,
-            parameter=exc.parameter,
-            task_uuid=exc.task_uuid,
-            task_type=exc.task_type,
-            documentation=exc.documentation,
-        )
-    return exc
 
 
 def _sample(value: Any, limit: int = 120) -> str:

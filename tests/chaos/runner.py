@@ -497,7 +497,7 @@ def _is_client_task(task: asyncio.Task[Any]) -> bool:
 
 def _is_core_task(obj: object) -> bool:
     kind = type(obj)
-    return kind.__name__ == "_Task" and kind.__module__ == "upscale_stream.protocol"
+    return kind.__name__ == "TaskRecord" and kind.__module__ == "upscale_stream.records"
 
 
 def _percentile(ordered: list[float], share: float) -> float:
