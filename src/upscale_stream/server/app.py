@@ -36,6 +36,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from ..log import get_logger, register_secret
+from .auth_guard import AuthGuard
 from .client_socket import ClientSocket
 from .config import ServerConfig
 from .faults import Faults
@@ -107,7 +108,10 @@ class ReferenceServer:
         self.faults = faults if faults is not None else Faults(seed=config.fault_seed)
         self.registry = SessionRegistry(hold_time=config.hold_time, retention=config.retention)
         self.images = ImageStore(config.image_store_bytes)
-        self.counts = TaskCounts()
+        self.counts = TaskCounts(max_keys=config.max_counted_uuids)
+        self.auth_guard = AuthGuard(
+            burst=config.auth_failure_burst, per_minute=config.auth_failures_per_minute
+        )
         self.handlers = TaskHandlers(self)
         self._connections: set[ClientSocket] = set()
         self._carriers: dict[str, ClientSocket] = {}

@@ -48,13 +48,14 @@ import orjson
 from ..errors import InvalidTask
 from ..inputs import is_uuid
 from ..log import get_logger
-from ..models import ErrorItem, UpscaleTask
+from ..models import UpscaleTask
 from ..wire import AUTH, GET_RESPONSE, IMAGE_UPLOAD, PING, UPSCALE, UPSCALE_TASK_TYPES
 from . import imaging
 from .config import ServerConfig
 from .faults import Faults
 from .image_store import ImageStore, StoredImage
 from .outbound import OutboundError, fetch_url, post_webhook, put_upload
+from .refusals import SCOPED_REFUSALS, bounded_uuid, error_item, scoped_error
 from .routes import image_uuid_of
 from .sessions import Kind, Session, SessionRegistry, TaskCounts, TaskRecord
 from .worker import DecodeJob, RenderJob, TaskFailure
@@ -85,24 +86,6 @@ PASS_THROUGH_FIELDS = frozenset(
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 
-def error_item(
-    code: str,
-    message: str,
-    *,
-    parameter: str | None = None,
-    task_type: object = None,
-    task_uuid: object = None,
-) -> dict[str, Any]:
-    """An ``errors`` item; ``taskType`` and ``taskUUID`` are included when they are strings."""
-    return ErrorItem(
-        code=code,
-        message=message,
-        parameter=parameter,
-        task_type=task_type if isinstance(task_type, str) else None,
-        task_uuid=task_uuid if isinstance(task_uuid, str) else None,
-    ).to_wire()
-
-
 class Peer(Protocol):
     """What the handlers need from the connection a frame arrived on."""
 
@@ -115,6 +98,9 @@ class Peer(Protocol):
 
     def pong(self) -> None:
         """Queue a pong, sent alone in its frame ahead of everything else."""
+
+    def refuse_unrouted(self, count: int, error: Mapping[str, Any]) -> None:
+        """Count ``count`` refused items that get no answer of their own (the frame notice)."""
 
 
 class Host(Protocol):
@@ -246,14 +232,27 @@ class TaskHandlers:
     def dispatch(self, peer: Peer, items: list[Any], now: float) -> int:
         """Handle the items of one frame from an authenticated socket.
 
+        At most ``max_tasks_per_frame`` items (of any kind) are handled; of the rest, the
+        first :data:`~.refusals.SCOPED_REFUSALS` tasks get a scoped ``tooManyTasks`` error and
+        the others are only counted in the frame's notice, so the work and the output one
+        frame can cause are bounded whatever it holds.
+
         Returns:
-            How many tasks the frame held (authentication, ping and getResponse do not count).
+            How many tasks the frame held (authentication, ping and polls do not count).
         """
         counted = 0
         limit = self.host.config.max_tasks_per_frame
-        for item in items:
+        for index, item in enumerate(items):
+            if index >= limit:
+                counted += self._refuse_excess(peer, items, index, limit)
+                break
             if not isinstance(item, dict):
-                peer.reply("errors", error_item("invalidRequest", _NOT_AN_OBJECT))
+                error = error_item(
+                    "invalidRequest",
+                    f"item {index} of the frame is a JSON {_json_type(item)}; "
+                    "each task must be a JSON object",
+                )
+                peer.reply("errors", error)
                 continue
             task_type = item.get("taskType")
             if task_type == PING:
@@ -269,22 +268,36 @@ class TaskHandlers:
                 self._already_authenticated(peer, item)
                 continue
             counted += 1
-            task_uuid = item.get("taskUUID")
-            self.host.counts.count_received(task_uuid)
-            if counted > limit:
-                message = f"a frame may hold at most {limit} tasks; send the rest in another"
-                peer.reply("errors", _task_error(item, "tooManyTasks", message))
-            elif task_type in UPSCALE_TASK_TYPES:
+            self.host.counts.count_received(bounded_uuid(item.get("taskUUID")))
+            if task_type in UPSCALE_TASK_TYPES:
                 self._submit_upscale(peer, item, now)
             elif task_type == IMAGE_UPLOAD:
                 self._submit_upload(peer, item, now)
             elif task_type == MEDIA_STORAGE:
                 self._submit_media(peer, item, now)
+            elif task_type is None:
+                message = f"taskType is required; supported: {_SUPPORTED}"
+                peer.reply("errors", _task_error(item, "missingTaskType", message, "taskType"))
             else:
-                message = f"taskType {str(task_type)[:60]!r} is not supported by this server"
-                error = _task_error(item, "unsupportedTaskType", message, parameter="taskType")
+                message = f"taskType {_shown(task_type)} is not supported; supported: {_SUPPORTED}"
+                error = _task_error(item, "unsupportedTaskType", message, "taskType")
                 peer.reply("errors", error)
         return counted
+
+    def _refuse_excess(self, peer: Peer, items: list[Any], start: int, limit: int) -> int:
+        """Refuse ``items[start:]`` (over the per-frame limit); returns how many were tasks."""
+        message = (
+            f"a frame may hold at most {limit} items and this one holds {len(items)}; "
+            "nothing past that was run: send the rest in another frame"
+        )
+        scoped = 0
+        for item in items[start : start + SCOPED_REFUSALS]:
+            if isinstance(item, dict) and bounded_uuid(item.get("taskUUID")) is not None:
+                self.host.counts.count_received(item["taskUUID"])
+                peer.reply("errors", _task_error(item, "tooManyTasks", message))
+                scoped += 1
+        peer.refuse_unrouted(len(items) - start - scoped, error_item("tooManyTasks", message))
+        return scoped
 
     def _ping(self, peer: Peer) -> None:
         if self.host.faults.withhold_pongs:
@@ -318,7 +331,7 @@ class TaskHandlers:
 
     def _get_response(self, peer: Peer, item: Mapping[str, Any], now: float) -> None:
         task_uuid = item.get("taskUUID")
-        if not isinstance(task_uuid, str):
+        if bounded_uuid(task_uuid) is None or not isinstance(task_uuid, str):
             error = error_item(
                 "missingTaskUUID",
                 "getResponse needs the taskUUID of the task to look up",
@@ -327,7 +340,7 @@ class TaskHandlers:
             )
             peer.reply("errors", error)
             return
-        self.host.counts.polls[task_uuid] += 1
+        self.host.counts.count_poll(task_uuid)
         record = self.host.registry.lookup(task_uuid, now, tenant=peer.tenant or "")
         if record is None:
             retention = self.host.config.retention
@@ -345,7 +358,7 @@ class TaskHandlers:
 
     def _get_task_details(self, peer: Peer, item: Mapping[str, Any], now: float) -> None:
         task_uuid = item.get("taskUUID")
-        if not isinstance(task_uuid, str):
+        if bounded_uuid(task_uuid) is None or not isinstance(task_uuid, str):
             error = error_item(
                 "missingTaskUUID",
                 "getTaskDetails needs the taskUUID of the task to look up",
@@ -393,13 +406,13 @@ class TaskHandlers:
 
     def _submit_upscale(self, peer: Peer, item: Mapping[str, Any], now: float) -> None:
         task_uuid = item.get("taskUUID")
-        if not isinstance(task_uuid, str):
+        if bounded_uuid(task_uuid) is None or not isinstance(task_uuid, str):
             peer.reply("errors", _missing_uuid(item))
             return
         try:
             task = UpscaleTask.from_wire(normalise_upscale(item))
         except InvalidTask as exc:
-            error = _task_error(item, exc.code, str(exc), parameter=exc.parameter)
+            error = _task_error(item, exc.code, _wire_message(exc), parameter=exc.parameter)
             log.info("task.invalid", task_uuid=task_uuid, code=exc.code, parameter=exc.parameter)
             peer.reply("errors", error)
             return
@@ -496,7 +509,7 @@ class TaskHandlers:
 
     def _submit_upload(self, peer: Peer, item: Mapping[str, Any], now: float) -> None:
         task_uuid = item.get("taskUUID")
-        if not isinstance(task_uuid, str):
+        if bounded_uuid(task_uuid) is None or not isinstance(task_uuid, str):
             peer.reply("errors", _missing_uuid(item))
             return
         image = item.get("image")
@@ -511,7 +524,7 @@ class TaskHandlers:
 
     def _submit_media(self, peer: Peer, item: Mapping[str, Any], now: float) -> None:
         task_uuid = item.get("taskUUID")
-        if not isinstance(task_uuid, str):
+        if bounded_uuid(task_uuid) is None or not isinstance(task_uuid, str):
             peer.reply("errors", _missing_uuid(item))
             return
         operation = item.get("operation")
@@ -661,7 +674,9 @@ class TaskHandlers:
             log.warning("webhook.failed", host=urlsplit(url).hostname, code=exc.code)
 
 
-_NOT_AN_OBJECT = "each task must be a JSON object"
+_SUPPORTED = ", ".join(
+    ("upscale", "imageUpscale", IMAGE_UPLOAD, MEDIA_STORAGE, GET_RESPONSE, GET_TASK_DETAILS, PING)
+)
 
 
 _LONG_STRING = 4096
@@ -689,6 +704,13 @@ def _elide(value: Any) -> Any:
     return value
 
 
+def _wire_message(exc: InvalidTask) -> str:
+    """The message of a validation error, quoting values as JSON (not Python reprs)."""
+    if exc.value is None and exc.code.startswith("missing"):
+        return f"{exc.parameter} is required"
+    return f"{exc.parameter} {_shown(exc.value)}: {exc.reason}"
+
+
 def _shown(value: object) -> str:
     """A value as it would appear in JSON, shortened: error messages quote the wire, not Python."""
     try:
@@ -702,16 +724,20 @@ def _identity(record: TaskRecord) -> dict[str, Any]:
     return {"taskType": record.task_type, "taskUUID": record.task_uuid}
 
 
-def _task_error(
-    item: Mapping[str, Any], code: str, message: str, *, parameter: str | None = None
-) -> dict[str, Any]:
-    return error_item(
-        code,
-        message,
-        parameter=parameter,
-        task_type=item.get("taskType"),
-        task_uuid=item.get("taskUUID"),
-    )
+_task_error = scoped_error
+
+
+def _json_type(value: object) -> str:
+    """The JSON name of a decoded value's type, for messages that quote the wire."""
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    return "null" if value is None else "number"
 
 
 def _missing_uuid(item: Mapping[str, Any]) -> dict[str, Any]:
