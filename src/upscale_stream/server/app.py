@@ -175,17 +175,23 @@ class ReferenceServer:
         self._executor = ThreadPoolExecutor(
             max_workers=config.workers, thread_name_prefix="upscale-server"
         )
-        self._server = await serve(
-            self._serve_connection,
-            config.host,
-            config.port,
-            process_request=self._process_request,
-            compression="deflate" if config.compression else None,
-            ping_interval=None,
-            max_size=config.max_size,
-            close_timeout=config.close_timeout,
-            logger=_websockets_log,
-        )
+        try:
+            self._server = await serve(
+                self._serve_connection,
+                config.host,
+                config.port,
+                process_request=self._process_request,
+                compression="deflate" if config.compression else None,
+                ping_interval=None,
+                max_size=config.max_size,
+                close_timeout=config.close_timeout,
+                logger=_websockets_log,
+            )
+        except BaseException:
+            # Nothing is listening (port in use, unknown host): leave no worker threads behind.
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+            raise
         self._port = int(self._server.sockets[0].getsockname()[1])
         self._sweeper = asyncio.create_task(self._sweep())
         if config.accept_any_key:
