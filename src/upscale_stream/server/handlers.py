@@ -54,10 +54,11 @@ from . import imaging
 from .config import ServerConfig
 from .faults import Faults
 from .image_store import ImageStore, StoredImage
-from .outbound import OutboundError, fetch_url, post_webhook, put_upload
+from .outbound import OutboundError, check_destination, fetch_url, post_webhook, put_upload
 from .refusals import SCOPED_REFUSALS, bounded_uuid, error_item, scoped_error
 from .routes import image_uuid_of
-from .sessions import Kind, Session, SessionRegistry, TaskCounts, TaskRecord
+from .sessions import Kind, Session, SessionRegistry, TaskCounts, TaskRecord, compact_json
+from .upscalers import check_upscale
 from .worker import DecodeJob, RenderJob, TaskFailure
 
 __all__ = [
@@ -150,7 +151,8 @@ def normalise_upscale(item: Mapping[str, Any]) -> dict[str, Any]:
     """Turn a received upscale item into fields :meth:`UpscaleTask.from_wire` accepts.
 
     ``imageUpscale`` becomes ``upscale``, ``inputs.image`` becomes ``inputImage``, the
-    :data:`PASS_THROUGH_FIELDS` are dropped and a whole float ``upscaleFactor`` becomes an int.
+    :data:`PASS_THROUGH_FIELDS` are dropped, a whole float ``upscaleFactor`` becomes an int,
+    and a ``ttl`` with a non-URL output is checked and dropped (it has no effect there).
 
     Raises:
         InvalidTask: ``inputs`` is not an object.
@@ -171,6 +173,17 @@ def normalise_upscale(item: Mapping[str, Any]) -> dict[str, Any]:
     factor = fields.get("upscaleFactor")
     if isinstance(factor, float) and factor.is_integer():
         fields["upscaleFactor"] = int(factor)
+    if "ttl" in fields and fields.get("outputType") not in (None, "URL"):
+        # The seed: ttl "only takes effect when outputType is URL. It has no effect on other
+        # output types." So it is not an error there: its value is checked, then dropped.
+        ttl = fields.pop("ttl")
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 60:
+            raise InvalidTask(
+                "must be a whole number of seconds, at least 60",
+                parameter="ttl",
+                value=ttl,
+                code="invalidTtl",
+            )
     return fields
 
 
@@ -410,7 +423,12 @@ class TaskHandlers:
             peer.reply("errors", _missing_uuid(item))
             return
         try:
-            task = UpscaleTask.from_wire(normalise_upscale(item))
+            fields = normalise_upscale(item)
+            model, factor = check_upscale(fields)
+            # The registry decided the model and the factor (Clarity takes fractions, which
+            # the client's model, bound to the seed's 2 | 4, does not); the rest of the task
+            # is validated by the client's model, so client and server share those rules.
+            task = UpscaleTask.from_wire({**fields, "upscaleFactor": 2})
         except InvalidTask as exc:
             error = _task_error(item, exc.code, _wire_message(exc), parameter=exc.parameter)
             log.info("task.invalid", task_uuid=task_uuid, code=exc.code, parameter=exc.parameter)
@@ -423,19 +441,32 @@ class TaskHandlers:
             ack = {"taskType": record.task_type, "taskUUID": task_uuid}
             peer.reply("data", ack)
         via_inputs = isinstance(item.get("inputs"), dict) and "inputImage" not in item
-        self._start(peer, record, task.webhook_url, lambda: self._upscale(task, record, via_inputs))
+        self._start(
+            peer,
+            record,
+            task.webhook_url,
+            lambda: self._upscale(task, model.air, factor, record, via_inputs),
+        )
 
     async def _upscale(
-        self, task: UpscaleTask, record: TaskRecord, via_inputs: bool
+        self, task: UpscaleTask, model: str, factor: float, record: TaskRecord, via_inputs: bool
     ) -> dict[str, Any]:
         config = self.host.config
+        # webhookURL and uploadEndpoint get the same check, before any work: a destination
+        # the server will not reach fails the task with the parameter named. (A webhook used
+        # to be accepted and silently never posted, while an uploadEndpoint failed the task
+        # after the rendering.) The same check runs again when the socket connects.
+        destinations = (("webhookURL", task.webhook_url), ("uploadEndpoint", task.upload_endpoint))
+        for parameter, url in destinations:
+            if url is not None:
+                await self._check_destination(url, parameter)
         source = await self._resolve_input(task.input_image, record.tenant, "inputImage")
         output_type = task.output_type or "URL"
         job = RenderJob(
             stored=source.data,
             inline=source.inline,
-            model=task.model,
-            factor=task.upscale_factor,
+            model=model,
+            factor=factor,
             settings=task.settings.wire_names() if task.settings else None,
             output_format=task.output_format or "JPG",
             quality=task.output_quality or 95,
@@ -475,7 +506,7 @@ class TaskHandlers:
             if output_type == "URL":
                 result["mediaURL"] = url
         if task.include_cost:
-            result["cost"] = imaging.cost_of(task.model, rendered.width, rendered.height)
+            result["cost"] = imaging.cost_of(model, rendered.width, rendered.height)
         return result
 
     async def _resolve_input(self, value: str, tenant: str, parameter: str) -> _Source:
@@ -639,7 +670,7 @@ class TaskHandlers:
         if session is not None:
             host.wake_session(session.session_id)
         host.notify_progress()
-        if webhook_url is not None:
+        if webhook_url is not None and answer.get("parameter") != "webhookURL":
             envelope = {"errors" if failed else "data": [answer]}
             host.spawn(self._post_webhook(webhook_url, envelope))
 
@@ -653,6 +684,12 @@ class TaskHandlers:
 
     def _url(self, image_uuid: str, extension: str) -> str:
         return f"{self.host.image_base_url}/image/{image_uuid}.{extension}"
+
+    async def _check_destination(self, url: str, parameter: str) -> None:
+        try:
+            await asyncio.to_thread(check_destination, url, self.host.config.outbound_policy())
+        except OutboundError as exc:
+            raise TaskFailure(exc.code, exc.message, parameter=parameter) from None
 
     async def _fetch(self, url: str, parameter: str) -> bytes:
         try:
@@ -691,7 +728,7 @@ def _request_of(item: Mapping[str, Any]) -> bytes:
     record lives for ``retention`` seconds, and holding every inline input that long would let
     one client pin gigabytes. The image itself is kept in the store (``inputImageUUID``).
     """
-    return orjson.dumps(_elide(item))
+    return compact_json(_elide(item))
 
 
 def _elide(value: Any) -> Any:

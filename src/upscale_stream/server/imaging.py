@@ -327,7 +327,7 @@ def _corrupt(name: str, exc: BaseException) -> ImagingError:
 # --- sizes ----------------------------------------------------------------------------------------
 
 
-def fit_within_cap(image: Image.Image, factor: int) -> Image.Image:
+def fit_within_cap(image: Image.Image, factor: float) -> Image.Image:
     """Shrink ``image`` so that ``factor`` times its size fits in 4096x4096.
 
     The seed: "a 2048x2048 image with an upscaleFactor of 4 will first be reduced to 1024x1024".
@@ -341,10 +341,10 @@ def fit_within_cap(image: Image.Image, factor: int) -> Image.Image:
         ``image`` itself, or a reduced RGB/RGBA copy whose longer side is ``4096 // factor``.
 
     Raises:
-        ImagingError: ``invalidUpscaleFactor`` when ``factor`` is not an integer from 1 to 4096.
+        ImagingError: ``invalidUpscaleFactor`` when ``factor`` is not a number from 1 to 4096.
     """
     _check_factor(factor)
-    limit = MAX_OUTPUT_SIDE // factor
+    limit = int(MAX_OUTPUT_SIDE // factor)
     width, height = image.size
     if width <= limit and height <= limit:
         return image
@@ -353,11 +353,13 @@ def fit_within_cap(image: Image.Image, factor: int) -> Image.Image:
     return _to_working_mode(image).resize(size, Image.Resampling.LANCZOS)
 
 
-def _check_factor(factor: int) -> None:
-    if type(factor) is not int or not 1 <= factor <= MAX_OUTPUT_SIDE:
+def _check_factor(factor: float) -> None:
+    # Clarity takes fractional factors (docs/server.md); the model registry
+    # (server/upscalers.py) decides which factor each model takes, this only bounds the size.
+    if type(factor) not in (int, float) or not 1 <= factor <= MAX_OUTPUT_SIDE:
         raise ImagingError(
             "invalidUpscaleFactor",
-            f"upscaleFactor must be a whole number, not {factor!r}",
+            f"upscaleFactor must be a number from 1 to {MAX_OUTPUT_SIDE}, not {factor}",
             parameter="upscaleFactor",
         )
 
@@ -376,7 +378,7 @@ class _Pipeline:
 
 
 def upscale_image(
-    image: Image.Image, *, model: str, factor: int, settings: Mapping[str, Any] | None
+    image: Image.Image, *, model: str, factor: float, settings: Mapping[str, Any] | None
 ) -> Image.Image:
     """Upscale ``image`` by exactly ``factor`` with the pipeline of ``model``.
 
@@ -400,7 +402,7 @@ def upscale_image(
     options = _Options.from_settings(settings)
     pipeline = _PIPELINES.get(model, _PLAIN)
     work = _to_working_mode(image)
-    size = (work.width * factor, work.height * factor)
+    size = (max(1, round(work.width * factor)), max(1, round(work.height * factor)))
     resized = pipeline.resize(work, size, options)
     if pipeline.refine is None:
         return resized
@@ -601,7 +603,7 @@ def render(
     raw_or_image: bytes | Image.Image,
     *,
     model: str,
-    factor: int,
+    factor: float,
     settings: Mapping[str, Any] | None,
     output_format: str = "JPG",
     quality: int = 95,

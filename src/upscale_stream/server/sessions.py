@@ -405,15 +405,21 @@ class SessionRegistry:
 
     # -- housekeeping ------------------------------------------------------------------------
 
-    def expire(self, now: float) -> None:
-        """Forget expired tasks, held answers and sessions. Call it now and then."""
+    def expire(self, now: float) -> int:
+        """Forget expired tasks, held answers and sessions; returns how many tasks went.
+
+        Call it now and then.
+        """
+        forgotten = 0
         while self._finished and now - self._finished[0][0] >= self.retention:
             finished_at, key = self._finished.popleft()
             record = self._tasks.get(key)
             if record is not None and record.finished_at == finished_at:
                 del self._tasks[key]
+                forgotten += 1
         for session_id in [s for s, session in self.sessions.items() if not session.attached]:
             self._expire_session(session_id, now)
+        return forgotten
 
     def clear(self) -> None:
         """Forget every session, held answer and task (a simulated restart)."""

@@ -53,7 +53,7 @@ class RenderJob:
     stored: bytes | None
     inline: str | None
     model: str
-    factor: int
+    factor: float
     settings: Mapping[str, Any] | None
     output_format: str
     quality: int
