@@ -462,3 +462,30 @@ async def test_ten_thousand_invalid_tasks_leave_no_state_behind(
     assert len(server.registry.tasks) == 2  # the good tasks; refusals are never registered
     assert server.counts.executions_total == 2
     assert len(orjson.dumps(answers)) < 9_998 * 400  # one short error item each
+
+
+# -- the one inline decoder, on the live path (issue 10) ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("task_type", "field"),
+    [("upscale", "inputImage"), ("imageUpload", "image"), ("mediaStorage", "media")],
+)
+@pytest.mark.parametrize("form", ["text/plain data URI", "line breaks"])
+async def test_inline_images_follow_the_one_shared_decoder_on_every_task(
+    client: WireClient, task_type: str, field: str, form: str
+) -> None:
+    text = base64.b64encode(png_bytes(40, 40)).decode()
+    value = (
+        f"data:text/plain;base64,{text}"
+        if form == "text/plain data URI"
+        else "\n".join(text[i : i + 76] for i in range(0, len(text), 76))
+    )
+    task: dict[str, Any] = {"taskType": task_type, "taskUUID": new_uuid(), field: value}
+    if task_type == "upscale":
+        task["upscaleFactor"] = 2
+    if task_type == "mediaStorage":
+        task["operation"] = "upload"
+    answer = await answer_for(client, task)
+    assert_runware_error(answer, "invalidInputImage", task)
+    assert answer["parameter"] == field

@@ -46,6 +46,7 @@ from ..wire import (
     data_frame,
     encoded_frame,
     errors_frame,
+    frame_slices,
 )
 from .faults import STRAY_ERROR, crossings
 from .handlers import KeyRejected, error_item
@@ -75,25 +76,24 @@ PRE_AUTH_LIMIT = 1024 * 1024
 def pack_frames(
     items: Sequence[Outgoing], *, max_items: int, max_bytes: int | None
 ) -> list[list[Outgoing]]:
-    """Split answers into frames: runs of one kind, at most ``max_items`` and ``max_bytes`` each.
+    """Split answers into frames: runs of one kind, each packed by :func:`wire.frame_slices`.
 
-    The order is kept. A single item larger than ``max_bytes`` gets a frame of its own.
+    The order is kept, ``data`` and ``errors`` never share a frame (protocol.md section 4),
+    and a single item larger than ``max_bytes`` gets a frame of its own.
     """
     frames: list[list[Outgoing]] = []
-    current: list[Outgoing] = []
-    size = 0
-    for item in items:
-        if current and (
-            item.kind != current[0].kind
-            or len(current) >= max_items
-            or (max_bytes is not None and size + len(item.body) > max_bytes)
+    start = 0
+    for index in range(1, len(items) + 1):
+        if index < len(items) and items[index].kind == items[start].kind:
+            continue
+        run = items[start:index]
+        sizes = [len(item.body) for item in run]
+        overhead = len(run[0].kind) + 6  # {"data":[...]}
+        for part in frame_slices(
+            sizes, max_items=max_items, max_bytes=max_bytes, overhead=overhead
         ):
-            frames.append(current)
-            current, size = [], 0
-        current.append(item)
-        size += len(item.body) + 1
-    if current:
-        frames.append(current)
+            frames.append(list(run[part]))
+        start = index
     return frames
 
 

@@ -588,7 +588,7 @@ class TaskHandlers:
         if urlsplit(value).scheme.lower() in ("http", "https"):
             job = DecodeJob(data=await self._fetch(value, parameter), max_pixels=config.max_pixels)
         else:
-            job = DecodeJob(inline=value, max_pixels=config.max_pixels)
+            job = DecodeJob(inline=value, max_pixels=config.max_pixels, parameter=parameter)
         try:
             data, mime = await self.host.run_in_worker(job.run)
         except TaskFailure as exc:

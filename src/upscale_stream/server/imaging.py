@@ -51,8 +51,6 @@ transparency. EXIF orientation is not applied.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 import random
 from collections.abc import Callable, Mapping
@@ -74,7 +72,6 @@ __all__ = [
     "Rendered",
     "cost_of",
     "decode_image",
-    "decode_input_string",
     "encode_output",
     "fit_within_cap",
     "render",
@@ -225,54 +222,6 @@ def decode_image(raw: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.I
         image.close()
         raise
     return image
-
-
-def decode_input_string(value: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode an ``inputImage`` given inline: a base64 data URI or bare base64.
-
-    UUIDs and URLs are not handled here; the caller resolves them to bytes and calls
-    :func:`decode_image`.
-
-    Args:
-        value: ``data:image/<type>;base64,<data>`` or ``<data>``. Line breaks inside the base64
-            text and missing ``=`` padding are tolerated.
-        max_pixels: As for :func:`decode_image`.
-
-    Returns:
-        The decoded, fully loaded image.
-
-    Raises:
-        ImagingError: ``invalidInputImage`` when the text is not base64 or not an image data
-            URI, then anything :func:`decode_image` raises.
-    """
-    payload = value
-    if value[:5].lower() == "data:":
-        header, sep, payload = value.partition(",")
-        media_type, _, encoding = header[5:].partition(";")
-        if not sep or encoding.strip().lower() != "base64":
-            raise ImagingError(
-                "invalidInputImage", "the data URI must be base64 (data:<type>;base64,)"
-            )
-        if not media_type.lower().startswith("image/"):
-            raise ImagingError(
-                "invalidInputImage", f"the data URI type {media_type[:40]!r} is not image/*"
-            )
-    return decode_image(_base64_bytes(payload), max_pixels=max_pixels)
-
-
-def _base64_bytes(text: str) -> bytes:
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        compact = "".join(text.split())
-        compact += "=" * (-len(compact) % 4)
-        try:
-            raw = base64.b64decode(compact, validate=True)
-        except (binascii.Error, ValueError):
-            raise ImagingError("invalidInputImage", "inputImage is not valid base64") from None
-    if not raw:
-        raise ImagingError("invalidInputImage", "inputImage is empty")
-    return raw
 
 
 _MAGIC: Mapping[bytes, str] = {
