@@ -1,10 +1,10 @@
-"""What the reference server does with each item of a frame, and the work of each task.
+"""What the reference server does with each item of a frame: validate, admit, start, answer.
 
 :class:`TaskHandlers` is called by the socket shell (:mod:`.client_socket`) with the decoded items
 of one frame. It never blocks: the immediate replies to a frame (pongs, async ACKs, validation,
 conflict and limit errors, ``getResponse`` answers) are queued on the socket the frame came on,
-and the work of ``upscale`` and ``imageUpload`` is spawned as asyncio tasks whose CPU-bound parts
-run in the server's worker threads. A task's final answer (its result, or the error it failed
+and the work of accepted tasks (:mod:`.task_work`) is spawned as asyncio tasks whose CPU-bound
+parts run in the server's worker threads (:mod:`.worker`). A task's final answer (its result, or the error it failed
 with) goes to its session through :meth:`.SessionRegistry.finish`, so it is held for a resume if
 the socket is gone (see :mod:`.sessions`).
 
@@ -13,7 +13,8 @@ Task types (protocol.md sections 2, 3, 5 and 6):
 * ``authentication``: :meth:`TaskHandlers.authenticate`, called by the shell for the first frame.
 * ``ping``: a pong in a frame of its own, at once.
 * ``upscale`` / ``imageUpscale``: normalised (``inputs.image`` -> ``inputImage``, pass-through
-  fields dropped, ``2.0`` -> ``2``), validated with :class:`~upscale_stream.models.UpscaleTask`,
+  fields dropped, ``2.0`` -> ``2``), model and factor checked by the registry
+  (:mod:`.upscalers`), the rest validated with :class:`~upscale_stream.models.UpscaleTask`,
   de-duplicated by ``taskUUID``, then run. Input: a stored image UUID, an http(s) URL (this
   server's own image URLs are read from the store, not fetched), a data URI or bare base64.
   The answer echoes the request's ``taskType``.
@@ -41,7 +42,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
-from urllib.parse import urlsplit
 
 import orjson
 
@@ -49,27 +49,23 @@ from ..errors import InvalidTask
 from ..inputs import is_uuid
 from ..log import get_logger
 from ..models import UpscaleTask
-from ..wire import AUTH, GET_RESPONSE, IMAGE_UPLOAD, PING, UPSCALE, UPSCALE_TASK_TYPES
-from . import imaging
+from ..wire import AUTH, GET_RESPONSE, IMAGE_UPLOAD, PING, UPSCALE_TASK_TYPES
 from .config import ServerConfig
 from .faults import Faults
-from .image_store import ImageStore, StoredImage
-from .outbound import OutboundError, check_destination, fetch_url, post_webhook, put_upload
+from .image_store import ImageStore
 from .refusals import SCOPED_REFUSALS, bounded_uuid, error_item, scoped_error
-from .routes import image_uuid_of
 from .sessions import Kind, Session, SessionRegistry, TaskCounts, TaskRecord, compact_json
-from .upscalers import check_upscale
-from .worker import DecodeJob, RenderJob, TaskFailure
+from .task_work import TaskWork
+from .upscalers import check_upscale, normalise_upscale
+from .worker import TaskFailure
 
 __all__ = [
-    "PASS_THROUGH_FIELDS",
     "Host",
     "KeyAccepted",
     "KeyRejected",
     "Peer",
     "TaskHandlers",
     "error_item",
-    "normalise_upscale",
 ]
 
 T = TypeVar("T")
@@ -78,13 +74,6 @@ GET_TASK_DETAILS = "getTaskDetails"
 MEDIA_STORAGE = "mediaStorage"
 
 log = get_logger(__name__)
-
-PASS_THROUGH_FIELDS = frozenset(
-    {"routing", "providerSettings", "safety", "targetMegapixels", "numberResults"}
-)
-"""Upscale fields the real API accepts that our model does not know; dropped, not rejected."""
-
-_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 
 class Peer(Protocol):
@@ -147,46 +136,6 @@ class KeyRejected:
     reason: str
 
 
-def normalise_upscale(item: Mapping[str, Any]) -> dict[str, Any]:
-    """Turn a received upscale item into fields :meth:`UpscaleTask.from_wire` accepts.
-
-    ``imageUpscale`` becomes ``upscale``, ``inputs.image`` becomes ``inputImage``, the
-    :data:`PASS_THROUGH_FIELDS` are dropped, a whole float ``upscaleFactor`` becomes an int,
-    and a ``ttl`` with a non-URL output is checked and dropped (it has no effect there).
-
-    Raises:
-        InvalidTask: ``inputs`` is not an object.
-    """
-    fields = {key: value for key, value in item.items() if key not in PASS_THROUGH_FIELDS}
-    fields["taskType"] = UPSCALE
-    inputs = fields.pop("inputs", None)
-    if inputs is not None:
-        if not isinstance(inputs, dict):
-            raise InvalidTask(
-                'must be an object like {"image": ...}',
-                parameter="inputs",
-                value=inputs,
-                code="invalidInputs",
-            )
-        if "inputImage" not in fields and "image" in inputs:
-            fields["inputImage"] = inputs["image"]
-    factor = fields.get("upscaleFactor")
-    if isinstance(factor, float) and factor.is_integer():
-        fields["upscaleFactor"] = int(factor)
-    if "ttl" in fields and fields.get("outputType") not in (None, "URL"):
-        # The seed: ttl "only takes effect when outputType is URL. It has no effect on other
-        # output types." So it is not an error there: its value is checked, then dropped.
-        ttl = fields.pop("ttl")
-        if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 60:
-            raise InvalidTask(
-                "must be a whole number of seconds, at least 60",
-                parameter="ttl",
-                value=ttl,
-                code="invalidTtl",
-            )
-    return fields
-
-
 class TaskHandlers:
     """Handles authentication and the items of every frame for one server.
 
@@ -200,6 +149,7 @@ class TaskHandlers:
         # Tenants are keyed digests of the API keys: stable for this process, never the key,
         # and not reversible without this secret (which never leaves memory).
         self._tenant_secret = os.urandom(32)
+        self.work = TaskWork(host)
 
     def tenant_of(self, key: str) -> str:
         """The opaque tenant id of an API key (the owner of its sessions, tasks and images)."""
@@ -445,96 +395,8 @@ class TaskHandlers:
             peer,
             record,
             task.webhook_url,
-            lambda: self._upscale(task, model.air, factor, record, via_inputs),
+            lambda: self.work.upscale(task, model.air, factor, record, via_inputs),
         )
-
-    async def _upscale(
-        self, task: UpscaleTask, model: str, factor: float, record: TaskRecord, via_inputs: bool
-    ) -> dict[str, Any]:
-        config = self.host.config
-        # webhookURL and uploadEndpoint get the same check, before any work: a destination
-        # the server will not reach fails the task with the parameter named. (A webhook used
-        # to be accepted and silently never posted, while an uploadEndpoint failed the task
-        # after the rendering.) The same check runs again when the socket connects.
-        destinations = (("webhookURL", task.webhook_url), ("uploadEndpoint", task.upload_endpoint))
-        for parameter, url in destinations:
-            if url is not None:
-                await self._check_destination(url, parameter)
-        source = await self._resolve_input(task.input_image, record.tenant, "inputImage")
-        output_type = task.output_type or "URL"
-        job = RenderJob(
-            stored=source.data,
-            inline=source.inline,
-            model=model,
-            factor=factor,
-            settings=task.settings.wire_names() if task.settings else None,
-            output_format=task.output_format or "JPG",
-            quality=task.output_quality or 95,
-            max_pixels=config.max_pixels,
-            encode_text=output_type != "URL",
-        )
-        done = await self.host.run_in_worker(job.run)
-        now = config.clock()
-        input_uuid = source.image_uuid
-        if input_uuid is None:
-            input_uuid = self._store(
-                done.input_data, done.input_mime, config.url_ttl, now, record.tenant
-            )
-        rendered = done.rendered
-        ttl = float(task.ttl) if task.ttl is not None else config.url_ttl
-        image_uuid = self._store(rendered.data, rendered.mime, ttl, now, record.tenant)
-        if task.upload_endpoint is not None:
-            await self._put_upload(task.upload_endpoint, rendered.data, rendered.mime)
-        result: dict[str, Any] = {
-            "taskType": record.task_type,
-            "taskUUID": record.task_uuid,
-            "imageUUID": image_uuid,
-            "inputImageUUID": input_uuid,
-        }
-        url = self._url(image_uuid, rendered.extension)
-        if output_type == "URL":
-            result["imageURL"] = url
-        elif output_type == "base64Data":
-            result["imageBase64Data"] = done.text
-        else:
-            result["imageDataURI"] = f"data:{rendered.mime};base64,{done.text}"
-        if via_inputs:
-            # protocol.md section 5.3: the JS SDK documents mediaUUID/mediaURL for requests
-            # that use inputs.image, the Python SDKs and the docs imageUUID/imageURL. Both are
-            # sent, naming the same image, so every client finds the spelling it reads.
-            result["mediaUUID"] = image_uuid
-            if output_type == "URL":
-                result["mediaURL"] = url
-        if task.include_cost:
-            result["cost"] = imaging.cost_of(model, rendered.width, rendered.height)
-        return result
-
-    async def _resolve_input(self, value: str, tenant: str, parameter: str) -> _Source:
-        if is_uuid(value):
-            image_uuid = value.lower()
-            stored = self.host.images.owned(image_uuid, tenant, self.host.config.clock())
-            if stored is None:
-                # The same answer whether the image never existed, expired or belongs to
-                # another API key: nothing tells one key about another's images.
-                raise TaskFailure(
-                    "invalidInputImage",
-                    f"no image {value} is stored for this API key (uploads and results expire)",
-                    parameter=parameter,
-                )
-            return _Source(data=stored.data, image_uuid=image_uuid)
-        if urlsplit(value).scheme.lower() in ("http", "https"):
-            own = self._own_image(value)
-            if own is not None:
-                return await self._resolve_input(own, tenant, parameter)
-            return _Source(data=await self._fetch(value, parameter))
-        return _Source(inline=value)
-
-    def _own_image(self, url: str) -> str | None:
-        """The image UUID when ``url`` is one of this server's own image URLs."""
-        base = self.host.image_base_url
-        if not url.startswith(base + "/"):
-            return None
-        return image_uuid_of(urlsplit(url).path)
 
     # -- imageUpload and mediaStorage --------------------------------------------------------
 
@@ -551,7 +413,7 @@ class TaskHandlers:
             return
         record = self._admit(peer, item, task_uuid, "sync", now)
         if record is not None:
-            self._start(peer, record, None, lambda: self._upload(image, record, "image"))
+            self._start(peer, record, None, lambda: self.work.upload(image, record, "image"))
 
     def _submit_media(self, peer: Peer, item: Mapping[str, Any], now: float) -> None:
         task_uuid = item.get("taskUUID")
@@ -567,7 +429,7 @@ class TaskHandlers:
                 return
             upload = self._admit(peer, item, task_uuid, "sync", now)
             if upload is not None:
-                self._start(peer, upload, None, lambda: self._upload(media, upload, "media"))
+                self._start(peer, upload, None, lambda: self.work.upload(media, upload, "media"))
             return
         if operation == "delete":
             media_uuid = item.get("mediaUUID")
@@ -578,39 +440,12 @@ class TaskHandlers:
                 return
             delete = self._admit(peer, item, task_uuid, "sync", now)
             if delete is not None:
-                self._start(peer, delete, None, lambda: self._delete(media_uuid.lower(), delete))
+                self._start(
+                    peer, delete, None, lambda: self.work.delete(media_uuid.lower(), delete)
+                )
             return
         message = f"operation must be 'upload' or 'delete', not {_shown(operation)}"
         peer.reply("errors", _task_error(item, "invalidOperation", message, parameter="operation"))
-
-    async def _upload(self, value: str, record: TaskRecord, parameter: str) -> dict[str, Any]:
-        config = self.host.config
-        if urlsplit(value).scheme.lower() in ("http", "https"):
-            job = DecodeJob(data=await self._fetch(value, parameter), max_pixels=config.max_pixels)
-        else:
-            job = DecodeJob(inline=value, max_pixels=config.max_pixels, parameter=parameter)
-        try:
-            data, mime = await self.host.run_in_worker(job.run)
-        except TaskFailure as exc:
-            if exc.parameter == "inputImage":
-                exc.parameter = parameter
-            raise
-        image_uuid = self._store(data, mime, config.url_ttl, config.clock(), record.tenant)
-        url = self._url(image_uuid, _EXTENSIONS[mime])
-        identity = {"taskType": record.task_type, "taskUUID": record.task_uuid}
-        if parameter == "media":
-            return {**identity, "operation": "upload", "mediaUUID": image_uuid, "mediaURL": url}
-        return {**identity, "imageUUID": image_uuid, "imageURL": url}
-
-    async def _delete(self, media_uuid: str, record: TaskRecord) -> dict[str, Any]:
-        if not self.host.images.delete(media_uuid, record.tenant, self.host.config.clock()):
-            raise TaskFailure(
-                "mediaNotFound",
-                f"no media {media_uuid} is stored for this API key",
-                parameter="mediaUUID",
-            )
-        identity = {"taskType": record.task_type, "taskUUID": record.task_uuid}
-        return {**identity, "operation": "delete", "mediaUUID": media_uuid}
 
     # -- running a task ----------------------------------------------------------------------
 
@@ -672,43 +507,7 @@ class TaskHandlers:
         host.notify_progress()
         if webhook_url is not None and answer.get("parameter") != "webhookURL":
             envelope = {"errors" if failed else "data": [answer]}
-            host.spawn(self._post_webhook(webhook_url, envelope))
-
-    # -- storage and outbound HTTP -----------------------------------------------------------
-
-    def _store(self, data: bytes, mime: str, ttl: float, now: float, owner: str) -> str:
-        image_uuid = str(uuid.uuid4())
-        stored = StoredImage(data, mime, _EXTENSIONS[mime], now + ttl, owner)
-        self.host.images.put(image_uuid, stored)
-        return image_uuid
-
-    def _url(self, image_uuid: str, extension: str) -> str:
-        return f"{self.host.image_base_url}/image/{image_uuid}.{extension}"
-
-    async def _check_destination(self, url: str, parameter: str) -> None:
-        try:
-            await asyncio.to_thread(check_destination, url, self.host.config.outbound_policy())
-        except OutboundError as exc:
-            raise TaskFailure(exc.code, exc.message, parameter=parameter) from None
-
-    async def _fetch(self, url: str, parameter: str) -> bytes:
-        try:
-            return await fetch_url(url, self.host.config.outbound_policy())
-        except OutboundError as exc:
-            raise TaskFailure(exc.code, exc.message, parameter=parameter) from None
-
-    async def _put_upload(self, url: str, data: bytes, mime: str) -> None:
-        try:
-            await put_upload(url, data, mime, self.host.config.outbound_policy())
-        except OutboundError as exc:
-            raise TaskFailure(exc.code, exc.message, parameter="uploadEndpoint") from None
-
-    async def _post_webhook(self, url: str, payload: Mapping[str, Any]) -> None:
-        try:
-            await post_webhook(url, payload, self.host.config.outbound_policy())
-        except OutboundError as exc:
-            # The URL may carry a token in its query: log the host only.
-            log.warning("webhook.failed", host=urlsplit(url).hostname, code=exc.code)
+            host.spawn(self.work.post_webhook(webhook_url, envelope))
 
 
 _SUPPORTED = ", ".join(
@@ -781,12 +580,3 @@ def _missing_uuid(item: Mapping[str, Any]) -> dict[str, Any]:
     present = "taskUUID" in item
     code = "invalidTaskUUID" if present else "missingTaskUUID"
     return _task_error(item, code, "taskUUID must be a UUID v4 string", parameter="taskUUID")
-
-
-@dataclass(frozen=True, slots=True)
-class _Source:
-    """A resolved input: stored or downloaded bytes, or inline text still to decode."""
-
-    data: bytes | None = None
-    inline: str | None = None
-    image_uuid: str | None = None

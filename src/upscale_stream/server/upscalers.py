@@ -27,8 +27,17 @@ from typing import Any
 
 from ..errors import InvalidTask
 from ..models import CCSR, CLARITY, SD_LATENT_UPSCALER, SWINIR
+from ..wire import UPSCALE
 
-__all__ = ["REAL_ESRGAN", "UPSCALERS", "Upscaler", "check_upscale", "known_models"]
+__all__ = [
+    "PASS_THROUGH_FIELDS",
+    "REAL_ESRGAN",
+    "UPSCALERS",
+    "Upscaler",
+    "check_upscale",
+    "known_models",
+    "normalise_upscale",
+]
 
 REAL_ESRGAN = "runware:504@1"
 
@@ -174,3 +183,49 @@ def _check_settings(model: Upscaler, settings: object) -> None:
                 value=value,
                 code="unsupportedParameter",
             )
+
+
+PASS_THROUGH_FIELDS = frozenset(
+    {"routing", "providerSettings", "safety", "targetMegapixels", "numberResults"}
+)
+"""Upscale fields the real API accepts that our model does not know; dropped, not rejected."""
+
+
+def normalise_upscale(item: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn a received upscale item into fields :meth:`UpscaleTask.from_wire` accepts.
+
+    ``imageUpscale`` becomes ``upscale``, ``inputs.image`` becomes ``inputImage``, the
+    :data:`PASS_THROUGH_FIELDS` are dropped, a whole float ``upscaleFactor`` becomes an int,
+    and a ``ttl`` with a non-URL output is checked and dropped (it has no effect there).
+
+    Raises:
+        InvalidTask: ``inputs`` is not an object.
+    """
+    fields = {key: value for key, value in item.items() if key not in PASS_THROUGH_FIELDS}
+    fields["taskType"] = UPSCALE
+    inputs = fields.pop("inputs", None)
+    if inputs is not None:
+        if not isinstance(inputs, dict):
+            raise InvalidTask(
+                'must be an object like {"image": ...}',
+                parameter="inputs",
+                value=inputs,
+                code="invalidInputs",
+            )
+        if "inputImage" not in fields and "image" in inputs:
+            fields["inputImage"] = inputs["image"]
+    factor = fields.get("upscaleFactor")
+    if isinstance(factor, float) and factor.is_integer():
+        fields["upscaleFactor"] = int(factor)
+    if "ttl" in fields and fields.get("outputType") not in (None, "URL"):
+        # The seed: ttl "only takes effect when outputType is URL. It has no effect on other
+        # output types." So it is not an error there: its value is checked, then dropped.
+        ttl = fields.pop("ttl")
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 60:
+            raise InvalidTask(
+                "must be a whole number of seconds, at least 60",
+                parameter="ttl",
+                value=ttl,
+                code="invalidTtl",
+            )
+    return fields
