@@ -4,9 +4,9 @@
 of one frame. It never blocks: the immediate replies to a frame (pongs, async ACKs, validation,
 conflict and limit errors, ``getResponse`` answers) are queued on the socket the frame came on,
 and the work of accepted tasks (:mod:`.task_work`) is spawned as asyncio tasks whose CPU-bound
-parts run in the server's worker threads (:mod:`.worker`). A task's final answer (its result, or the error it failed
-with) goes to its session through :meth:`.SessionRegistry.finish`, so it is held for a resume if
-the socket is gone (see :mod:`.sessions`).
+parts run in the server's worker threads (:mod:`.worker`). A task's final answer (its result,
+or the error it failed with) goes to its session through :meth:`.SessionRegistry.finish`, so it
+is held for a resume if the socket is gone (see :mod:`.sessions`).
 
 Task types (protocol.md sections 2, 3, 5 and 6):
 
