@@ -14,7 +14,7 @@ import textwrap
 import pytest
 
 PEAK_RSS_LIMIT_MIB = 512
-"""The stated bound (docs/engines.md): 325 MiB measured on the 2-core machine (75 MiB of it before the render)."""
+"""The stated bound (docs/engines.md); 325 MiB measured here, 75 MiB of it before the render."""
 
 _CHILD = textwrap.dedent(
     """
