@@ -30,6 +30,7 @@ __all__ = [
     "ENV_SERVER_KEYS",
     "FLAG_OF_FIELD",
     "add_arguments",
+    "check_engine",
     "parse_size",
     "serve_command",
     "server_config_from_args",
@@ -356,12 +357,16 @@ def server_config_from_args(
         message = str(exc)
         flag = next((f for name, f in FLAG_OF_FIELD.items() if message.startswith(name)), None)
         raise UsageError(f"{flag}: {message}" if flag else message) from None
-    _check_engine(config.engine, "--engine")
+    check_engine(config.engine, "--engine")
     return config, generated
 
 
-def _check_engine(name: str, flag: str) -> None:
-    """Load the engine now, so a missing extra is a usage error, not a failed first task."""
+def check_engine(name: str, flag: str) -> None:
+    """Load the engine now, so a missing extra is a usage error, not a failed first task.
+
+    Raises:
+        UsageError: the engine cannot run here; the message names ``flag`` and the extra.
+    """
     from ..server.engines import EngineUnavailable, get_engine
 
     try:
