@@ -433,9 +433,10 @@ class _Job:
             engine=self.args.server_engine,
         )
         server = await stack.enter_async_context(ReferenceServer(config))
+        how = "Pillow" if config.engine == "pillow" else "neural (Real-ESRGAN)"
         self.reporter.note(
             f"{reason}: using the embedded local server at {server.url} "
-            f"(real {config.engine} upscaling, nothing leaves this machine)"
+            f"(real {how} upscaling, nothing leaves this machine)"
         )
         return server.url, api_key
 
