@@ -16,8 +16,9 @@ Theory of operation:
   tiles of one image, and of concurrent images, keep every core busy, and never more threads
   than cores compute at once. ncnn releases the GIL while it computes, so the event loop keeps
   answering (pings included) while the pool works.
-* Each tile writes its core into one preallocated output array, so the peak memory is the
-  output image plus one tile's network blobs per worker, whatever the input size.
+* Each tile pastes its core into the one output image, and its ncnn blobs live in a pool of
+  its own, freed after the tile: the peak memory is the output image plus one tile's blobs
+  per worker, whatever the input size.
 * When the network's own scale differs from the task's factor (x4plus for x2), each tile's
   output is resized with LANCZOS before its core is cut, so the margin hides the resize's
   edges too.
@@ -237,7 +238,7 @@ class NeuralEngine:
         rgb: Pixels = np.asarray(work.convert("RGB") if work.mode == "RGBA" else work)
         height, width = rgb.shape[:2]
         net = self._net(weights)
-        output: Pixels = np.empty((height * factor, width * factor, 3), dtype=np.uint8)
+        output = Image.new("RGB", (width * factor, height * factor))
         tiles = plan_tiles(width, height, tile=weights.tile, overlap=weights.overlap)
         futures: list[Future[None]] = [
             self._pool.submit(_run_tile, net, rgb, tile, weights.scale, factor, output)
@@ -249,11 +250,9 @@ class NeuralEngine:
         finally:
             for future in futures:
                 future.cancel()
-        result = Image.fromarray(output, "RGB")
-        del output
         if work.mode == "RGBA":
-            result.putalpha(work.getchannel("A").resize(result.size, Image.Resampling.LANCZOS))
-        return result
+            output.putalpha(work.getchannel("A").resize(output.size, Image.Resampling.LANCZOS))
+        return output
 
     def close(self) -> None:
         """Stop the tile pool (queued tiles are dropped). The engine is unusable after."""
@@ -280,8 +279,10 @@ def _load_net(weights: Weights) -> Any:
     return net
 
 
-def _run_tile(net: Any, rgb: Pixels, tile: Tile, scale: int, factor: int, output: Pixels) -> None:
-    """Upscale one tile's source box and write its core into ``output`` (disjoint per tile)."""
+def _run_tile(
+    net: Any, rgb: Pixels, tile: Tile, scale: int, factor: int, output: Image.Image
+) -> None:
+    """Upscale one tile's source box and paste its core into ``output`` (disjoint per tile)."""
     left, top, right, bottom = tile.source
     patch = np.ascontiguousarray(rgb[top:bottom, left:right])
     mat = ncnn.Mat.from_pixels(patch, ncnn.Mat.PixelType.PIXEL_RGB, right - left, bottom - top)
@@ -304,14 +305,13 @@ def _run_tile(net: Any, rgb: Pixels, tile: Tile, scale: int, factor: int, output
     del result, extractor, mat
     blobs.clear()
     workspace.clear()
-    pixels: Pixels = np.ascontiguousarray(
-        (np.clip(planes, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(1, 2, 0)
-    )
+    np.clip(planes, 0.0, 1.0, out=planes)
+    planes *= 255.0
+    planes += 0.5
+    pixels: Pixels = np.ascontiguousarray(planes.astype(np.uint8).transpose(1, 2, 0))
+    del planes
+    upscaled = Image.fromarray(pixels, "RGB")
     if scale != factor:
         size = ((right - left) * factor, (bottom - top) * factor)
-        pixels = np.asarray(Image.fromarray(pixels, "RGB").resize(size, Image.Resampling.LANCZOS))
-    crop_left, crop_top, crop_right, crop_bottom = tile.crop_in_output(factor)
-    x, y = tile.place_in_output(factor)
-    output[y : y + crop_bottom - crop_top, x : x + crop_right - crop_left] = pixels[
-        crop_top:crop_bottom, crop_left:crop_right
-    ]
+        upscaled = upscaled.resize(size, Image.Resampling.LANCZOS)
+    output.paste(upscaled.crop(tile.crop_in_output(factor)), tile.place_in_output(factor))
