@@ -180,7 +180,7 @@ _FLAGS: tuple[_Flag, ...] = (
         "engine",
         "--engine",
         None,
-        "{pillow,neural}",
+        "NAME",
         "What upscales: pillow (classical filters) or neural (Real-ESRGAN on the CPU for "
         "SwinIR x2/x4 and CCSR; needs pip install 'upscale-stream[sr]'). See docs/engines.md.",
     ),
