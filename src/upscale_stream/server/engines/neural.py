@@ -48,7 +48,7 @@ from .tiling import Tile, plan_tiles
 
 try:
     import ncnn  # type: ignore[import-untyped, unused-ignore]
-except ImportError as exc:  # pragma: no cover - the sr extra is installed by make test
+except ImportError as exc:  # tested by making `import ncnn` fail (test_neural.py)
     raise EngineUnavailable(f"the neural engine needs the ncnn runtime: {SR_EXTRA_HINT}") from exc
 
 __all__ = ["WEIGHTS_PACKAGE", "NeuralEngine", "default_workers", "locate_weights"]
