@@ -22,8 +22,8 @@ from upscale_stream.cli.errors import UsageError
 from upscale_stream.cli.run import SERVER_ENGINES
 from upscale_stream.cli.serve import add_arguments, server_config_from_args
 from upscale_stream.models import SWINIR
-from upscale_stream.server import ServerConfig
-from upscale_stream.server.engines import ENGINE_NAMES, SR_EXTRA_HINT, base
+from upscale_stream.server import ReferenceServer, ServerConfig
+from upscale_stream.server.engines import ENGINE_NAMES, SR_EXTRA_HINT, EngineUnavailable, base
 from upscale_stream.server.engines.quality import (
     mean_gradient,
     psnr,
@@ -155,6 +155,18 @@ def _without_ncnn(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ncnn", None)
     monkeypatch.delitem(sys.modules, "upscale_stream.server.engines.neural", raising=False)
     monkeypatch.setattr(base, "_engines", {})
+
+
+async def test_a_server_asked_for_neural_without_the_extra_fails_at_start_naming_it(
+    monkeypatch,
+):
+    _without_ncnn(monkeypatch)
+    server = ReferenceServer(ServerConfig(api_keys={"k"}, port=0, engine="neural"))
+    with pytest.raises(EngineUnavailable) as caught:
+        await server.start()
+    assert SR_EXTRA_HINT in str(caught.value)
+    with pytest.raises(RuntimeError, match="not started"):
+        server.port  # noqa: B018 - nothing was bound
 
 
 def test_serve_engine_neural_without_the_extra_is_a_usage_error_naming_it(monkeypatch):
