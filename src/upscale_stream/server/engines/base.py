@@ -95,6 +95,9 @@ def get_engine(name: str) -> Engine:
         raise EngineUnavailable(
             f"engine must be one of {', '.join(ENGINE_NAMES)}, not {name!r}"[:200]
         )
+    engine = _engines.get(name)  # every task asks: no lock once the engine exists
+    if engine is not None:
+        return engine
     with _engines_lock:
         engine = _engines.get(name)
         if engine is None:
