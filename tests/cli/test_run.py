@@ -320,19 +320,19 @@ async def test_bad_inputs_fail_alone_with_the_reason_and_the_exit_code_is_1(
     unknown_uuid = "0f8fad5b-d9cb-469f-a165-70867728950e"
     out = tmp_path / "out"
 
-    argv = ["run", str(source), str(tmp_path / "missing.png"), unknown_uuid, "--out", str(out)]
+    argv = ["run", str(source), unknown_uuid, "--out", str(out)]
     code = await run_cli([*argv, *server_args(upscale_server, TEST_API_KEY)])
 
     assert code == 1
     assert image_size(out / "good.jpg") == (20, 20)
     failures = {Path(f["input"]).name: f for f in summary_of(out)["failures"]}
     assert failures["corrupt.png"]["code"] == "corruptImage"
-    assert failures["missing.png"]["code"] == "inputImageNotFound"
+    assert failures["corrupt.png"]["taskUUID"] is None  # rejected before it was sent
     by_server = failures[unknown_uuid]
     assert by_server["code"] == "invalidInputImage"
     assert "no image" in by_server["message"] and by_server["taskUUID"]
     text = capsys.readouterr().out
-    assert "done: 4 inputs: 1 succeeded, 3 failed" in text
+    assert "done: 3 inputs: 1 succeeded, 2 failed" in text
     assert f"{unknown_uuid}: invalidInputImage: {by_server['message']}" in text
 
 
