@@ -11,6 +11,7 @@ it. ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` makes Ray 2.60 listen on 127.0.0.1 o
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -77,6 +78,7 @@ def ray_session() -> Iterator[Any]:
             else:
                 os.environ[name] = value
     ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray").setLevel(logging.INFO)  # its DEBUG lines are pages of metrics
     try:
         yield ray
     finally:

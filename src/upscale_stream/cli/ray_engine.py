@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import threading
 from collections.abc import Callable
@@ -64,6 +65,7 @@ async def run_on_ray(job: Job, *, url: str, api_key: str, address: str | None) -
         dataset = upscale_dataset(
             ray_data.from_items(rows),
             column="image",
+            job_id=job.job_id,
             key_column="key",
             url=url,
             batch_size=max(1, min(64, job.args.concurrency // concurrent)),
@@ -135,15 +137,15 @@ async def _finish_row(job: Job, row: dict[str, Any]) -> None:
     index = int(row["index"])
     task_uuid = str(row["task_uuid"])
     code = row.get("error_code")
-    if code is not None:
+    if not _missing(code):
         planned = job.todo[index]
         failure = Failure(planned.source.key, str(code), str(row["error_message"]), task_uuid)
         await job.finish(index, task_uuid, error=failure)
         return
     cost = row.get("cost")
-    cost = None if cost is None or cost != cost else float(cost)  # NaN: not reported
+    cost = None if _missing(cost) else float(cost)
     fetch: Callable[[], bytes]
-    if row.get("image_bytes") is not None:
+    if not _missing(row.get("image_bytes")):
         content = bytes(row["image_bytes"])
         fetch = lambda: content  # noqa: E731
     else:
@@ -153,6 +155,11 @@ async def _finish_row(job: Job, row: dict[str, Any]) -> None:
         timeout = job.args.timeout or 60.0
         fetch = lambda: result.read_bytes(timeout=timeout)  # noqa: E731
     await job.finish(index, task_uuid, fetch=fetch, cost=cost)
+
+
+def _missing(value: Any) -> bool:
+    # A column that is None in every row of a block comes back from Arrow as NaN in numpy.
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _rows(batch: dict[str, Any]) -> list[dict[str, Any]]:
