@@ -129,7 +129,7 @@ async def _start_cli(*argv: str) -> asyncio.subprocess.Process:
 
 
 @pytest.mark.slow
-async def test_runs_killed_with_sigkill_at_random_points_then_rerun_write_every_output_once_and_run_no_input_twice(
+async def test_sigkilled_runs_rerun_write_every_output_once_and_run_no_input_twice(
     upscale_server: LocalServer, tmp_path: Path
 ) -> None:
     server = upscale_server.server

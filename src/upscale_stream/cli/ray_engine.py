@@ -142,8 +142,8 @@ async def _finish_row(job: Job, row: dict[str, Any]) -> None:
         failure = Failure(planned.source.key, str(code), str(row["error_message"]), task_uuid)
         await job.finish(index, task_uuid, error=failure)
         return
-    cost = row.get("cost")
-    cost = None if _missing(cost) else float(cost)
+    reported = row.get("cost")
+    cost = None if reported is None or _missing(reported) else float(reported)
     fetch: Callable[[], bytes]
     if not _missing(row.get("image_bytes")):
         content = bytes(row["image_bytes"])
