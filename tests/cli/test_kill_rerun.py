@@ -12,6 +12,7 @@ import errno
 import os
 import random
 import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -305,3 +306,51 @@ async def test_a_full_disk_stops_new_tasks_at_the_first_failed_write_and_ends_wi
     assert "Traceback" not in captured.err
     assert part_files(out) == []
     assert len(manifest_lines(out)) == 3
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs (root only: elsewhere the patched-writer test above covers ENOSPC)."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root; the patched-writer ENOSPC test still runs")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=False)
+
+
+async def test_on_a_really_full_disk_the_run_stops_submitting_and_prints_its_summary(
+    upscale_server: LocalServer,
+    tmp_path: Path,
+    small_disk: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server = upscale_server.server
+    server.faults.result_delay = 0.02
+    for i in range(40):
+        write_image(tmp_path / "in" / f"img-{i:02d}.png", (64, 48), colour=i * 5)
+    out = small_disk / "out"
+    argv = ["run", str(tmp_path / "in"), "--out", str(out), "--concurrency", "2", "--json"]
+    argv += ["--format", "png"]  # noisy-free PNGs of 128x96: several KiB each
+
+    code = await run_cli([*argv, *server_args(upscale_server, TEST_API_KEY)])
+
+    assert code == 1
+    captured = capsys.readouterr()
+    summary = orjson.loads(captured.out)
+    assert "No space left on device" in summary["error"]
+    assert 0 < summary["succeeded"] < 40
+    assert summary["notStarted"] > 0  # it stopped paying for results it could not keep
+    assert server.counts.received_total == 40 - summary["notStarted"]
+    assert "Traceback" not in captured.err
+    assert part_files(out) == []
+    assert len(manifest_lines(out)) <= summary["succeeded"]
