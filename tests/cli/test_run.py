@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from upscale_stream.cli import main
-from upscale_stream.cli.run import choose_endpoint
+from upscale_stream.cli.run import choose_endpoint, display_url
 from upscale_stream.config import DEFAULT_URL
 from upscale_stream.models import CCSR, CLARITY, SD_LATENT_UPSCALER, SWINIR
 from upscale_stream.testing import TEST_API_KEY, LocalServer
@@ -595,3 +595,27 @@ def test_outputs_keep_transparency_when_the_format_can_hold_it(tmp_path: Path) -
 
     with Image.open(tmp_path / "o" / "alpha.png") as image:
         assert image.mode == "RGBA" and image.size == (12, 12)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("wss://ws-api.runware.ai/v1?apiKey=sk-123", "wss://ws-api.runware.ai/v1?apiKey=***"),
+        ("ws://user:pw@127.0.0.1:8765/v1?a=1&b=2", "ws://127.0.0.1:8765/v1?a=***&b=***"),
+        ("ws://127.0.0.1:8765/v1", "ws://127.0.0.1:8765/v1"),
+    ],
+)
+def test_a_url_is_shown_without_its_password_or_query_values(url: str, shown: str) -> None:
+    assert display_url(url) == shown
+
+
+def test_ray_address_without_engine_ray_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_image(tmp_path / "a.png")
+    code = main(
+        ["run", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--ray-address", "auto"]
+    )
+    assert code == 2
+    assert "--ray-address auto: only with --engine ray" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
