@@ -78,7 +78,8 @@ def ray_session() -> Iterator[Any]:
             else:
                 os.environ[name] = value
     ray.data.DataContext.get_current().enable_progress_bars = False
-    logging.getLogger("ray").setLevel(logging.INFO)  # its DEBUG lines are pages of metrics
+    for name in ("ray", "ray.data"):  # their DEBUG lines are pages of metrics per test
+        logging.getLogger(name).setLevel(logging.INFO)
     try:
         yield ray
     finally:

@@ -7,9 +7,10 @@ taskUUIDs (a job can be started on one engine and rerun on the other), same summ
 
 Without ``--ray-address`` Ray is started here, on loopback only, with every core of this
 machine, and stopped at the end: no cluster needs to be set up. The API key is put in this
-process's environment *before* ``ray.init()``, so the actors inherit it; it is never an
-argument. With ``--ray-address`` the cluster's nodes must already have ``RUNWARE_API_KEY`` in
-their environment (set before ``ray start``), and file inputs must be readable on every node.
+process's environment for ``ray.init()``, so the node and its actors inherit it (and taken out
+again right after); it is never an argument. With ``--ray-address`` the cluster's nodes must
+already have ``RUNWARE_API_KEY`` in their environment (set before ``ray start``), and file
+inputs must be readable on every node.
 """
 
 from __future__ import annotations
@@ -44,13 +45,22 @@ async def run_on_ray(job: Job, *, url: str, api_key: str, address: str | None) -
     """
     from ..integrations.ray import _import_ray_data, upscale_dataset
 
-    os.environ[ENV_API_KEY] = api_key  # inherited by the actors of a Ray started here
-    if address is None:
-        os.environ.update(LOCAL_RAY_ENV)
-    ray_data = _import_ray_data()
-    import ray
+    # The node Ray starts here (and so every actor it spawns) inherits this environment at
+    # ray.init(); the driver's own copy is put back right after, so nothing else sees it.
+    environment = {ENV_API_KEY: api_key, **(LOCAL_RAY_ENV if address is None else {})}
+    saved = {name: os.environ.get(name) for name in environment}
+    os.environ.update(environment)
+    try:
+        ray_data = _import_ray_data()
+        import ray
 
-    started_here = await asyncio.to_thread(_start_ray, ray, address)
+        started_here = await asyncio.to_thread(_start_ray, ray, address)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     try:
         context = ray_data.DataContext.get_current()
         context.enable_progress_bars = False
