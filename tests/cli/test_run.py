@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 from upscale_stream.cli import main
@@ -619,3 +621,25 @@ def test_ray_address_without_engine_ray_is_a_usage_error(
     assert code == 2
     assert "--ray-address auto: only with --engine ray" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.text(
+                alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_",
+                min_size=1,
+                max_size=8,
+            ),
+            st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-._~", min_size=4, max_size=24),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_no_query_value_of_a_url_survives_display(pairs: list[tuple[str, str]]) -> None:
+    query = "&".join(f"{name}={value}" for name, value in pairs)
+    shown = display_url(f"wss://ws-api.runware.ai/v1?{query}")
+    assert shown.startswith("wss://ws-api.runware.ai/v1?")
+    for _, value in pairs:
+        assert f"={value}" not in shown

@@ -183,14 +183,16 @@ async def test_read_binary_files_read_images_paths_and_uuids_are_all_inputs(
     assert [size_of(r["image_bytes"]) for r in by_uuid] == [(20, 16)] * 3
 
 
-def _upscaler_actors() -> list[psutil.Process]:
+def _processes_connected_to(port: int) -> list[psutil.Process]:
+    """Ray's processes with a socket to ``port`` (the actors that are talking to the server)."""
     found = []
     for process in psutil.Process().children(recursive=True):
         try:
-            if "_Upscaler" in " ".join(process.cmdline()) or "_Upscaler" in process.name():
-                found.append(process)
+            connections = process.net_connections(kind="inet")
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
+        if any(conn.raddr and conn.raddr.port == port for conn in connections):
+            found.append(process)
     return found
 
 
@@ -210,7 +212,8 @@ async def test_an_actor_killed_mid_block_is_retried_and_no_task_runs_twice(
     )
     running = asyncio.create_task(collect(dataset))
     await server.wait_executions(16, timeout=60)
-    [actor] = _upscaler_actors()
+    [actor] = _processes_connected_to(server.port)  # the pool's one actor
+    assert "_Upscaler" in " ".join(actor.cmdline())
     actor.send_signal(signal.SIGKILL)
     server.faults.result_delay = 0.0
     rows = await running
