@@ -195,12 +195,9 @@ def upscale_dataset(
         model=model,
         task_options=dict(task_options),
     )
-    # The spec rides in the class (pickled by value) rather than as a constructor argument:
-    # Ray keeps constructor arguments in the object store, and a restarted actor whose
-    # arguments were lost cannot start (ray-project/ray#53727; Ray logs an error about it).
-    upscaler = type("_Upscaler", (_Upscaler,), {"spec": spec, "__module__": __name__})
     return ds.map_batches(
-        upscaler,
+        _Upscaler,
+        fn_constructor_args=(spec,),
         compute=ray_data.ActorPoolStrategy(
             size=actors, max_concurrent_calls_per_actor=concurrent_batches
         ),
@@ -232,15 +229,10 @@ class _Row:
 
 
 class _Upscaler:
-    """The actor's callable: one client per actor, opened in the first call, kept for life.
+    """The actor's callable: one client per actor, opened in the first call, kept for life."""
 
-    :func:`upscale_dataset` subclasses it with the job's :class:`_Spec` as ``spec``.
-    """
-
-    spec: _Spec
-
-    def __init__(self) -> None:
-        self._spec = self.spec
+    def __init__(self, spec: _Spec) -> None:
+        self._spec = spec
         self._client: UpscaleClient | None = None
         self._opening: asyncio.Lock | None = None
 
