@@ -94,3 +94,15 @@ async def test_a_job_started_on_the_local_engine_and_rerun_on_ray_runs_nothing_t
 
     assert server.counts.received_total == 8  # the same taskUUIDs went out again
     assert sorted(server.executions.values()) == [1, 1, 1, 1]  # and nothing ran twice
+
+
+async def test_the_ray_engine_leaves_no_key_in_the_environment_of_the_cli_process(
+    ray_session: Any, upscale_server: LocalServer, tmp_path: Path
+) -> None:
+    import os
+
+    write_image(tmp_path / "a.png")
+    argv = ["run", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"), "--engine", "ray"]
+
+    assert await run_cli([*argv, *server_args(upscale_server, TEST_API_KEY)]) == 0
+    assert "RUNWARE_API_KEY" not in os.environ

@@ -43,7 +43,7 @@ async def run_on_ray(job: Job, *, url: str, api_key: str, address: str | None) -
     Raises:
         UpscaleError: ``upscale-stream[ray]`` is not installed.
     """
-    from ..integrations.ray import _import_ray_data, upscale_dataset
+    from ..integrations.ray import DEFAULT_ACTORS, _import_ray_data, upscale_dataset
 
     # The node Ray starts here (and so every actor it spawns) inherits this environment at
     # ray.init(); the driver's own copy is put back right after, so nothing else sees it.
@@ -54,7 +54,9 @@ async def run_on_ray(job: Job, *, url: str, api_key: str, address: str | None) -
         ray_data = _import_ray_data()
         import ray
 
-        started_here = await asyncio.to_thread(_start_ray, ray, address)
+        # On this thread (the main one, for the CLI): Ray installs its SIGTERM clean-up only
+        # there. Nothing needs the loop meanwhile: no task has been sent yet.
+        started_here = _start_ray(ray, address)
     finally:
         for name, value in saved.items():
             if value is None:
@@ -72,13 +74,16 @@ async def run_on_ray(job: Job, *, url: str, api_key: str, address: str | None) -
             for index, planned in enumerate(job.todo)
         ]
         concurrent = 4
+        batch_size = max(1, min(64, job.args.concurrency // concurrent))
+        batches = -(-len(rows) // batch_size)
         dataset = upscale_dataset(
             ray_data.from_items(rows),
             column="image",
             job_id=job.job_id,
             key_column="key",
             url=url,
-            batch_size=max(1, min(64, job.args.concurrency // concurrent)),
+            actors=max(1, min(DEFAULT_ACTORS, batches)),  # no idle actor for a short job
+            batch_size=batch_size,
             concurrent_batches=concurrent,
             timeout=job.args.timeout,
             factor=factor,
@@ -89,13 +94,14 @@ async def run_on_ray(job: Job, *, url: str, api_key: str, address: str | None) -
         await _consume(job, dataset)
     finally:
         if started_here:
-            await asyncio.to_thread(ray.shutdown)
+            ray.shutdown()
 
 
 def _start_ray(ray: Any, address: str | None) -> bool:
+    for name in ("ray", "ray.data"):  # their INFO lines would break the progress display
+        logging.getLogger(name).setLevel(logging.WARNING)
     if ray.is_initialized():
         return False
-    logging.getLogger("ray").setLevel(logging.WARNING)
     if address is not None:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
         return True
