@@ -244,3 +244,16 @@ def test_without_ray_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setitem(sys.modules, "ray.data", None)
     with pytest.raises(UpscaleError, match=r"pip install 'upscale-stream\[ray\]'"):
         upscale_dataset(object())  # type: ignore[arg-type]
+
+
+def test_importing_the_package_the_integration_and_the_cli_does_not_import_ray() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, upscale_stream, upscale_stream.integrations.ray, upscale_stream.cli.run\n"
+        "loaded = sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.'))\n"
+        "assert not loaded, loaded\n"
+    )
+    finished = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
