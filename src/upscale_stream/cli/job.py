@@ -147,13 +147,12 @@ class Job:
         """
         planned = self.todo[index]
         if error is not None or fetch is None:
+            sent = not isinstance(error, InvalidTask)  # an InvalidTask was never sent
             if isinstance(error, Failure):
                 failure = error
             else:
                 reason = error or UpscaleError("the task finished without a result")
-                sent = not isinstance(error, InvalidTask)  # rejected before it was sent
                 failure = failure_from(planned.source.key, reason, task_uuid if sent else None)
-            sent = not isinstance(error, InvalidTask)
             self.fail(index, failure, sent=sent)
             return
         await self._slots.acquire()
