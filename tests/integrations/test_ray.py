@@ -88,6 +88,7 @@ async def test_300_rows_through_drops_and_a_restart_are_all_right_and_run_once_e
     )
     running = asyncio.create_task(collect(dataset))
     await server.wait_executions(150, timeout=120)
+    assert non_loopback_listeners() == []  # the actors too, now that they are up
     forgotten = set(server.executions)  # the restart forgets every task run so far
     await server.restart()
     server.faults.drop_after_tasks = None
