@@ -45,7 +45,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 from ..client import UpscaleClient
 from ..config import DEFAULT_URL, ENV_API_KEY, ENV_URL, Limits, Timeouts
 from ..errors import UpscaleError
-from ..jobs import options_digest as task_options_digest
+from ..integrations.ray import task_digest as job_options_digest  # imports no ray
 from ..log import REDACTED, get_logger, register_secret
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from .job import Job, install_sigint, run_local
@@ -358,11 +358,9 @@ async def execute(args: argparse.Namespace, streams: Streams, environ: Mapping[s
     planned = plan_outputs(
         sources, extension=extension_for(placeholder.output_format), suffix=args.suffix
     )
-    wire = placeholder.to_wire()
-    digest = options_digest(wire)
-    task_digest = task_options_digest(
-        {name: value for name, value in wire.items() if name not in ("taskUUID", "inputImage")}
-    )
+    digest = options_digest(placeholder.to_wire())
+    rest = dict(options)
+    task_digest = job_options_digest(rest.pop("upscale_factor"), rest.pop("model"), **rest)
     state = out_dir / STATE_DIR
     job_id, _ = job_id_for(state, new_job=args.new_job or args.no_resume)
     entries = {} if args.no_resume else read_manifest(state / MANIFEST_FILE)

@@ -79,14 +79,15 @@ RESULT_COLUMNS = ("task_uuid", "image_uuid", "cost", "error_code", "error_messag
 """Columns every output row gets, plus ``image_url`` (URL output) or ``image_bytes``."""
 
 _INLINE_OUTPUTS = frozenset({"base64Data", "dataURI"})
-_NOT_OPTIONS = frozenset({"taskUUID", "inputImage"})
+_NOT_OPTIONS = frozenset({"taskType", "taskUUID", "inputImage"})
 
 
 def task_digest(factor: int = 2, model: str = SWINIR, **task_options: Any) -> str:
     """The options digest that taskUUIDs are derived from, validating the options.
 
-    It digests the task's wire fields except ``taskUUID`` and ``inputImage``: the CLI derives
-    the same one, so a job can move between ``--engine local`` and ``--engine ray``.
+    It digests the task's wire fields except ``taskType``, ``taskUUID`` and ``inputImage``
+    (what the client core digests for ``job_id=``). The CLI uses this function too, so a job
+    can move between ``--engine local`` and ``--engine ray``.
 
     Raises:
         InvalidTask: an option is invalid.
