@@ -158,7 +158,7 @@ async def test_sigkilled_runs_rerun_write_every_output_once_and_run_no_input_twi
     assert outputs == [f"img-{i:02d}.jpg" for i in range(count)]
     written = [line["output"] for line in manifest_lines(out)]
     assert sorted(written) == outputs  # every output written exactly once
-    # Every output after the kills needs the core's conflictTaskUUID recovery (issue 13).
+    # The tasks in flight at each kill were recovered (getTaskDetails), not run again.
     assert summary_of(out)["exitCode"] == 0
 
 

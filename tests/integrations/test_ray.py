@@ -128,7 +128,7 @@ async def test_the_same_job_run_again_runs_nothing_and_gives_every_row_again(
 
     assert server.counts.executions_total == 24  # nothing ran, nothing was paid twice
     assert sorted(r["task_uuid"] for r in again) == sorted(r["task_uuid"] for r in first)
-    # Recovering the earlier results needs the core's conflictTaskUUID recovery (issue 13).
+    # The core recovers the earlier results (getTaskDetails) instead of running them again.
     assert [r["error_code"] for r in again] == [None] * 24
     assert all(size_of(r["image_bytes"]) == (12, 12) for r in again)
 
@@ -222,7 +222,7 @@ async def test_an_actor_killed_mid_block_is_retried_and_no_task_runs_twice(
     assert len(rows) == 16
     assert server.counts.received_total > 16  # the block really was sent again
     assert sorted(server.executions.values()) == [1] * 16  # but nothing ran twice
-    # Every row right needs the core's conflictTaskUUID recovery (issue 13).
+    # The re-sent rows were refused by the server and recovered by the core: every row right.
     assert [r["error_code"] for r in rows] == [None] * 16
 
 

@@ -6,9 +6,10 @@ runs every task through one :class:`~upscale_stream.client.UpscaleClient` on thi
 the Ray engine (:mod:`.ray_engine`) runs them on a Ray cluster and hands each finished row to
 the same :meth:`Job.finish`.
 
-Every task's taskUUID comes from the job: ``derive_task_uuid(job_id, source.job_key, digest)``
-(:mod:`upscale_stream.jobs`), so a rerun of the same job sends a task that an earlier, killed
-process already sent under the same taskUUID, and the server does not run it again.
+Every task's taskUUID comes from the job: the client core derives it from the job id, the
+input's key (:attr:`Source.job_key`) and the options (``upscale(job_id=..., job_key=...)``), so
+a rerun of the same job sends a task that an earlier, killed process already sent under the
+same taskUUID: the server does not run it again and the core recovers its result.
 
 A full disk (``ENOSPC``, ``EDQUOT``) stops the run at the first failed write: no new task is
 sent, those in flight finish (and their results are recorded as failed writes), and the
@@ -47,7 +48,8 @@ DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def task_uuid_of(job_id: str, planned: Planned, digest: str, attempt: int = 0) -> str:
-    """The taskUUID of ``planned`` in this job (the CLI's one place that derives it)."""
+    """The taskUUID of ``planned`` in this job, as the core derives it (for reports of tasks
+    that failed before the core said which attempt it sent)."""
     return derive_task_uuid(job_id, planned.source.job_key, digest, attempt)
 
 
@@ -283,25 +285,32 @@ async def run_local(job: Job, client: UpscaleClient) -> None:
     running: set[asyncio.Task[None]] = set()
 
     async def one(index: int) -> None:
-        task_uuid = job.task_uuid(index)
-        image = job.todo[index].source.image
+        source = job.todo[index].source
         try:
+            # The core derives the taskUUID from the job (attempt 0, then +1 after an error
+            # answer) and recovers a task an earlier process of the job already sent.
             result: UpscaleResult = await client.upscale(
-                image,
+                source.image,
                 factor=factor,
                 model=model,
                 timeout=job.args.timeout,
-                task_uuid=task_uuid,
+                job_id=job.job_id,
+                job_key=source.job_key,
                 **options,
             )
         except UpscaleError as exc:
             window.release()
-            await job.finish(index, task_uuid, error=exc)
+            await job.finish(
+                index, getattr(exc, "task_uuid", None) or job.task_uuid(index), error=exc
+            )
             return
         window.release()
         timeout = job.args.timeout or 60.0
         await job.finish(
-            index, task_uuid, fetch=lambda: result.read_bytes(timeout=timeout), cost=result.cost
+            index,
+            result.task_uuid,
+            fetch=lambda: result.read_bytes(timeout=timeout),
+            cost=result.cost,
         )
 
     async def feed() -> None:

@@ -42,12 +42,13 @@ import asyncio
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..config import ENV_API_KEY, Timeouts
 from ..errors import APIError, InvalidTask, UpscaleError
 from ..jobs import check_job_id, derive_task_uuid, input_key, new_job_id, options_digest
-from ..models import SWINIR, UpscaleTask
+from ..models import SWINIR, TaskTemplate, UpscaleTask
+from ..options import Factor
 
 if TYPE_CHECKING:
     import numpy as np
@@ -79,23 +80,22 @@ RESULT_COLUMNS = ("task_uuid", "image_uuid", "cost", "error_code", "error_messag
 """Columns every output row gets, plus ``image_url`` (URL output) or ``image_bytes``."""
 
 _INLINE_OUTPUTS = frozenset({"base64Data", "dataURI"})
-_NOT_OPTIONS = frozenset({"taskType", "taskUUID", "inputImage"})
 
 
 def task_digest(factor: int = 2, model: str = SWINIR, **task_options: Any) -> str:
     """The options digest that taskUUIDs are derived from, validating the options.
 
-    It digests the task's wire fields except ``taskType``, ``taskUUID`` and ``inputImage``
-    (what the client core digests for ``job_id=``). The CLI uses this function too, so a job
+    It is the digest the client core takes for ``job_id=`` (of ``TaskTemplate.wire_options``),
+    so the taskUUIDs reported here are the ones the core sends; the CLI uses it too, and a job
     can move between ``--engine local`` and ``--engine ray``.
 
     Raises:
         InvalidTask: an option is invalid.
     """
-    wire = UpscaleTask(
-        input_image="placeholder", upscale_factor=factor, model=model, **task_options
-    ).to_wire()
-    return options_digest({name: value for name, value in wire.items() if name not in _NOT_OPTIONS})
+    if factor not in (2, 4):  # let the model say it, with its own message
+        UpscaleTask(input_image="-", upscale_factor=factor, model=model, **task_options)
+    template = TaskTemplate(model=model, upscale_factor=cast(Factor, factor), **task_options)
+    return options_digest(template.wire_options)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +220,7 @@ def _import_ray_data() -> Any:
 
 @dataclass(slots=True)
 class _Row:
-    task_uuid: str
+    task_uuid: str | None
     image_uuid: str | None = None
     image_url: str | None = None
     image_bytes: bytes | None = None
@@ -297,28 +297,31 @@ class _Upscaler:
         spec = self._spec
         try:
             source = _as_source(value)
-            task_uuid = derive_task_uuid(
-                spec.job_id, str(key) if key is not None else input_key(source), spec.digest
-            )
+            job_key = str(key) if key is not None else input_key(source)
+            first_uuid = derive_task_uuid(spec.job_id, job_key, spec.digest)
         except UpscaleError as exc:
-            return _Row(
-                "", error_code=getattr(exc, "code", "invalidInputImage"), error_message=str(exc)
-            )
+            return _Row(None, error_code=_code_of(exc), error_message=str(exc))
         try:
+            # The core derives the same taskUUID from the job (then +1 per error answer) and
+            # recovers a task that an earlier run of the job, or of this block, already sent.
             result = await client.upscale(
                 source,
-                factor=spec.factor,
+                factor=cast(Factor, spec.factor),
                 model=spec.model,
                 timeout=spec.timeout,
-                task_uuid=task_uuid,
+                job_id=spec.job_id,
+                job_key=job_key,
                 **spec.task_options,
             )
-            row = _Row(task_uuid, image_uuid=result.image_uuid)
+            row = _Row(result.task_uuid, image_uuid=result.image_uuid)
             if spec.inline:
                 row.image_bytes = await asyncio.to_thread(result.read_bytes)
             else:
                 row.image_url = result.url
         except UpscaleError as exc:
+            # An InvalidTask never left this process: it has no taskUUID on the server.
+            sent = None if isinstance(exc, InvalidTask) else first_uuid
+            task_uuid = getattr(exc, "task_uuid", None) or sent
             return _Row(task_uuid, error_code=_code_of(exc), error_message=str(exc))
         if result.cost is not None:
             row.cost = float(result.cost)
