@@ -11,6 +11,7 @@ import asyncio
 import io
 import os
 import signal
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,12 @@ def png(index: int, size: tuple[int, int] = (8, 6)) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def download(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body: bytes = response.read()
+    return body
 
 
 def size_of(content: bytes) -> tuple[int, int]:
@@ -114,7 +121,7 @@ async def test_the_same_job_run_again_runs_nothing_and_gives_every_row_again(
     items = [{"image": png(i, (6, 6))} for i in range(24)]
     first = await collect(
         upscale_dataset(
-            ray_session.data.from_items(items), url=server.url, job_id="again", **INLINE
+            ray_session.data.from_items(items), url=server.url, job_id="again", actors=1, **INLINE
         )
     )
     assert all(row["error_code"] is None for row in first)
@@ -122,7 +129,7 @@ async def test_the_same_job_run_again_runs_nothing_and_gives_every_row_again(
 
     again = await collect(
         upscale_dataset(
-            ray_session.data.from_items(items), url=server.url, job_id="again", **INLINE
+            ray_session.data.from_items(items), url=server.url, job_id="again", actors=1, **INLINE
         )
     )
 
@@ -139,7 +146,9 @@ async def test_a_corrupt_image_is_an_error_row_and_the_others_succeed(
     items: list[dict[str, Any]] = [{"image": png(i)} for i in range(5)]
     items.insert(2, {"image": png(99)[:40]})  # a PNG cut short
 
-    rows = await collect(upscale_dataset(ray_session.data.from_items(items), url=server.url))
+    rows = await collect(
+        upscale_dataset(ray_session.data.from_items(items), url=server.url, actors=1)
+    )
 
     codes = [row["error_code"] for row in rows]
     assert codes.count(None) == 5
@@ -165,23 +174,29 @@ async def test_read_binary_files_read_images_paths_and_uuids_are_all_inputs(
             key_column="path",
             url=server.url,
             job_id="kinds",
+            actors=1,
             **INLINE,
         )
     )
-    by_pixels = await collect(upscale_dataset(data.read_images(str(folder)), url=server.url))
-    paths = [{"image": str(p)} for p in sorted(folder.iterdir())]
-    by_path = await collect(upscale_dataset(data.from_items(paths), url=server.url))
+    by_pixels = await collect(
+        upscale_dataset(data.read_images(str(folder)), url=server.url, actors=1)
+    )
+    # Paths and image UUIDs (of the outputs just stored on the server) are both text.
+    texts = [{"image": str(p)} for p in sorted(folder.iterdir())]
+    texts += [{"image": row["image_uuid"]} for row in by_bytes]
+    by_text = await collect(upscale_dataset(data.from_items(texts), url=server.url, actors=1))
 
     assert [size_of(r["image_bytes"]) for r in by_bytes] == [(10, 8)] * 3
     digest = task_digest(**INLINE)
     assert {r["task_uuid"] for r in by_bytes} == {
         derive_task_uuid("kinds", r["path"], digest) for r in by_bytes
     }
-    assert [r["error_code"] for r in by_pixels + by_path] == [None] * 6
-    assert all(r["image_url"] for r in by_pixels + by_path)
-    uuids = [{"image": row["image_uuid"]} for row in by_path]
-    by_uuid = await collect(upscale_dataset(data.from_items(uuids), url=server.url, **INLINE))
-    assert [size_of(r["image_bytes"]) for r in by_uuid] == [(20, 16)] * 3
+    assert [r["error_code"] for r in by_pixels + by_text] == [None] * 9
+    assert all(r["image_url"] for r in by_pixels + by_text)
+    sizes = {}
+    for row in by_text:  # off the loop: the server answering the download runs on it
+        sizes[row["image"]] = size_of(await asyncio.to_thread(download, row["image_url"]))
+    assert sorted(sizes.values()) == [(10, 8)] * 3 + [(20, 16)] * 3  # 2x the input, 4x the PNG
 
 
 def _processes_connected_to(port: int) -> list[psutil.Process]:
