@@ -252,6 +252,12 @@ class Job:
         if self.interrupts == 1:
             self.stop_requested = True
             in_flight = self.pulled - len(self.finalized)
+            if self.args.engine == "ray":  # Ray holds the rows: stop taking them at once
+                self.reporter.note(
+                    f"interrupted: stopping Ray; the {in_flight} inputs not back yet are listed "
+                    "as pending (a rerun recovers those the server ran, without running them)"
+                )
+                return
             self.reporter.note(
                 f"interrupted: sending no new tasks; waiting for {in_flight} in flight "
                 "(press Ctrl-C again to cancel them)"
