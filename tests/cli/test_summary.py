@@ -124,3 +124,11 @@ def test_the_summary_file_is_written_atomically_as_json(tmp_path: Path) -> None:
     path = write_summary(tmp_path / "state" / "summary.json", summary(succeeded=2))
     assert orjson.loads(path.read_bytes())["succeeded"] == 2
     assert [p.name for p in path.parent.iterdir()] == ["summary.json"]
+
+
+def test_the_summary_names_the_job_the_engine_and_what_was_recovered() -> None:
+    summary = RunSummary(
+        out_dir="out", server="embedded", started_at="t", job_id="j-1", engine="ray", recovered=2
+    )
+    body = summary.to_dict()
+    assert (body["jobId"], body["engine"], body["recovered"]) == ("j-1", "ray", 2)

@@ -39,7 +39,8 @@ _CHILD = textwrap.dedent(
         async with ReferenceServer(config) as server:
             before = peak()
             async with connect(server.url, max_size=None) as ws:
-                await ws.send(orjson.dumps([{"taskType": "authentication", "apiKey": "k"}]), text=True)
+                auth = [{"taskType": "authentication", "apiKey": "k"}]
+                await ws.send(orjson.dumps(auth), text=True)
                 await ws.recv()
                 task = {"taskType": "upscale", "taskUUID": "7f1c9e3a-3c1e-4f7b-9a52-1d0f3e2b6a41",
                         "inputImage": uri, "model": "runware:503@1", "upscaleFactor": 4,
