@@ -96,7 +96,7 @@ from .events import (
 from .jobs import JobTask
 from .models import ErrorItem, new_task_uuid
 from .policy import backoff
-from .records import Phase, Schedule, TaskRecord, TaskState
+from .records import Phase, Schedule, SessionSettings, TaskRecord, TaskState
 from .recovery import POLL_TYPES, RecoveryRules, task_error
 
 __all__ = [
@@ -153,12 +153,18 @@ class ClientSession(RecoveryRules):
         new_uuid: Callable[[], str] = new_task_uuid,
     ) -> None:
         self.limits = limits or Limits()
-        self.heartbeat = heartbeat or Heartbeat()
-        self.polling = polling or Polling()
-        self.retry = retry or Retry()
-        self.task_retry = task_retry or TaskRetry()
-        self._rng = rng or random.Random()
-        self._new_uuid = new_uuid
+        # The rarely read settings share one attribute: CPython 3.11 keeps fast attribute
+        # access only for instances of at most 30 attributes (its shared-key dicts).
+        self._settings = SessionSettings(
+            heartbeat or Heartbeat(),
+            polling or Polling(),
+            retry or Retry(),
+            task_retry or TaskRetry(),
+            auth_timeout,
+            task_timeout,
+            rng or random.Random(),
+            new_uuid,
+        )
         self.error: BaseException | None = None
         """The unexpected exception that moved the core to :attr:`Phase.ERROR`."""
         self.tasks_sent = 0
@@ -169,8 +175,6 @@ class ClientSession(RecoveryRules):
         all at once. ``None``: no cap."""
         self._on_wire = 0
         self._retry_ready: deque[TaskRecord] = deque()
-        self.auth_timeout = auth_timeout
-        self.task_timeout = task_timeout
         self.phase = Phase.IDLE
         self.session_id: str | None = None
         self._tasks: dict[str, TaskRecord] = {}  # by key (the first taskUUID)
@@ -191,6 +195,36 @@ class ClientSession(RecoveryRules):
         self.deadline_version = 0
         """Bumped whenever a deadline may have moved *earlier*; the shell re-arms its timer only
         then (other deadlines, like the heartbeat's, only ever move later)."""
+
+    @property
+    def heartbeat(self) -> Heartbeat:
+        """Ping-after-silence intervals and the pong deadline."""
+        return self._settings.heartbeat
+
+    @property
+    def polling(self) -> Polling:
+        """``getResponse`` / ``getTaskDetails`` backoff."""
+        return self._settings.polling
+
+    @property
+    def retry(self) -> Retry:
+        """Reconnect settings (``resume_grace`` is used here)."""
+        return self._settings.retry
+
+    @property
+    def task_retry(self) -> TaskRetry:
+        """Retries of tasks answered with a transient error."""
+        return self._settings.task_retry
+
+    @property
+    def auth_timeout(self) -> float:
+        """Seconds to wait for the answer to the authentication frame."""
+        return self._settings.auth_timeout
+
+    @property
+    def task_timeout(self) -> float | None:
+        """Default seconds from :meth:`submit` to a task's end."""
+        return self._settings.task_timeout
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -244,7 +278,7 @@ class ClientSession(RecoveryRules):
         self._check_open()
         if task_uuid in self._tasks or task_uuid in self._renamed:
             raise DuplicateTaskUUID(task_uuid)
-        seconds = self.task_timeout if timeout is None else timeout
+        seconds = self._settings.task_timeout if timeout is None else timeout
         deadline = None if seconds is None else now + seconds
         task = TaskRecord(task_uuid, task_uuid, payload, is_async, seconds, deadline, job)
         self._tasks[task_uuid] = task
@@ -324,7 +358,7 @@ class ClientSession(RecoveryRules):
         Raises:
             InternalError: the core failed (now or earlier); it refuses every later call.
         """
-        if self.phase is Phase.ERROR:
+        if self.phase is _ERROR:
             self._check_open()
         try:
             self._receive_text(text, now)
@@ -516,13 +550,15 @@ class ClientSession(RecoveryRules):
     # -- internals -----------------------------------------------------------------------------
 
     def _check_open(self) -> None:
-        if self.phase is Phase.CLOSED:
+        phase = self.phase
+        if phase is not _CLOSED and phase is not _ERROR:
+            return
+        if phase is _CLOSED:
             raise RuntimeError("the session is closed")
-        if self.phase is Phase.ERROR:
-            raise InternalError(
-                "the client core failed earlier and refuses further calls; "
-                "create a new client (and please report the first error)"
-            ) from self.error
+        raise InternalError(
+            "the client core failed earlier and refuses further calls; "
+            "create a new client (and please report the first error)"
+        ) from self.error
 
     def _broken(self, exc: BaseException) -> BaseException:
         """Enter the terminal ERROR state after an unexpected exception (h11's rule).
@@ -617,7 +653,7 @@ class ClientSession(RecoveryRules):
         self.deadline_version += 1
 
     def _forget(self, task: TaskRecord) -> None:
-        if task.state is TaskState.IN_FLIGHT:
+        if task.state is _IN_FLIGHT:
             self._on_wire -= 1
         del self._tasks[task.key]
         if task.uuid is not task.key:
@@ -700,7 +736,7 @@ class ClientSession(RecoveryRules):
             or item.get("mediaURL")
         ):  # a finished output (protocol.md section 5.3); checked once per task
             self._forget(task)
-            self._events.append(TaskResult(task.key, item, task.attempts))
+            self._events.append(TaskResult(task.key, item))
         elif status == "success":
             # "success" with no image is not a result: the caller would only find out at
             # save() time. It fails its task now.
@@ -799,6 +835,12 @@ class ClientSession(RecoveryRules):
                 )
             )
         )
+
+
+# Module constants: an enum attribute lookup costs ~90 ns, too much per task.
+_IN_FLIGHT = TaskState.IN_FLIGHT
+_CLOSED = Phase.CLOSED
+_ERROR = Phase.ERROR
 
 
 def _sample(value: Any, limit: int = 120) -> str:

@@ -18,21 +18,18 @@ Why none of this can run a task twice is written down in docs/jobs.md and in the
 
 from __future__ import annotations
 
-import random
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from . import wire
-from .config import TaskRetry
 from .errors import APIError, InvalidResult, JobMismatch, UpscaleError
 from .events import Event, TaskRetrying
 from .jobs import attempt_task_uuid
 from .models import ErrorItem
 from .policy import is_not_found, is_rate_limit, is_retryable_code, task_retry_delay
-from .records import Schedule, TaskRecord, TaskState
+from .records import Schedule, SessionSettings, TaskRecord, TaskState
 
 __all__ = ["POLL_TYPES", "RecoveryRules", "first_difference", "task_error"]
 
@@ -41,10 +38,8 @@ class RecoveryRules:
     """The recovery half of the core; mixed into ``ClientSession``, which owns the state."""
 
     # State owned by ClientSession (declared here for the type checker).
-    task_retry: TaskRetry
+    _settings: SessionSettings
     deadline_version: int
-    _rng: random.Random
-    _new_uuid: Callable[[], str]
     _tasks: dict[str, TaskRecord]
     _renamed: dict[str, TaskRecord]
     _queue: deque[TaskRecord]
@@ -79,10 +74,16 @@ class RecoveryRules:
         """
         if is_not_found(error.code) and task.job is not None:
             self._stop_polling(task)
-            self._rename(task, attempt_task_uuid(task.job, task.attempts, self._new_uuid))
+            old = task.uuid
+            self._rename(task, attempt_task_uuid(task.job, task.attempts, self._settings.new_uuid))
             task.attempts += 1
             task.state = TaskState.QUEUED
             self._queue.append(task)
+            self._events.append(
+                TaskRetrying(
+                    task.key, old, task.uuid, task.attempts, 0.0, error, False, task.sent_seq
+                )
+            )
         elif not is_retryable_code(error.code):
             self._fail(task, error)
         # else: a transient refusal of the poll; the next poll is already scheduled
@@ -154,7 +155,11 @@ class RecoveryRules:
         if rate_limited:
             task.rate_limited += 1
         delay = task_retry_delay(
-            self.task_retry, task.attempts, task.rate_limited, error.code, self._rng
+            self._settings.task_retry,
+            task.attempts,
+            task.rate_limited,
+            error.code,
+            self._settings.rng,
         )
         if delay is None:
             self._fail(task, error)
@@ -169,7 +174,7 @@ class RecoveryRules:
             # that has it answers conflictTaskUUID and the core recovers the result.
             new = old
         else:
-            new = attempt_task_uuid(task.job, task.attempts, self._new_uuid)
+            new = attempt_task_uuid(task.job, task.attempts, self._settings.new_uuid)
             if new in self._tasks or new in self._renamed:
                 self._fail(task, error)  # cannot happen with random or derived UUIDs
                 return
