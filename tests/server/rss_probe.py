@@ -48,7 +48,8 @@ def png_uri() -> str:
 def report(stage: str, server: ReferenceServer) -> None:
     gc.collect()
     traced = tracemalloc.get_traced_memory()[0] / MiB if tracemalloc.is_tracing() else 0.0
-    registry = getattr(server, "registry", None) or server.store  # (old name, for a before/after run)
+    # server.store is the pre-issue-10 name, so the probe also runs on the old tree.
+    registry = getattr(server, "registry", None) or server.store
     records = len(registry.tasks)
     images = len(server.images)
     print(
