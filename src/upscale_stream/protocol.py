@@ -28,7 +28,8 @@ Task lifecycle (:class:`TaskState`), protocol.md sections 2, 4 and 6::
     AWAITING_REPLAY --resume grace over, or session not resumed--> QUEUED (resent, same taskUUID)
     ACKNOWLEDGED / RECOVERING --session not resumed (server restart)--> QUEUED (resent)
     resent task --conflictTaskUUID--> RECOVERING --getResponse polls--> (forgotten)
-    IN_FLIGHT --transient error answer--> RETRY_WAIT --delay--> QUEUED (next attempt's taskUUID)
+    IN_FLIGHT --transient error answer--> RETRY_WAIT --delay--> QUEUED (next attempt's taskUUID;
+                                                                  a job task keeps its own)
 
 Rules that keep every task resolved exactly once and never run twice:
 
@@ -37,7 +38,10 @@ Rules that keep every task resolved exactly once and never run twice:
   (:data:`~upscale_stream.policy.RETRYABLE_CODES`): then the server is known not to have run
   it, and the next attempt's taskUUID comes from :func:`~upscale_stream.jobs.attempt_task_uuid`
   (random, or derived for a job). A taskUUID sent more than once may be running from its first
-  send, so its retry keeps that taskUUID (the chaos run found this). The shell
+  send, so its retry keeps that taskUUID (the chaos run found this). A task of a job keeps
+  its taskUUID on retry too, until the server's record says the attempt failed: a refusal
+  may leave no record, and a later process of the job starts again from attempt 0
+  (docs/jobs.md, "Retries after an error answer keep the taskUUID"). The shell
   keeps knowing the task by its first taskUUID (its *key*); events carry the key, result items
   the final taskUUID.
 * After a drop, the shell re-authenticates with the old ``connectionSessionUUID``. If the server

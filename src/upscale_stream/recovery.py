@@ -5,7 +5,8 @@ one state machine; this module only keeps its recovery half readable). It decide
 pure policies of :mod:`upscale_stream.policy`:
 
 * an error answer: retry (after a delay, under the next attempt's taskUUID when the server
-  proved the old one did not run; else under the same) or fail;
+  proved the old one did not run and the task belongs to no job; else under the same) or
+  fail;
 * a ``conflictTaskUUID`` that the core can explain (a resend, or a task of a job that an
   earlier process sent): recover the result with ``getResponse`` or ``getTaskDetails``;
 * a ``getTaskDetails`` reply: check the echoed request against ours (a difference is a
@@ -168,11 +169,17 @@ class RecoveryRules:
             self._fail(task, error)  # the retry could not finish in time anyway
             return
         old = task.uuid
-        if task.resent and not known_failed:
+        if (task.resent or task.job is not None) and not known_failed:
             # This taskUUID went out more than once: the error may answer the resend while
             # the first send runs (or ran). Only the same taskUUID is safe then; a server
             # that has it answers conflictTaskUUID and the core recovers the result.
+            # A job task keeps its taskUUID too: a server that refused it (rate limit,
+            # transient error) may keep no record of the refusal, so a later process of the
+            # job, starting again from attempt 0, would run the input a second time if this
+            # one had moved on to attempt 1. The next attempt's taskUUID is used only once
+            # the server's own record says this one failed (``known_failed``).
             new = old
+            task.resent = True  # a conflict on it now means "the server has it": recover
         else:
             new = attempt_task_uuid(task.job, task.attempts, self._settings.new_uuid)
             if new in self._tasks or new in self._renamed:
