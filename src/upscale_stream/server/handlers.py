@@ -293,43 +293,32 @@ class TaskHandlers:
         peer.reply("errors", error_item(code, message, parameter="apiKey", task_type=AUTH))
 
     def _get_response(self, peer: Peer, item: Mapping[str, Any], now: float) -> None:
-        task_uuid = item.get("taskUUID")
-        if bounded_uuid(task_uuid) is None or not isinstance(task_uuid, str):
-            error = error_item(
-                "missingTaskUUID",
-                "getResponse needs the taskUUID of the task to look up",
-                parameter="taskUUID",
-                task_type=GET_RESPONSE,
-            )
-            peer.reply("errors", error)
-            return
-        self.host.counts.count_poll(task_uuid)
-        record = self.host.registry.lookup(task_uuid, now, tenant=peer.tenant or "")
-        if record is None:
-            retention = self.host.config.retention
-            message = f"no task {task_uuid} is known here (or it finished over {retention:g} s ago)"
-            error = error_item(
-                "taskFailedOrNotFound",
-                message,
-                parameter="taskUUID",
-                task_type=GET_RESPONSE,
-                task_uuid=task_uuid,
-            )
-            peer.reply("errors", error)
-            return
-        peer.reply("data", record.poll_reply())
+        record = self._look_up(peer, item, now, GET_RESPONSE)
+        if record is not None:
+            peer.reply("data", record.poll_reply())
 
     def _get_task_details(self, peer: Peer, item: Mapping[str, Any], now: float) -> None:
+        record = self._look_up(peer, item, now, GET_TASK_DETAILS)
+        if record is not None:
+            peer.reply("data", record.details_reply(GET_TASK_DETAILS))
+
+    def _look_up(
+        self, peer: Peer, item: Mapping[str, Any], now: float, task_type: str
+    ) -> TaskRecord | None:
+        """The peer's record named by a getResponse / getTaskDetails item, or ``None`` after
+        answering the error (another key's record is "not found", as a missing one is)."""
         task_uuid = item.get("taskUUID")
         if bounded_uuid(task_uuid) is None or not isinstance(task_uuid, str):
             error = error_item(
                 "missingTaskUUID",
-                "getTaskDetails needs the taskUUID of the task to look up",
+                f"{task_type} needs the taskUUID of the task to look up",
                 parameter="taskUUID",
-                task_type=GET_TASK_DETAILS,
+                task_type=task_type,
             )
             peer.reply("errors", error)
-            return
+            return None
+        if task_type == GET_RESPONSE:
+            self.host.counts.count_poll(task_uuid)
         record = self.host.registry.lookup(task_uuid, now, tenant=peer.tenant or "")
         if record is None:
             retention = self.host.config.retention
@@ -338,12 +327,11 @@ class TaskHandlers:
                 "taskFailedOrNotFound",
                 message,
                 parameter="taskUUID",
-                task_type=GET_TASK_DETAILS,
+                task_type=task_type,
                 task_uuid=task_uuid,
             )
             peer.reply("errors", error)
-            return
-        peer.reply("data", record.details_reply(GET_TASK_DETAILS))
+        return record
 
     def _admit(
         self, peer: Peer, item: Mapping[str, Any], task_uuid: str, delivery: str, now: float
