@@ -739,7 +739,7 @@ def write_chart(path: Path, run: dict[str, Any]) -> Path | None:
     labels = {r["contender"]: r["label"] for r in records}
     colours = plt.get_cmap("tab20")
     colour_of = {c: colours(i % 20) for i, c in enumerate(contenders)}
-    figure, axes = plt.subplots(3, 1, figsize=(14, 12.5), constrained_layout=True)
+    figure, axes = plt.subplots(3, 1, figsize=(16, 12.5), constrained_layout=True)
 
     def ratio_of(runs_key: str) -> Metric:
         def metric(record: Record) -> float | None:
@@ -772,7 +772,7 @@ def write_chart(path: Path, run: dict[str, Any]) -> Path | None:
     axes[0].axhline(0.9, color="green", linestyle="--", linewidth=1, label="target 0.9x")
     axes[1].axhline(1.3, color="green", linestyle="--", linewidth=1, label="target 1.3x")
     for axis in axes:
-        axis.legend(ncols=4, fontsize="x-small", loc="upper right")
+        axis.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     mode = "quick run, " if run["quick"] else ""
     axes[0].set_title(
         "upscale clients against the stub server, as ratios to the floor on the same loop "
