@@ -95,6 +95,7 @@ def fresh_pool(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(download, "_pool", download._Pool())
+    download._proxies.cache_clear()
     yield
     for connection in download._pool.connections.values():
         connection.close()
