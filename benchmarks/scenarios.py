@@ -110,7 +110,6 @@ FLOOR_OF: dict[str, str] = {
     "floor-uvloop": "floor",
     "us-tuned": "floor-uvloop",
     "us-many-uvloop": "floor-uvloop",
-    "us-soak": "floor-uvloop",
     "us-async": "floor-uvloop",
     "bytes-floor": "bytes-floor",
     "bytes-floor-uvloop": "bytes-floor",
@@ -295,7 +294,7 @@ SCENARIOS: dict[str, Scenario] = {
             "1M tasks through upscale_many, RSS sampled every 10 s (floor: same N, for the ratio)",
             tasks=1_000_000,
             quick_divisor=50,
-            contenders=("floor-uvloop", "us-soak"),
+            contenders=("floor", "us-soak"),
             timeout_s=1_800.0,
         ),
     )
