@@ -152,7 +152,8 @@ def test_redirects_are_followed(server: ImageServer) -> None:
 
 
 def test_a_failed_status_names_the_task_the_url_and_the_status(server: ImageServer) -> None:
-    with pytest.raises(UpscaleError, match=rf"task {TASK}: download of .*/missing failed: HTTP 404"):
+    expected = rf"task {TASK}: download of .*/missing failed: HTTP 404"
+    with pytest.raises(UpscaleError, match=expected):
         result_for(imageURL=f"{server.base}/missing").read_bytes(timeout=10)
 
 

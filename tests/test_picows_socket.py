@@ -1,4 +1,4 @@
-"""The picows transport: it must read, write, fail and close as websockets' ClientConnection does."""
+"""The picows transport: it reads, writes, fails and closes as websockets' connection does."""
 
 from __future__ import annotations
 
