@@ -65,6 +65,18 @@ CONTENDERS: dict[str, Contender] = {
             ("--api", "many", "--uvloop"),
         ),
         Contender(
+            "us-picows",
+            "upscale_stream upscale() + uvloop + picows",
+            "upscale_stream_client.py",
+            ("--uvloop", "--transport", "picows"),
+        ),
+        Contender(
+            "us-many-picows",
+            "upscale_stream upscale_many + uvloop + picows",
+            "upscale_stream_client.py",
+            ("--api", "many", "--uvloop", "--transport", "picows"),
+        ),
+        Contender(
             "us-soak",
             "upscale_stream upscale_many soak",
             "upscale_stream_client.py",
@@ -110,6 +122,8 @@ FLOOR_OF: dict[str, str] = {
     "floor-uvloop": "floor",
     "us-tuned": "floor-uvloop",
     "us-many-uvloop": "floor-uvloop",
+    "us-picows": "floor-uvloop",
+    "us-many-picows": "floor-uvloop",
     "us-async": "floor-uvloop",
     "bytes-floor": "bytes-floor",
     "bytes-floor-uvloop": "bytes-floor",
@@ -122,7 +136,7 @@ FLOOR_OF: dict[str, str] = {
 FLOOR = "floor"
 
 #: The upscale() and upscale_many contenders on both loops, each beside its floor.
-_OURS = ("us-upscale", "us-tuned", "us-many", "us-many-uvloop")
+_OURS = ("us-upscale", "us-tuned", "us-many", "us-many-uvloop", "us-picows", "us-many-picows")
 _ALL_ONE_SHOT = ("floor", "floor-uvloop", *_OURS, "us-default", "pyl", "pyn-sync", "pyn-async")
 _BYTES = ("bytes-floor", "bytes-floor-uvloop", "us-bytes", "us-bytes-uvloop")
 

@@ -18,6 +18,7 @@ Modes (on top of the common contender command line, see ``_common``):
   resident set size every ``--rss-interval`` seconds; reports the samples, the growth from the
   first to the last sample and the trend (least-squares slope) over the second half.
 
+``--transport picows`` builds the client with ``transport="picows"`` (the ``fast`` extra).
 ``--uvloop`` (common option) runs the whole thing on uvloop when it is installed;
 ``--delivery async`` asks for ``deliveryMethod:"async"`` (ACK, then the client polls).
 """
@@ -63,6 +64,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-dir", type=Path, help="bytes path: image files sent as paths")
     parser.add_argument("--out-dir", type=Path, help="bytes path: where result images go")
     parser.add_argument("--output-type", default=None, help="outputType of every task")
+    parser.add_argument("--transport", help="the client's transport= (websockets or picows)")
 
 
 def _import_client() -> Any:
@@ -88,6 +90,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if not args.defaults:
         options = {"max_in_flight": args.window, "max_batch": args.batch}
+    if args.transport:
+        options["transport"] = args.transport
     mode = "soak" if args.soak else args.api
     settings = "defaults" if args.defaults else f"window={args.window},batch={args.batch}"
     async with upscale_client(api_key=API_KEY, url=args.url, **options) as client:
