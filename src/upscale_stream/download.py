@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
-from .errors import UpscaleError
+from .errors import DownloadError, InvalidResult
 
 if TYPE_CHECKING:
     from .results import UpscaleResult
@@ -71,8 +71,10 @@ def result_bytes(result: UpscaleResult, *, timeout: float = 60.0) -> bytes:
     """Return the image bytes a result carries or points to (blocking).
 
     Raises:
-        UpscaleError: the result has no image, its data is not valid base64, or the download failed.
+        InvalidResult: the result has no image.
+        DownloadError: its data is not valid base64, or the download failed.
     """
+    task = result.task_uuid
     try:
         if result.image_base64_data is not None:
             return b64decode(result.image_base64_data)
@@ -80,19 +82,23 @@ def result_bytes(result: UpscaleResult, *, timeout: float = 60.0) -> bytes:
             uri = result.image_data_uri
             start = uri.find(";base64,")
             if start < 0:
-                raise UpscaleError(f"task {result.task_uuid}: imageDataURI is not base64-encoded")
+                raise DownloadError(
+                    f"task {task}: imageDataURI is not base64-encoded", task_uuid=task
+                )
             return b64decode(uri[start + 8 :])
     except ValueError as exc:  # binascii.Error, or non-ASCII text
-        raise UpscaleError(f"task {result.task_uuid}: image data is not valid base64") from exc
+        raise DownloadError(f"task {task}: image data is not valid base64", task_uuid=task) from exc
     url = result.url
     if url is None:
-        raise UpscaleError(f"task {result.task_uuid}: the result carries no image")
+        raise InvalidResult(f"task {task}: the result carries no image", task_uuid=task)
     if not url.lower().startswith(("http://", "https://")):
-        raise UpscaleError(f"task {result.task_uuid}: refusing to download {url!r}")
+        raise DownloadError(
+            f"task {task}: refusing to download {url!r} (not http or https)", task_uuid=task
+        )
     try:
         return fetch(url, timeout=timeout)
-    except UpscaleError as exc:
-        raise UpscaleError(f"task {result.task_uuid}: {exc}") from exc
+    except DownloadError as exc:
+        raise DownloadError(f"task {task}: {exc}", task_uuid=task) from exc
 
 
 class _Pool(threading.local):
@@ -142,14 +148,14 @@ def fetch(url: str, *, timeout: float = 60.0) -> bytes:
     """GET ``url`` (http or https) over this thread's kept-alive connections; the body.
 
     Raises:
-        UpscaleError: the request failed, the final status is not 200, there were more than
+        DownloadError: the request failed, the final status is not 200, there were more than
             5 redirects, or the body is larger than 512 MiB.
     """
     for _ in range(MAX_REDIRECTS + 1):
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https") or not parts.netloc:
-            raise UpscaleError(f"refusing to download {url!r}")
+            raise DownloadError(f"refusing to download {url!r}")
         if _proxies().get(scheme) and not urllib.request.proxy_bypass(parts.hostname or ""):
             return _fetch_via_urllib(url, timeout)
         target = parts.path or "/"
@@ -160,9 +166,9 @@ def fetch(url: str, *, timeout: float = 60.0) -> bytes:
             url = urljoin(url, location)
             continue
         if status != 200:
-            raise UpscaleError(f"download of {url} failed: HTTP {status}")
+            raise DownloadError(f"download of {url} failed: HTTP {status}")
         return body
-    raise UpscaleError(f"download of {url} failed: more than {MAX_REDIRECTS} redirects")
+    raise DownloadError(f"download of {url} failed: more than {MAX_REDIRECTS} redirects")
 
 
 def _get(
@@ -178,19 +184,19 @@ def _get(
             length = response.getheader("Content-Length")
             if length is not None and length.isdigit() and int(length) > MAX_DOWNLOAD_BYTES:
                 connection.close()
-                raise UpscaleError(f"{url} is larger than {MAX_DOWNLOAD_BYTES} B")
+                raise DownloadError(f"{url} is larger than {MAX_DOWNLOAD_BYTES} B")
             body = response.read(MAX_DOWNLOAD_BYTES + 1)
         except _STALE as exc:
             connection.close()
             if reused and attempt == 1:
                 continue
-            raise UpscaleError(f"download of {url} failed: {exc}") from exc
+            raise DownloadError(f"download of {url} failed: {exc}") from exc
         except (OSError, http.client.HTTPException) as exc:
             connection.close()
-            raise UpscaleError(f"download of {url} failed: {exc}") from exc
+            raise DownloadError(f"download of {url} failed: {exc}") from exc
         if len(body) > MAX_DOWNLOAD_BYTES:
             connection.close()
-            raise UpscaleError(f"{url} is larger than {MAX_DOWNLOAD_BYTES} B")
+            raise DownloadError(f"{url} is larger than {MAX_DOWNLOAD_BYTES} B")
         if response.will_close:
             connection.close()
         else:
@@ -204,9 +210,9 @@ def _fetch_via_urllib(url: str, timeout: float) -> bytes:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             body: bytes = response.read(MAX_DOWNLOAD_BYTES + 1)
     except OSError as exc:
-        raise UpscaleError(f"download of {url} failed: {exc}") from exc
+        raise DownloadError(f"download of {url} failed: {exc}") from exc
     if len(body) > MAX_DOWNLOAD_BYTES:
-        raise UpscaleError(f"{url} is larger than {MAX_DOWNLOAD_BYTES} B")
+        raise DownloadError(f"{url} is larger than {MAX_DOWNLOAD_BYTES} B")
     return body
 
 

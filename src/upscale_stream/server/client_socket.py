@@ -45,13 +45,13 @@ from ..wire import (
     errors_frame,
 )
 from .faults import STRAY_ERROR, crossings
+from .handlers import KeyRejected, error_item
 from .sessions import Kind, Outgoing, Session
-from .tasks import Rejected, error_item
 
 if TYPE_CHECKING:
     from .app import ReferenceServer
 
-__all__ = ["Connection", "pack_frames"]
+__all__ = ["ClientSocket", "pack_frames"]
 
 log = get_logger(__name__)
 
@@ -90,7 +90,7 @@ def _encode(frame: Sequence[Outgoing]) -> bytes:
     return encoded_frame(frame[0].kind, [item.body for item in frame])
 
 
-class Connection:
+class ClientSocket:
     """One accepted WebSocket: implements the ``Peer`` the task handlers reply to.
 
     Args:
@@ -105,6 +105,8 @@ class Connection:
         """The session this socket authenticated into (kept even if another socket takes it)."""
         self.session: Session | None = None
         """The session whose outbox this socket drains; ``None`` when not (or no longer) its."""
+        self.tenant: str | None = None
+        """The tenant of the API key this socket authenticated with (see :mod:`.sessions`)."""
         self.in_flight = 0
         self.received_tasks = 0
         self.dropped = False
@@ -291,7 +293,7 @@ class Connection:
             await self.drop(server.faults.close_code)
             return False
         outcome = server.handlers.authenticate(item, server.config.clock())
-        if isinstance(outcome, Rejected):
+        if isinstance(outcome, KeyRejected):
             self._auth_attempts += 1
             # Never log the key, not even a prefix: only why it was refused and by whom.
             log.warning(
@@ -317,6 +319,7 @@ class Connection:
             server.release(session)
             return False
         self.session_id = session.session_id
+        self.tenant = outcome.tenant
         if outcome.resumed:
             server.counts.replayed += len(session.outbox)
         server.attach(self, session)
@@ -327,6 +330,10 @@ class Connection:
             held=len(session.outbox),
         )
         server.notify_progress()
+        code = server.faults.take_close_after_auth()  # fault injection: accept, then hang up
+        if code is not None:
+            await self.drop(code)
+            return False
         return True
 
     # -- sender ------------------------------------------------------------------------------
