@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import socket
 from collections.abc import AsyncIterator
 
 import orjson
 import pytest
 import websockets
+from PIL import Image
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
 
-from upscale_stream.errors import AuthenticationError, ConnectionLost, UpscaleError
+from upscale_stream import UpscaleClient
+from upscale_stream.config import Retry
+from upscale_stream.errors import AuthenticationError, ConnectionLost, InvalidURL
 from upscale_stream.picows_socket import PicowsSocket, open_picows
 from upscale_stream.server import ReferenceServer, ServerConfig
 
 KEY = "picows-test-key"
 IMAGE = "fd613011-3872-4f37-b4aa-0d343c051a27"
 TIMEOUT = 10.0
+
+
+def png_data_uri() -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 3), (10, 200, 30)).save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 async def connect(url: str, max_size: int | None = 1 << 20) -> PicowsSocket:
@@ -49,7 +60,7 @@ async def test_auth_and_a_task_round_trip_through_the_reference_server(
         await ws.recv()
     with pytest.raises(ConnectionClosed):
         await ws.send(b"[]")
-    assert ws.transport is None
+    assert ws.unread == 0
 
 
 async def serve_with(handler: object) -> tuple[websockets.asyncio.server.Server, str]:
@@ -104,5 +115,21 @@ async def test_unreachable_servers_and_bad_urls_raise_the_library_errors() -> No
         port = probe.getsockname()[1]
     with pytest.raises(ConnectionLost):
         await connect(f"ws://127.0.0.1:{port}")
-    with pytest.raises(UpscaleError, match="not a valid WebSocket URL"):
+    with pytest.raises(InvalidURL, match="not a valid WebSocket URL"):
         await connect("http//nowhere")
+
+
+async def test_the_client_over_picows_finishes_every_task_across_a_dropped_connection(
+    server: ReferenceServer,
+) -> None:
+    server.faults.drop_after_tasks = 120
+    retry = Retry(initial=0.01, max_delay=0.05)
+    async with UpscaleClient(
+        api_key=KEY, url=server.url, transport="picows", retry=retry, seed=1
+    ) as client:
+        image = png_data_uri()
+        results = await asyncio.wait_for(
+            asyncio.gather(*(client.upscale(image) for _ in range(300))), 60
+        )
+        assert client._connection is not None and client._connection.reconnects >= 1
+    assert len({result.task_uuid for result in results}) == 300

@@ -20,10 +20,17 @@ import ssl as ssl_module
 from collections import deque
 from typing import Any
 
-from websockets.exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
+from websockets.datastructures import Headers
+from websockets.exceptions import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    InvalidStatus,
+)
 from websockets.frames import Close, CloseCode
+from websockets.http11 import Response
 
-from .errors import AuthenticationError, ConnectionLost, UpscaleError, UpscaleTimeout
+from .errors import AuthenticationError, ConnectionLost, InvalidURL, UpscaleTimeout
 
 __all__ = ["PicowsSocket", "open_picows"]
 
@@ -124,12 +131,15 @@ class PicowsSocket(picows.WSListener):
     # -- what connection.py uses -----------------------------------------------------------------
 
     @property
-    def transport(self) -> asyncio.Transport | None:
+    def transport(self) -> asyncio.Transport:
         """The underlying asyncio transport (``abort()`` drops the connection at once)."""
-        if self._ws is None or self._closed is not None:
-            return None
         underlying: asyncio.Transport = self._ws.underlying_transport
         return underlying
+
+    @property
+    def unread(self) -> int:
+        """Messages received and not read yet with :meth:`recv`."""
+        return len(self._messages)
 
     async def recv(self, decode: bool | None = None) -> bytes:
         """The next message's payload (``decode`` is accepted and ignored: always bytes).
@@ -192,7 +202,7 @@ async def open_picows(
         AuthenticationError: the handshake was refused with HTTP 401 or 403.
         UpscaleTimeout: connecting took longer than ``open_timeout``.
         ConnectionLost: the server could not be reached or refused the handshake.
-        UpscaleError: ``url`` is not a WebSocket URL.
+        InvalidURL: ``url`` is not a WebSocket URL.
     """
     holder: list[PicowsSocket] = []
 
@@ -216,16 +226,21 @@ async def open_picows(
     except TimeoutError as exc:
         raise UpscaleTimeout("connect", seconds=open_timeout) from exc
     except picows.WSInvalidURL as exc:
-        raise UpscaleError(f"url={url!r} is not a valid WebSocket URL") from exc
+        raise InvalidURL(f"url={url.partition('?')[0]!r} is not a valid WebSocket URL") from exc
     except picows.WSInvalidStatusError as exc:
         status = int(getattr(getattr(exc, "response", None), "status", 0) or 0)
         if status in (401, 403):
             raise AuthenticationError(
                 "unauthorized",
-                f"the server refused the handshake with HTTP {status}",
+                f"the server refused the handshake with HTTP {status}; check api_key or "
+                "RUNWARE_API_KEY",
                 parameter="apiKey",
             ) from exc
-        raise ConnectionLost(f"handshake refused with HTTP {status}") from exc
+        # The cause is put in websockets' terms, so the reconnect policy (which reads HTTP
+        # statuses from websockets' InvalidStatus) decides for both transports alike.
+        refused = InvalidStatus(Response(status, "", Headers(), b""))
+        hint = "; check the URL" if status == 404 else ""
+        raise ConnectionLost(f"handshake refused with HTTP {status}{hint}") from refused
     except (OSError, picows.WSError) as exc:
         raise ConnectionLost(f"could not connect to {url}: {exc}") from exc
     assert isinstance(socket, PicowsSocket)
