@@ -30,9 +30,12 @@ __all__ = ["Outcome", "Stream"]
 S = TypeVar("S", bound=ImageSource)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome(Generic[S]):
     """One finished item of :meth:`UpscaleClient.upscale_many`.
+
+    Read it, do not change it. It is not a frozen dataclass because one is built per task and a
+    frozen one costs about four times as much to build (``object.__setattr__`` per field).
 
     Attributes:
         index: Position of the input in the iterable (0-based).
@@ -71,6 +74,8 @@ async def input_value(image: ImageSource) -> str:
     Raises:
         InvalidTask: the image is unusable.
     """
+    if type(image) is str and len(image) == 36 and is_uuid(image):
+        return image  # the bulk-job case: one UUID check per task, not one here and one below
     if needs_thread(image):
         value = await asyncio.to_thread(input_value_now, image)
     else:
