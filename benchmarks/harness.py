@@ -13,9 +13,13 @@ reads the contender's one JSON report line. The official SDK contenders run from
 virtual environments, created on first use by ``benchmarks.compat``. A contender that fails,
 times out or cannot be set up is recorded with the tail of its stderr; the harness goes on.
 
-Fast runs are repeated (``--repeat``, while one contender's runs add up to less than 15 s) and
-the run with the median throughput is kept. The output directory receives ``results.json`` (every
-record), ``RESULTS.md`` and ``chart.png`` (see ``benchmarks.report``).
+Fast runs are repeated (``--repeat``, while one contender's runs add up to less than 15 s), in
+rounds that alternate the contenders (floor, A, B, floor, A, B, ...), each run a fresh process;
+the run with the median throughput is kept, and the report's paired ratios compare runs of the
+same round. Before the bytes-path scenarios the harness also measures this machine's memcpy and
+base64 speed on one core (``report.bytes_speed``), the ceiling the bytes path is read against.
+The output directory receives ``results.json`` (every record), ``RESULTS.md`` and
+``chart.png`` (see ``benchmarks.report``).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from typing import Any
 import orjson
 
 from benchmarks import report
-from benchmarks.noise_png import write_noise_png
+from benchmarks.noise_png import write_bytes_inputs, write_noise_png
 from benchmarks.scenarios import CONTENDERS, FLOOR, SCENARIOS, Contender, Scenario
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -65,6 +69,11 @@ class StubServer:
             "--ready-file", str(self.ready_file),
             "--stats-file", str(self.stats_file),
         ]  # fmt: skip
+        if scenario.bytes_path is not None:
+            result_png = write_noise_png(
+                workdir / "result.png", size=scenario.result_image_px, seed=7
+            )
+            self.command += ["--result-file", str(result_png), "--result-as", scenario.bytes_path]
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -248,6 +257,104 @@ def display_command(command: list[str]) -> str:
     return " ".join(shown)
 
 
+class Entry:
+    """One contender of one scenario: its command line, and its runs so far."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        contender: Contender,
+        stub: StubServer,
+        workdir: Path,
+        *,
+        rate: float | None = None,
+        input_file: Path | None = None,
+    ) -> None:
+        self.scenario = scenario
+        self.stub = stub
+        self.workdir = workdir
+        tasks = scenario.tasks_for(contender.key)
+        self.record: dict[str, Any] = {
+            "scenario": scenario.key,
+            "contender": contender.key,
+            "label": contender.label,
+            "tasks": tasks,
+            "rate": rate,
+        }
+        self.runs: list[dict[str, Any]] = []
+        self.spent = 0.0
+        self.command: list[str] = []
+        self.env: dict[str, str] = {}
+        try:
+            python = interpreter_for(contender)
+        except Exception as exc:  # the SDK environment could not be built (offline, pip failure)
+            self.record.update(status="unavailable", error=f"{type(exc).__name__}: {exc}")
+            return
+        command = [
+            str(python),
+            str(CONTENDER_DIR / contender.script),
+            "--url", stub.url,
+            "--tasks", str(tasks),
+            "--window", str(scenario.window),
+            "--batch", str(scenario.batch),
+            "--delivery", contender.delivery,
+            *contender.options,
+        ]  # fmt: skip
+        if input_file is not None:
+            command += ["--input", str(input_file)]
+        if scenario.bytes_path is not None:
+            command += [
+                "--input-dir", str(workdir / "inputs"),
+                "--out-dir", str(workdir / f"out-{contender.key}"),
+                "--output-type", scenario.bytes_path,
+            ]  # fmt: skip
+        if rate:
+            command += ["--rate", f"{rate:.1f}"]
+        if contender.key == "us-soak":
+            command += ["--rss-interval", f"{scenario.rss_interval_s:g}"]
+        self.record["command"] = display_command(command)
+        self.command = command
+        self.env = contender_env(contender)
+
+    def wants_run(self, repeat: int) -> bool:
+        """Whether another run is due: fewer than ``repeat``, cheap so far, none failed."""
+        if not self.command or len(self.runs) >= repeat:
+            return False
+        if not self.runs:
+            return True
+        return self.spent < REPEAT_BUDGET_S and self.runs[-1]["status"] == "ok"
+
+    def run(self) -> dict[str, Any]:
+        """Run the contender once against the stub; return the run."""
+        start_line = self.stub.stats_lines()
+        run = run_once(self.command, self.env, self.scenario.timeout_s, self.workdir)
+        run["stub"] = self.stub.stats_since(start_line)
+        self.runs.append(run)
+        self.spent += run["elapsed_s"]
+        return run
+
+    def finish(self) -> dict[str, Any]:
+        """The record: the median-throughput run if all were ok, else the last one."""
+        record, runs = self.record, self.runs
+        if not runs:
+            return record
+        good = [r for r in runs if r["status"] == "ok"]
+        if good and len(good) == len(runs):
+            chosen = sorted(good, key=lambda r: report.tasks_per_s(r["report"]))[len(good) // 2]
+        else:
+            chosen = runs[-1]
+        record.update(chosen)
+        record["runs_tasks_per_s"] = [
+            round(report.tasks_per_s(r["report"]), 1) for r in runs if "report" in r
+        ]
+        record["runs_cpu_us"] = [
+            round(r["report"]["cpu_s"] / r["report"]["ok"] * 1e6, 3)
+            for r in runs
+            if "report" in r and r["report"].get("ok")
+        ]
+        return record
+
+
 def run_contender(
     scenario: Scenario,
     contender: Contender,
@@ -259,58 +366,29 @@ def run_contender(
     input_file: Path | None = None,
 ) -> dict[str, Any]:
     """Run one contender of one scenario (repeated while cheap); return its record."""
-    tasks = scenario.tasks_for(contender.key)
-    record: dict[str, Any] = {
-        "scenario": scenario.key,
-        "contender": contender.key,
-        "label": contender.label,
-        "tasks": tasks,
-        "rate": rate,
-    }
-    try:
-        python = interpreter_for(contender)
-    except Exception as exc:  # the SDK environment could not be built (offline, pip failure)
-        record.update(status="unavailable", error=f"{type(exc).__name__}: {exc}")
-        return record
-    command = [
-        str(python),
-        str(CONTENDER_DIR / contender.script),
-        "--url", stub.url,
-        "--tasks", str(tasks),
-        "--window", str(scenario.window),
-        "--batch", str(scenario.batch),
-        "--delivery", contender.delivery,
-        *contender.options,
-    ]  # fmt: skip
-    if input_file is not None:
-        command += ["--input", str(input_file)]
-    if rate:
-        command += ["--rate", f"{rate:.1f}"]
-    if contender.key == "us-soak":
-        command += ["--rss-interval", f"{scenario.rss_interval_s:g}"]
-    record["command"] = display_command(command)
-    env = contender_env(contender)
-    runs: list[dict[str, Any]] = []
-    spent = 0.0
-    while len(runs) < repeat and (not runs or spent < REPEAT_BUDGET_S):
-        start_line = stub.stats_lines()
-        run = run_once(command, env, scenario.timeout_s, workdir)
-        run["stub"] = stub.stats_since(start_line)
-        runs.append(run)
-        spent += run["elapsed_s"]
-        if run["status"] != "ok":
+    entry = Entry(scenario, contender, stub, workdir, rate=rate, input_file=input_file)
+    while entry.wants_run(repeat):
+        entry.run()
+    return entry.finish()
+
+
+def run_alternating(entries: list[Entry], repeat: int, log: Any) -> list[dict[str, Any]]:
+    """Run the contenders in rounds (A, B, C, A, B, C, ...), each run in a fresh process.
+
+    On a shared machine the load drifts over seconds: alternating puts every contender's runs
+    next to the floor's, so the paired ratios (``runs_*`` lists, round by round) see the same
+    weather, where back-to-back repeats of one contender would not.
+    """
+    for _ in range(repeat):
+        due = [entry for entry in entries if entry.wants_run(repeat)]
+        if not due:
             break
-    good = [r for r in runs if r["status"] == "ok"]
-    if good and len(good) == len(runs):
-        good.sort(key=lambda r: report.tasks_per_s(r["report"]))
-        chosen = good[len(good) // 2]
-    else:
-        chosen = runs[-1]
-    record.update(chosen)
-    record["runs_tasks_per_s"] = [
-        round(report.tasks_per_s(r["report"]), 1) for r in runs if "report" in r
-    ]
-    return record
+        for entry in due:
+            entry.run()
+    records = [entry.finish() for entry in entries]
+    for record in records:
+        log(report.progress_line(record))
+    return records
 
 
 def run_scenario(
@@ -319,6 +397,8 @@ def run_scenario(
     """Run one scenario's contenders against one stub server; return their records."""
     records: list[dict[str, Any]] = []
     input_file = write_noise_png(workdir / "input.png") if scenario.png_input else None
+    if scenario.bytes_path is not None:
+        write_bytes_inputs(workdir / "inputs")
     stub = StubServer(scenario, workdir)
     try:
         stub.start()
@@ -351,18 +431,11 @@ def run_scenario(
                     break
             else:
                 log("  calibration failed: running the others flat out")
-        for key in contenders:
-            record = run_contender(
-                scenario,
-                CONTENDERS[key],
-                stub,
-                workdir,
-                repeat=repeat,
-                rate=rate,
-                input_file=input_file,
-            )
-            records.append(record)
-            log(report.progress_line(record))
+        entries = [
+            Entry(scenario, CONTENDERS[key], stub, workdir, rate=rate, input_file=input_file)
+            for key in contenders
+        ]
+        records += run_alternating(entries, repeat, log)
     finally:
         stub.stop()
     for record in records:
@@ -464,6 +537,8 @@ def main(argv: list[str] | None = None) -> int:
         "scenarios": [report.scenario_info(s) for s in scenarios],
         "records": records,
     }
+    if any(s.bytes_path is not None for s in scenarios):
+        run["machine"]["bytes_speed"] = report.bytes_speed()
     (out_dir / "results.json").write_bytes(orjson.dumps(run, option=orjson.OPT_INDENT_2))
     write_outputs(out_dir, run, chart=not args.no_chart)
     return 0

@@ -37,3 +37,34 @@ def write_noise_png(path: Path, size: int = 256, seed: int = 0) -> Path:
     """Write ``noise_png(size, seed)`` to ``path`` and return ``path``."""
     path.write_bytes(noise_png(size, seed))
     return path
+
+
+def write_bytes_inputs(folder: Path, count: int = 24, seed: int = 1) -> list[Path]:
+    """Write ``count`` real PNG and JPEG files of 100 KB to 1 MB (the bytes-path inputs).
+
+    Half are noise PNGs from 190 to 560 pixels square (about 105 KB to 920 KB), half JPEGs of
+    noise at quality 95 saved by Pillow (about 110 KB to 900 KB), so the client's format sniffing
+    and the encoders see real files of both kinds. Same seed, same files.
+    """
+    import io
+
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    paths = []
+    for index in range(count):
+        fraction = index / max(1, count - 1)
+        if index % 2 == 0:
+            size = int(190 + fraction * 370)
+            path = folder / f"in{index:03}.png"
+            path.write_bytes(noise_png(size, seed + index))
+        else:
+            size = int(270 + fraction * 550)
+            pixels = Image.frombytes("RGB", (size, size), rng.randbytes(size * size * 3))
+            buffer = io.BytesIO()
+            pixels.save(buffer, "JPEG", quality=95)
+            path = folder / f"in{index:03}.jpg"
+            path.write_bytes(buffer.getvalue())
+        paths.append(path)
+    return paths

@@ -48,7 +48,34 @@ CONTENDERS: dict[str, Contender] = {
         Contender(
             "us-default", "upscale_stream (defaults)", "upscale_stream_client.py", ("--defaults",)
         ),
-        Contender("us-tuned", "upscale_stream (tuned)", "upscale_stream_client.py", ("--uvloop",)),
+        Contender("us-upscale", "upscale_stream upscale()", "upscale_stream_client.py"),
+        Contender(
+            "us-tuned",
+            "upscale_stream upscale() + uvloop",
+            "upscale_stream_client.py",
+            ("--uvloop",),
+        ),
+        Contender(
+            "us-many", "upscale_stream upscale_many", "upscale_stream_client.py", ("--api", "many")
+        ),
+        Contender(
+            "us-many-uvloop",
+            "upscale_stream upscale_many + uvloop",
+            "upscale_stream_client.py",
+            ("--api", "many", "--uvloop"),
+        ),
+        Contender(
+            "us-picows",
+            "upscale_stream upscale() + uvloop + picows",
+            "upscale_stream_client.py",
+            ("--uvloop", "--transport", "picows"),
+        ),
+        Contender(
+            "us-many-picows",
+            "upscale_stream upscale_many + uvloop + picows",
+            "upscale_stream_client.py",
+            ("--api", "many", "--uvloop", "--transport", "picows"),
+        ),
         Contender(
             "us-soak",
             "upscale_stream upscale_many soak",
@@ -71,13 +98,47 @@ CONTENDERS: dict[str, Contender] = {
             venv="runware-sdk",
             delivery="async",
         ),
+        Contender("bytes-floor", "bytes floor", "raw_bytes_floor.py"),
+        Contender(
+            "bytes-floor-uvloop", "bytes floor + uvloop", "raw_bytes_floor.py", ("--uvloop",)
+        ),
+        Contender(
+            "us-bytes",
+            "upscale_stream upscale_many + read_bytes",
+            "upscale_stream_client.py",
+            ("--api", "many"),
+        ),
+        Contender(
+            "us-bytes-uvloop",
+            "upscale_stream upscale_many + read_bytes + uvloop",
+            "upscale_stream_client.py",
+            ("--api", "many", "--uvloop"),
+        ),
     )
 }
+
+#: Which floor each contender is divided by: the one on the same event loop, doing the same work.
+FLOOR_OF: dict[str, str] = {
+    "floor-uvloop": "floor",
+    "us-tuned": "floor-uvloop",
+    "us-many-uvloop": "floor-uvloop",
+    "us-picows": "floor-uvloop",
+    "us-many-picows": "floor-uvloop",
+    "us-async": "floor-uvloop",
+    "bytes-floor": "bytes-floor",
+    "bytes-floor-uvloop": "bytes-floor",
+    "us-bytes": "bytes-floor",
+    "us-bytes-uvloop": "bytes-floor-uvloop",
+}
+"""Contenders not listed are divided by the asyncio raw floor (``FLOOR``)."""
 
 #: The contender every ratio is taken against.
 FLOOR = "floor"
 
-_ALL_ONE_SHOT = ("floor", "floor-uvloop", "us-default", "us-tuned", "pyl", "pyn-sync", "pyn-async")
+#: The upscale() and upscale_many contenders on both loops, each beside its floor.
+_OURS = ("us-upscale", "us-tuned", "us-many", "us-many-uvloop", "us-picows", "us-many-picows")
+_ALL_ONE_SHOT = ("floor", "floor-uvloop", *_OURS, "us-default", "pyl", "pyn-sync", "pyn-async")
+_BYTES = ("bytes-floor", "bytes-floor-uvloop", "us-bytes", "us-bytes-uvloop")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +157,10 @@ class Scenario:
         contenders: keys of the contenders to run, in order; the floor first.
         caps: per-contender task cap for contenders that would take minutes otherwise.
         png_input: send a 256x256 noise PNG as a data URI in every task.
+        bytes_path: the bytes-path scenario: real PNG/JPEG inputs (``noise_png.write_bytes_inputs``)
+            sent as files, every result carrying a ``result_image_px`` square noise PNG, as
+            ``"base64Data"`` or as a ``"URL"`` the stub serves over HTTP; ``None`` otherwise.
+        result_image_px: side of the bytes-path result PNG (512: 768 KiB, 1 MiB in base64).
         rate_fraction: offer this fraction of ``rate_basis``'s peak rate (measured first, flat
             out, against the same stub) to every contender instead of running flat out.
         rate_basis: the contender whose peak sets the offered rate (the raw floor if its
@@ -116,6 +181,8 @@ class Scenario:
     contenders: tuple[str, ...] = _ALL_ONE_SHOT
     caps: dict[str, int] = field(default_factory=dict)
     png_input: bool = False
+    bytes_path: Literal["base64Data", "URL"] | None = None
+    result_image_px: int = 512
     rate_fraction: float | None = None
     rate_basis: str = "us-tuned"
     quick_divisor: int = 10
@@ -172,7 +239,16 @@ SCENARIOS: dict[str, Scenario] = {
             tasks=20_000,
             window=2_000,
             latency_ms=200.0,
-            contenders=(*_ALL_ONE_SHOT, "us-async"),
+            contenders=(
+                "floor",
+                "floor-uvloop",
+                "us-default",
+                "us-tuned",
+                "pyl",
+                "pyn-sync",
+                "pyn-async",
+                "us-async",
+            ),
             caps={"pyl": 1_500},  # 15 in flight / 0.2 s = 75 tasks/s
         ),
         Scenario(
@@ -182,6 +258,15 @@ SCENARIOS: dict[str, Scenario] = {
             window=100,
             batch=10,
             png_input=True,
+            contenders=(
+                "floor",
+                "floor-uvloop",
+                "us-default",
+                "us-tuned",
+                "pyl",
+                "pyn-sync",
+                "pyn-async",
+            ),
             caps={"pyn-async": 500},
         ),
         Scenario(
@@ -189,7 +274,34 @@ SCENARIOS: dict[str, Scenario] = {
             "20k tasks offered at half of upscale_stream's peak rate, 0 ms latency, 1 result/frame",
             tasks=20_000,
             rate_fraction=0.5,
-            contenders=("floor", "us-default", "us-tuned"),
+            contenders=(
+                "floor",
+                "floor-uvloop",
+                "us-default",
+                "us-upscale",
+                "us-tuned",
+                "us-many-uvloop",
+            ),
+        ),
+        Scenario(
+            "bytes-b64",
+            "the bytes path: 400 PNG/JPEG files of 0.1-0.9 MB in, 1 MB of base64Data per result",
+            tasks=400,
+            window=32,
+            batch=1,  # MB-sized tasks: an array would only delay the first of them
+            bytes_path="base64Data",
+            contenders=_BYTES,
+            quick_divisor=4,
+        ),
+        Scenario(
+            "bytes-url",
+            "the bytes path: 400 PNG/JPEG files in, results as URLs fetched over kept-alive HTTP",
+            tasks=400,
+            window=32,
+            batch=1,  # MB-sized tasks: an array would only delay the first of them
+            bytes_path="URL",
+            contenders=_BYTES,
+            quick_divisor=4,
         ),
         Scenario(
             "soak",

@@ -17,6 +17,9 @@ What it speaks (``docs``: ``/work/shared/reference/protocol.md`` sections 2, 3, 
   ``status:"processing"``.
 * Result items carry ``taskType`` (echoed), ``taskUUID``, ``imageUUID``, ``inputImageUUID`` and an
   ``imageURL``; ``--result-bytes`` pads the URL's query so each item is about that many bytes.
+* The bytes path: with ``--result-file IMG``, every result carries that image, as
+  ``imageBase64Data`` (``--result-as base64Data``, MB-sized frames) or as an ``imageURL`` served
+  by the stub's own keep-alive HTTP/1.1 server on another loopback port (``--result-as URL``).
 * ``data`` and ``errors`` never share a frame (section 4); every error item names its task.
 
 Scheduling: because the latency is one constant, results fall due in the order their tasks
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import os
 import signal
@@ -74,11 +78,19 @@ class StubConfig:
 class ResultFactory:
     """Encodes result items as JSON bytes with UUID-shaped ids made from a counter."""
 
-    def __init__(self, result_bytes: int) -> None:
+    def __init__(
+        self,
+        result_bytes: int,
+        *,
+        image_base64: bytes | None = None,
+        http_base: bytes | None = None,
+    ) -> None:
         prefix = str(uuid.uuid4())[:24]  # "xxxxxxxx-xxxx-4xxx-yxxx-": the last 12 digits count
         self._prefix = prefix.encode()
         self._counter = 0
         self._result_bytes = result_bytes
+        self._image_base64 = image_base64
+        self._http_base = http_base
 
     def item(self, task_type: bytes, task_uuid: bytes) -> bytes:
         """Return one result item; ``task_type`` and ``task_uuid`` are JSON-encoded strings."""
@@ -91,6 +103,10 @@ class ResultFactory:
             image,
             source,
         )
+        if self._image_base64 is not None:
+            return b"".join((head, b',"imageBase64Data":"', self._image_base64, b'"}'))
+        if self._http_base is not None:
+            return b'%s,"imageURL":"%s/r/%s.png"}' % (head, self._http_base, image)
         url = b"https://im.example.invalid/%s.jpg" % image
         short = len(head) + len(url) + 15  # ,"imageURL":"" and }
         if self._result_bytes > short + 5:
@@ -307,6 +323,28 @@ def _error(code: str, message: str, task_type: Any, task_uuid: Any) -> dict[str,
     return error
 
 
+async def serve_image_http(host: str, body: bytes) -> asyncio.Server:
+    """A keep-alive HTTP/1.1 server that answers every GET with ``body`` (an image/png)."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: %d\r\n\r\n" % len(body)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                request = await reader.readuntil(b"\r\n\r\n")
+                if not request.startswith(b"GET "):
+                    writer.write(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+                    break
+                writer.write(head)
+                writer.write(body)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(answer, host, 0)
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that a reader sees either nothing or all of it."""
     partial = path.with_name(path.name + ".partial")
@@ -322,7 +360,17 @@ async def serve_until_stopped(args: argparse.Namespace) -> int:
         result_bytes=args.result_bytes,
         stats_file=args.stats_file,
     )
-    results = ResultFactory(args.result_bytes)
+    image_server: asyncio.Server | None = None
+    image_base64 = http_base = None
+    if args.result_file is not None:
+        body = args.result_file.read_bytes()
+        if args.result_as == "base64Data":
+            image_base64 = base64.b64encode(body)
+        else:
+            image_server = await serve_image_http(args.host, body)
+            http_port = next(iter(image_server.sockets)).getsockname()[1]
+            http_base = f"http://{args.host}:{http_port}".encode()
+    results = ResultFactory(args.result_bytes, image_base64=image_base64, http_base=http_base)
     totals = {"tasks": 0, "connections": 0}
 
     async def handler(ws: ServerConnection) -> None:
@@ -346,6 +394,8 @@ async def serve_until_stopped(args: argparse.Namespace) -> int:
             write_atomically(args.ready_file, f"{port}\n")
         print(f"stub listening on ws://{args.host}:{port}", file=sys.stderr, flush=True)
         await stop.wait()
+    if image_server is not None:
+        image_server.close()
     print(
         f"stub stopped: {totals['tasks']} tasks over {totals['connections']} connections",
         file=sys.stderr,
@@ -364,6 +414,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--result-bytes", type=int, default=0, help="pad each item to this size")
     parser.add_argument("--ready-file", type=Path, help="the port is written here once listening")
     parser.add_argument("--stats-file", type=Path, help="one JSON line per closed connection")
+    parser.add_argument("--result-file", type=Path, help="bytes path: the image of every result")
+    parser.add_argument(
+        "--result-as", choices=("base64Data", "URL"), default="base64Data", help="result's form"
+    )
     parser.add_argument("--write-limit", type=int, default=256 * 1024, help="send buffer bytes")
     parser.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
     return parser.parse_args(argv)

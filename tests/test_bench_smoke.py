@@ -205,3 +205,47 @@ def test_harness_writes_a_report_even_when_a_contender_fails(tmp_path: Path) -> 
         assert all(r["status"] == "failed" and r.get("stderr_tail") for r in ours)
     else:
         assert all(r["status"] == "ok" for r in ours), [r.get("stderr_tail") for r in ours]
+
+
+@pytest.mark.parametrize("result_as", ["base64Data", "URL"])
+def test_bytes_path_contenders_move_every_image_end_to_end(tmp_path: Path, result_as: str) -> None:
+    from benchmarks.noise_png import write_bytes_inputs
+
+    upscale_stream_client_importable()
+    inputs = tmp_path / "inputs"
+    write_bytes_inputs(inputs, count=4)
+    scenario = Scenario("bytes", "smoke", tasks=TASKS, bytes_path=result_as, result_image_px=64)  # type: ignore[arg-type]
+    with StubServer(scenario, tmp_path) as server:
+        for script, key in (
+            ("raw_bytes_floor.py", "bytes-floor"),
+            ("upscale_stream_client.py", "us-bytes"),
+        ):
+            out = tmp_path / f"out-{key}"
+            options = [
+                "--input-dir",
+                str(inputs),
+                "--out-dir",
+                str(out),
+                "--output-type",
+                result_as,
+            ]
+            if key == "us-bytes":
+                options += ["--api", "many"]
+            line = run_contender(script, server.url, *options, key=key)
+            assert_complete(line)
+            written = sorted(out.iterdir())
+            assert written and written[0].read_bytes().startswith(b"\x89PNG")
+            assert line["payload_bytes_out"] == TASKS * written[0].stat().st_size
+            assert line["payload_bytes_in"] > TASKS * 90_000
+
+
+def test_upscale_many_contender_reports_latency_from_due_times_when_paced(
+    stub: StubServer,
+) -> None:
+    upscale_stream_client_importable()
+    line = run_contender(
+        "upscale_stream_client.py", stub.url, "--api", "many", "--rate", "4000", key="us-many"
+    )
+    assert_complete(line)
+    assert line["wall_s"] >= (TASKS - 1) / 4000
+    assert line["lat_p50_ms"] >= 5.0  # the stub's latency, counted from each due time

@@ -147,9 +147,11 @@ async def run_pool(
     """Run ``meter.tasks`` calls of ``call`` on a fixed pool of worker coroutines.
 
     Each worker takes the next task number from a shared counter, so at most ``workers`` calls
-    are open at once and no coroutine is created per task. With ``rate`` > 0, task ``i`` does not
-    start before ``i / rate`` seconds into the run (an offered load; a client that cannot keep up
-    simply runs late). A task's latency is measured from its call to its return.
+    are open at once and no coroutine is created per task. With ``rate`` > 0, task ``i`` falls
+    due ``i / rate`` seconds into the run (an offered load); a client that cannot keep up runs
+    late, and its lateness counts. A task's latency runs from its **due time** to its return:
+    ``t0 + i / rate`` with ``rate``; flat out, the moment a worker was free to take it (its
+    window slot opened), which is when it is called.
     """
     loop = asyncio.get_running_loop()
     clock = time.perf_counter
@@ -157,6 +159,7 @@ async def run_pool(
     total = meter.tasks
     next_task = 0
     t0 = loop.time()
+    c0 = clock()
 
     async def worker() -> None:
         nonlocal next_task
@@ -164,16 +167,18 @@ async def run_pool(
             index = next_task
             next_task += 1
             if rate > 0:
+                due = c0 + index / rate
                 delay = t0 + index / rate - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            started = clock()
+            else:
+                due = clock()
             try:
                 await call()
             except Exception as exc:  # a failed task is counted, never fatal to the run
                 meter.fail(exc)
                 continue
-            latencies.append(clock() - started)
+            latencies.append(clock() - due)
             meter.ok += 1
 
     await asyncio.gather(*(worker() for _ in range(max(1, min(workers, total)))))

@@ -8,8 +8,11 @@ the yardstick every other contender is divided by, so it stays as plain as the p
   (or fewer, for the tail of the run), send the next array.
 
 With ``--rate R`` arrays go out on a schedule instead (task i not before i/R s), still capped at
-W in flight. A task's latency runs from just before its array is sent to the moment the frame
-carrying its result has been parsed.
+W in flight. A task's latency runs from its **due time** to the moment the frame carrying its
+result has been parsed, as for every contender: with ``--rate`` task i is due at i/R s; flat out,
+a task is due when its window slot opened (the run's start for the first W, else the moment the
+result that freed its slot was parsed). Waiting for a full array therefore counts against the
+floor, as it would against any client.
 
 Usage: ``python benchmarks/contenders/raw_floor.py --url ws://127.0.0.1:PORT --tasks N
 --window W --batch B [--input FILE] [--rate R] [--uvloop]``. Prints one JSON line (``_common``).
@@ -21,6 +24,7 @@ import argparse
 import asyncio
 import time
 import uuid
+from collections import deque
 from typing import Any
 
 import orjson
@@ -35,13 +39,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     image = input_image(args.input)
     total, window, batch, rate = args.tasks, args.window, args.batch, args.rate
     meter = Meter(total)
-    sent_at: dict[str, float] = {}
+    sent_at: dict[str, float] = {}  # taskUUID -> due time
     clock = time.perf_counter
+    freed: deque[float] = deque()  # flat out: when each open window slot became free
     async with connect(args.url, max_size=None, compression=None, proxy=None) as ws:
         await ws.send(orjson.dumps([{"taskType": "authentication", "apiKey": API_KEY}]), text=True)
         orjson.loads(await ws.recv(decode=False))
         meter.start()
         t0 = clock()
+        freed.extend([t0] * window)
         submitted = 0
 
         async def send_array(count: int) -> None:
@@ -57,9 +63,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 }
                 for _ in range(count)
             ]
-            now = clock()
-            for task in tasks:
-                sent_at[task["taskUUID"]] = now
+            if rate > 0:
+                for offset, task in enumerate(tasks):
+                    sent_at[task["taskUUID"]] = t0 + (submitted + offset) / rate
+            else:
+                for task in tasks:
+                    sent_at[task["taskUUID"]] = freed.popleft()
             submitted += count
             await ws.send(orjson.dumps(tasks), text=True)
 
@@ -88,12 +97,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             envelope = orjson.loads(await ws.recv(decode=False))
             now = clock()
             for item in envelope.get("data", ()):
-                started = sent_at.pop(item.get("taskUUID"), None)
-                if started is not None:
-                    latencies.append(now - started)
+                due = sent_at.pop(item.get("taskUUID"), None)
+                if due is not None:
+                    latencies.append(now - due)
+                    freed.append(now)
                     meter.ok += 1
             for error in envelope.get("errors", ()):
                 if sent_at.pop(error.get("taskUUID"), None) is not None:
+                    freed.append(now)
                     meter.fail(RuntimeError(f"{error.get('code')}: {error.get('message')}"))
             if pacer is None:
                 while (count := sendable()) > 0:

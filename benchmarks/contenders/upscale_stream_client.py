@@ -6,12 +6,19 @@ Modes (on top of the common contender command line, see ``_common``):
   latency is measured from the call to its result. The client gets
   ``max_in_flight=--window, max_batch=--batch``.
 * ``--defaults``: the same workload on a client built with no tuning arguments at all.
-* ``--api many``: one ``async for`` over ``client.upscale_many(..., ordered=False)``; throughput
-  and CPU only (the stream does not expose per-task send times).
+* ``--api many``: one ``async for`` over ``client.upscale_many(..., ordered=False)``. A task's
+  latency runs from its due time: with ``--rate``, ``i / rate`` s into the run (the input
+  iterator waits for it); flat out, the moment the stream pulled its input (a window slot was
+  free).
+* ``--input-dir DIR --out-dir DIR`` (the bytes path, with ``--api many``): the inputs are the
+  image files in DIR, cycled, passed as paths; every result's image is read with
+  ``read_bytes()`` (decoded from base64, or fetched from its URL) and written to ``--out-dir``.
+  The report adds the input and output bytes moved.
 * ``--soak``: like ``--api many`` over a lazily generated input stream, sampling the process's
   resident set size every ``--rss-interval`` seconds; reports the samples, the growth from the
   first to the last sample and the trend (least-squares slope) over the second half.
 
+``--transport picows`` builds the client with ``transport="picows"`` (the ``fast`` extra).
 ``--uvloop`` (common option) runs the whole thing on uvloop when it is installed;
 ``--delivery async`` asks for ``deliveryMethod:"async"`` (ACK, then the client polls).
 """
@@ -20,9 +27,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from _common import API_KEY, FACTOR, MODEL, Meter, input_image, run_main, run_pool
@@ -54,6 +61,10 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api", choices=("upscale", "many"), default="upscale")
     parser.add_argument("--soak", action="store_true", help="upscale_many with RSS sampling")
     parser.add_argument("--rss-interval", type=float, default=10.0, help="soak sample period, s")
+    parser.add_argument("--input-dir", type=Path, help="bytes path: image files sent as paths")
+    parser.add_argument("--out-dir", type=Path, help="bytes path: where result images go")
+    parser.add_argument("--output-type", default=None, help="outputType of every task")
+    parser.add_argument("--transport", help="the client's transport= (websockets or picows)")
 
 
 def _import_client() -> Any:
@@ -73,10 +84,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     task_options: dict[str, Any] = {"factor": FACTOR, "model": MODEL}
     if args.delivery == "async":  # ACK, then the client polls getResponse
         task_options["delivery_method"] = "async"
+    if args.output_type:
+        task_options["output_type"] = args.output_type
     image = input_image(args.input)
     options: dict[str, Any] = {}
     if not args.defaults:
         options = {"max_in_flight": args.window, "max_batch": args.batch}
+    if args.transport:
+        options["transport"] = args.transport
     mode = "soak" if args.soak else args.api
     settings = "defaults" if args.defaults else f"window={args.window},batch={args.batch}"
     async with upscale_client(api_key=API_KEY, url=args.url, **options) as client:
@@ -92,14 +107,27 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await run_pool(meter, args.window, args.rate, call)
             meter.stop()
         else:
-            if args.rate > 0:
-                raise SystemExit("--rate needs --api upscale")
             extra = await stream(
-                client, image, task_options, meter, args.rss_interval if args.soak else None
+                client,
+                image,
+                task_options,
+                meter,
+                args.rss_interval if args.soak else None,
+                rate=args.rate,
+                input_dir=args.input_dir,
+                out_dir=args.out_dir,
             )
     return meter.report(
         contender="upscale_stream", mode=mode, settings=settings, delivery=args.delivery, **extra
     )
+
+
+def bytes_inputs(input_dir: Path) -> list[Path]:
+    """The image files of the bytes path, in name order."""
+    files = sorted(p for p in input_dir.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    if not files:
+        raise SystemExit(f"no .png/.jpg files in {input_dir}")
+    return files
 
 
 async def stream(
@@ -108,35 +136,82 @@ async def stream(
     task_options: dict[str, Any],
     meter: Meter,
     rss_interval: float | None,
+    *,
+    rate: float = 0.0,
+    input_dir: Path | None = None,
+    out_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Run ``meter.tasks`` tasks through ``upscale_many``; sample RSS if ``rss_interval`` is set."""
+    """Run ``meter.tasks`` tasks through ``upscale_many``; sample RSS if ``rss_interval`` is set.
+
+    With ``input_dir``, the inputs are its files (cycled) and every result's bytes are written to
+    ``out_dir``. Latency runs from each task's due time (see the module docstring).
+    """
     samples: list[tuple[float, int, float]] = []  # (seconds into the run, tasks done, RSS MiB)
     sampler: asyncio.Task[None] | None = None
-    t0 = time.perf_counter()
+    clock = time.perf_counter
+    total = meter.tasks
+    measure = rss_interval is None  # the soak keeps no per-task times (1M floats of RSS)
+    due: list[float] = [0.0] * (total if measure else 0)
+    sources: list[Any] = [image]
+    if input_dir is not None:
+        sources = list(bytes_inputs(input_dir))
+        assert out_dir is not None, "--input-dir needs --out-dir"
+        out_dir.mkdir(parents=True, exist_ok=True)
+    bytes_in = bytes_out = 0
+    t0 = clock()
 
     async def sample_rss(interval: float) -> None:
         while True:
-            samples.append((time.perf_counter() - t0, meter.ok, current_rss_mib()))
+            samples.append((clock() - t0, meter.ok, current_rss_mib()))
             await asyncio.sleep(interval)
 
+    def flat_out() -> Any:
+        count = len(sources)
+        for index in range(total):
+            if measure:
+                due[index] = clock()
+            yield sources[index % count]
+
+    async def paced() -> Any:
+        count = len(sources)
+        for index in range(total):
+            due[index] = start = t0 + index / rate
+            delay = start - clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            yield sources[index % count]
+
     meter.start()
+    t0 = clock()
     if rss_interval is not None:
         sampler = asyncio.create_task(sample_rss(rss_interval))
-    images = itertools.repeat(image, meter.tasks)
+    images = paced() if rate > 0 else flat_out()
+    latencies = meter.latencies_s
     try:
         async for outcome in client.upscale_many(images, ordered=False, **task_options):
-            if getattr(outcome, "ok", True):  # an Outcome; a failed task does not stop the stream
-                meter.ok += 1
-            else:
-                meter.fail(getattr(outcome, "error", None) or RuntimeError("task failed"))
+            if outcome.error is not None:  # a failed task does not stop the stream
+                meter.fail(outcome.error)
+                continue
+            if out_dir is not None:
+                data = outcome.result.read_bytes()
+                target = out_dir / f"{outcome.index % 64}.out"
+                target.write_bytes(data)
+                bytes_out += len(data)
+                bytes_in += outcome.source.stat().st_size
+            if measure:
+                latencies.append(clock() - due[outcome.index])
+            meter.ok += 1
     except Exception as exc:  # the stream itself broke off
         meter.fail(exc)
     meter.stop()
     meter.failed = max(meter.failed, meter.tasks - meter.ok)  # tasks never reported count too
+    extra: dict[str, Any] = {}
+    if out_dir is not None:
+        extra = {"payload_bytes_in": bytes_in, "payload_bytes_out": bytes_out}
     if sampler is None:
-        return {}
+        return extra
     sampler.cancel()
-    samples.append((time.perf_counter() - t0, meter.ok, current_rss_mib()))
+    samples.append((clock() - t0, meter.ok, current_rss_mib()))
     second_half = [(t, rss) for t, _, rss in samples if t >= samples[-1][0] / 2]
     trend = slope(second_half)
     return {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal, TypeAlias
 
 from .errors import InvalidLimits, InvalidURL, MissingAPIKey
 
@@ -22,6 +22,7 @@ __all__ = [
     "Retry",
     "TaskRetry",
     "Timeouts",
+    "Transport",
     "resolve_api_key",
     "resolve_url",
 ]
@@ -29,6 +30,10 @@ __all__ = [
 DEFAULT_URL = "wss://ws-api.runware.ai/v1"
 ENV_API_KEY = "RUNWARE_API_KEY"
 ENV_URL = "RUNWARE_URL"
+
+Transport: TypeAlias = Literal["websockets", "picows"]
+"""The WebSocket library under the connection: websockets (the default) or picows (C, the
+``fast`` extra: ``pip install 'upscale-stream[fast]'``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,13 +31,13 @@ import contextlib
 import random
 import ssl as ssl_module
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
-from .config import Retry, Timeouts
+from .config import Retry, Timeouts, Transport
 from .errors import (
     AuthenticationError,
     ClientClosed,
@@ -72,7 +72,11 @@ __all__ = ["Connection", "TaskCallback"]
 
 log = get_logger(__name__)
 
+if TYPE_CHECKING:
+    from .picows_socket import PicowsSocket
+
 ResultFactory = Callable[[dict[str, Any]], Any]
+Socket: TypeAlias = "ClientConnection | PicowsSocket"
 TaskCallback = Callable[[str, Any, "UpscaleError | None", int], None]
 """``callback(task_uuid, result, error, attempts)``: exactly one of ``result`` and ``error``
 is set; ``task_uuid`` is the key the task was submitted under, ``attempts`` its tries."""
@@ -103,8 +107,10 @@ class Connection:
         result_factory: ResultFactory,
         ssl_context: ssl_module.SSLContext | None = None,
         rng: random.Random | None = None,
+        transport: Transport = "websockets",
     ) -> None:
         register_secret(api_key)
+        self._transport = transport
         self.session = session
         self.url = url
         self._api_key = api_key
@@ -120,7 +126,7 @@ class Connection:
         """The adaptive in-flight window; ``window.size`` is the current limit."""
         self._slots = InFlightWindow(self.window, self._loop)
         self._drained: asyncio.Future[None] | None = None
-        self._ws: ClientConnection | None = None
+        self._ws: Socket | None = None
         self._wake_writer = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
@@ -303,8 +309,18 @@ class Connection:
 
     # -- the socket ------------------------------------------------------------------------------
 
-    async def _open(self) -> ClientConnection:
+    async def _open(self) -> Socket:
         limits = self.session.limits
+        if self._transport == "picows":
+            from .picows_socket import open_picows  # the fast extra, imported only when chosen
+
+            return await open_picows(
+                self.url,
+                open_timeout=self._timeouts.connect,
+                max_size=limits.max_message_size,
+                ssl=self._ssl,
+                user_agent=f"upscale-stream/{_version()}",
+            )
         try:
             return await connect(
                 self.url,
@@ -338,7 +354,7 @@ class Connection:
         except (OSError, websockets.exceptions.WebSocketException) as exc:
             raise ConnectionLost(f"could not connect to {self.url}: {exc}") from exc
 
-    async def _supervise(self, ws: ClientConnection) -> None:
+    async def _supervise(self, ws: Socket) -> None:
         backoff = self._backoff
         while True:
             reason = await self._serve(ws)
@@ -388,7 +404,7 @@ class Connection:
                 self.reconnects += 1
                 break
 
-    async def _serve(self, ws: ClientConnection) -> str:
+    async def _serve(self, ws: Socket) -> str:
         """Authenticate on ``ws`` and read until it ends; return why it ended."""
         self._ws = ws
         self._authenticated_at = None
@@ -424,7 +440,7 @@ class Connection:
             if ws.transport is not None:
                 ws.transport.abort()
 
-    async def _write_loop(self, ws: ClientConnection) -> None:
+    async def _write_loop(self, ws: Socket) -> None:
         wake = self._wake_writer
         session = self.session
         loop = self._loop
@@ -530,7 +546,7 @@ class Connection:
                 self._drop()
             case HeartbeatMissed(seconds=seconds):
                 ws = self._ws
-                backlog = len(ws.recv_messages.frames) if ws is not None else 0
+                backlog = _unread(ws) if ws is not None else 0
                 if backlog:
                     # Messages arrived that we have not read yet (a starved event loop): the
                     # link is alive; the core pings again with a fresh deadline.
@@ -661,6 +677,13 @@ class Connection:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _unread(ws: Socket) -> int:
+    """Messages that arrived on ``ws`` and are not read yet."""
+    if isinstance(ws, ClientConnection):
+        return len(ws.recv_messages.frames)
+    return ws.unread
 
 
 def _close_reason(exc: ConnectionClosed) -> str:

@@ -36,6 +36,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from .errors import APIError, InvalidTask
+from .results import UpscaleResult
 
 __all__ = [
     "CCSR",
@@ -50,6 +51,7 @@ __all__ = [
     "OutputType",
     "TaskTemplate",
     "UpscaleResult",
+    "UpscaleResultModel",
     "UpscaleSettings",
     "UpscaleTask",
     "invalid_task_from",
@@ -428,12 +430,13 @@ class TaskTemplate:
         )
 
 
-class UpscaleResult(BaseModel):
-    """One finished upscale, as the server delivered it.
+class UpscaleResultModel(BaseModel):
+    """The pydantic schema of a result item: the lenient validator behind :class:`UpscaleResult`.
 
-    Exactly one of ``image_url``, ``image_base64_data`` and ``image_data_uri`` is normally set,
-    following the task's ``outputType``. ``media_uuid``/``media_url`` are accepted as the newer
-    spellings (protocol.md section 5.3). Unknown fields are kept (``model_extra``).
+    The client decodes results with :func:`upscale_stream.results.decode_result`, which only
+    comes here for what is unusual (unknown keys, unexpected types), so both always agree on
+    what a valid result is. ``media_uuid``/``media_url`` are the newer spellings (protocol.md
+    section 5.3). Unknown fields are kept (``model_extra``).
     """
 
     model_config = ConfigDict(
@@ -451,44 +454,6 @@ class UpscaleResult(BaseModel):
     media_url: str | None = Field(None, alias="mediaURL")
     cost: float | None = None
     status: str | None = None
-
-    @property
-    def url(self) -> str | None:
-        """The download URL, whichever spelling the server used."""
-        return self.image_url or self.media_url
-
-    @property
-    def uuid(self) -> str | None:
-        """The output image's UUID, whichever spelling the server used."""
-        return self.image_uuid or self.media_uuid
-
-    def read_bytes(self, *, timeout: float = 60.0) -> bytes:
-        """The output image's bytes: decoded from base64, or downloaded from the URL (blocking).
-
-        Raises:
-            UpscaleError: the result carries no image, or the download failed.
-        """
-        from .download import result_bytes
-
-        return result_bytes(self, timeout=timeout)
-
-    async def aread_bytes(self, *, timeout: float = 60.0) -> bytes:
-        """Like :meth:`read_bytes`, without blocking the event loop (runs in a thread)."""
-        import asyncio
-
-        return await asyncio.to_thread(self.read_bytes, timeout=timeout)
-
-    def save(self, path: str | Any, *, timeout: float = 60.0) -> Any:
-        """Write the output image to ``path`` atomically (temp file + rename); returns the path."""
-        from .download import save_atomic
-
-        return save_atomic(path, self.read_bytes(timeout=timeout))
-
-    async def asave(self, path: str | Any, *, timeout: float = 60.0) -> Any:
-        """Like :meth:`save`, without blocking the event loop (runs in a thread)."""
-        import asyncio
-
-        return await asyncio.to_thread(self.save, path, timeout=timeout)
 
 
 class ErrorItem(BaseModel):

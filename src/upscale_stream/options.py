@@ -13,7 +13,7 @@ import ssl
 from collections.abc import Mapping
 from typing import Any, Literal, TypedDict
 
-from .config import Heartbeat, Limits, Polling, Retry, TaskRetry, Timeouts
+from .config import Heartbeat, Limits, Polling, Retry, TaskRetry, Timeouts, Transport
 from .models import DeliveryMethod, OutputFormat, OutputType, UpscaleSettings
 
 __all__ = ["ClientOptions", "Factor", "TaskOptions"]
@@ -64,3 +64,4 @@ class ClientOptions(TypedDict, total=False):
     verify_ssl: bool
     ssl_context: ssl.SSLContext | None
     seed: int | None
+    transport: Transport

@@ -30,9 +30,12 @@ __all__ = ["Outcome", "Stream"]
 S = TypeVar("S", bound=ImageSource)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome(Generic[S]):
     """One finished item of :meth:`UpscaleClient.upscale_many`.
+
+    Read it, do not change it. It is not a frozen dataclass because one is built per task and a
+    frozen one costs about four times as much to build (``object.__setattr__`` per field).
 
     Attributes:
         index: Position of the input in the iterable (0-based).
@@ -71,6 +74,8 @@ async def input_value(image: ImageSource) -> str:
     Raises:
         InvalidTask: the image is unusable.
     """
+    if type(image) is str and len(image) == 36 and is_uuid(image):
+        return image  # the bulk-job case: one UUID check per task, not one here and one below
     if needs_thread(image):
         value = await asyncio.to_thread(input_value_now, image)
     else:
@@ -114,8 +119,11 @@ class Stream(Generic[S]):
         timeout: float | None,
         job: tuple[str, str] | None = None,
         key: Callable[[S], str] | None = None,
+        window: int | None = None,
     ) -> None:
         self._connection = connection
+        self._window = window  # this stream's own cap on pending inputs (None: the client's)
+        self._room: asyncio.Future[None] | None = None
         self._job = job  # (job id, options digest)
         self._key = key
         self._template = template
@@ -145,6 +153,9 @@ class Stream(Generic[S]):
         self._preparing = preparing
         try:
             async for image in _aiter(images):
+                while self._window is not None and self._slots >= self._window:
+                    self._room = self._loop.create_future()
+                    await self._room  # an outcome was yielded: one of our slots is free
                 await self._connection.acquire()
                 self._slots += 1
                 if needs_thread(image):
@@ -261,6 +272,9 @@ class Stream(Generic[S]):
     def _give_back(self) -> None:
         self._slots -= 1
         self._connection.release()
+        room = self._room
+        if room is not None and not room.done():
+            room.set_result(None)
 
     def close(self) -> None:
         """The consumer stopped: cancel unfinished tasks and give back every slot."""

@@ -164,6 +164,7 @@ class Client:
         timeout: float | None = None,
         job_id: str | None = None,
         key: Callable[[S], str] | None = None,
+        window: int | None = None,
         **options: Unpack[TaskOptions],
     ) -> Iterator[Outcome[S]]:
         """Stream outcomes as tasks finish (see :meth:`UpscaleClient.upscale_many`).
@@ -179,6 +180,7 @@ class Client:
             timeout=timeout,
             job_id=job_id,
             key=key,
+            window=window,
             **options,
         )
 
