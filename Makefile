@@ -42,6 +42,8 @@ $(BENCH_STAMP): $(STAMP)
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.ray_scaling --markdown benchmarks/ray_scaling.md --write benchmarks/ray_scaling.json
+	$(BIN)/python -m benchmarks.sr_bench --markdown benchmarks/sr_bench.md
 	$(BIN)/python -m benchmarks.harness
 
 bench-quick: $(BENCH_STAMP)

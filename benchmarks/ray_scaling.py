@@ -155,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per setting; the best counts")
     parser.add_argument("--num-cpus", type=int, help="CPUs Ray may use (default: all)")
     parser.add_argument("--write", type=Path, help="write the figures as JSON here")
+    parser.add_argument(
+        "--markdown", type=Path, help="write the table here (RESULTS.md includes it)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.tasks, args.repeat = 3_000, 1
@@ -213,7 +216,10 @@ def main(argv: list[str] | None = None) -> int:
         else None,
         "batches": batches,
     }
-    print(render(figures, pool_sizes))
+    table = render(figures, pool_sizes)
+    print(table)
+    if args.markdown is not None:
+        args.markdown.write_text(table + "\n")
     if args.write is not None:
         args.write.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2) + b"\n")
     return 0

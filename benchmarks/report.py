@@ -712,8 +712,35 @@ def write_results_md(path: Path, run: dict[str, Any], chart: Path | None) -> Non
             lines.append(commands[0].get("stub_command", ""))
             lines += [r["command"] for r in commands]
             lines += ["```", "", "</details>"]
+    lines += _companion_sections(path.parent)
     lines.append("")
     path.write_text("\n".join(lines))
+
+
+COMPANIONS = (
+    (
+        "ray_scaling.md",
+        "Ray Data scaling (issue 15)",
+        "`python -m benchmarks.ray_scaling --markdown benchmarks/ray_scaling.md` "
+        "(run by `make bench`); what limits it on 2 cores: docs/ray.md.",
+    ),
+    (
+        "sr_bench.md",
+        "The reference server's engines: Pillow and neural (issue 11)",
+        "`python -m benchmarks.sr_bench --markdown benchmarks/sr_bench.md` "
+        "(run by `make bench`); the model table: docs/engines.md.",
+    ),
+)
+"""Tables written by the other benchmarks of ``make bench``, included when present."""
+
+
+def _companion_sections(folder: Path) -> list[str]:
+    lines: list[str] = []
+    for name, title, command in COMPANIONS:
+        table = folder / name
+        if table.exists():
+            lines += ["", f"## {title}", "", command, "", table.read_text().rstrip()]
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------

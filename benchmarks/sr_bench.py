@@ -210,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--x4plus", action="store_true", help="also time CCSR x2 (x4plus)")
     parser.add_argument("--no-quality", action="store_true", help="skip the round-trip test")
     parser.add_argument("--json", type=Path, help="write every record to this file")
+    parser.add_argument(
+        "--markdown", type=Path, help="write the tables here (RESULTS.md includes them)"
+    )
     parser.add_argument("--crop", type=Path, help="write the before/after crop (PNG) here")
     args = parser.parse_args(argv)
     sizes = [int(value) for value in args.sizes.split(",")]
@@ -218,7 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     min_seconds = 0.0 if args.quick else MIN_CELL_SECONDS
     speed_records = speed(sizes, factors, repeat, min_seconds, args.x4plus)
     quality_records = [] if args.no_quality else quality(list(range(args.seeds)), factors)
-    print(markdown(speed_records, quality_records))
+    tables = markdown(speed_records, quality_records)
+    print(tables)
+    if args.markdown is not None:
+        args.markdown.write_text(tables + "\n")
     if args.json is not None:
         args.json.write_text(json.dumps({"speed": speed_records, "quality": quality_records}))
     if args.crop is not None:
