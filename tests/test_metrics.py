@@ -1,0 +1,242 @@
+"""The metrics recorder, its snapshot, and the OpenTelemetry bridge (SDK in-memory reader)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from upscale_stream.metrics import LATENCY_BOUNDS, LatencyHistogram, Metrics, Stats
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_fresh_recorder_snapshots_to_zeros_and_no_percentiles():
+    stats = Metrics().snapshot()
+    assert stats == Stats(latency=stats.latency)
+    assert stats.latency.count == 0
+    assert stats.latency.p50 is None
+
+
+def test_the_snapshot_is_frozen_and_does_not_move_with_the_recorder():
+    metrics = Metrics()
+    metrics.task_failed("invalidModel")
+    stats = metrics.snapshot()
+    metrics.task_failed("invalidModel")
+    metrics.task_succeeded(0.1)
+    assert stats.failed == 1
+    assert stats.failed_by_code == {"invalidModel": 1}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stats.failed = 5  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        stats.failed_by_code["x"] = 1  # type: ignore[index]
+
+
+def test_every_counter_lands_in_its_own_field():
+    metrics = Metrics()
+    metrics.task_submitted(5)
+    metrics.task_succeeded(0.2)
+    metrics.task_failed("timeout", None)
+    metrics.task_failed("invalidApiKey", 0.3)
+    metrics.task_retried(2)
+    metrics.task_resent(3)
+    metrics.task_replayed(4)
+    metrics.task_fetched(6)
+    metrics.frame_sent(100)
+    metrics.frame_sent(50)
+    metrics.frame_received(7)
+    metrics.reconnected()
+    stats = metrics.snapshot(queued=9, in_flight=8, window=64)
+    assert stats.as_dict() == {
+        "submitted": 5,
+        "queued": 9,
+        "in_flight": 8,
+        "succeeded": 1,
+        "failed": 2,
+        "failed_by_code": {"timeout": 1, "invalidApiKey": 1},
+        "retried": 2,
+        "resent": 3,
+        "replayed": 4,
+        "fetched": 6,
+        "frames_sent": 2,
+        "frames_received": 1,
+        "bytes_sent": 150,
+        "bytes_received": 7,
+        "reconnects": 1,
+        "window": 64,
+        "latency": {
+            "count": 2,
+            "p50": stats.latency.p50,
+            "p90": stats.latency.p90,
+            "p99": stats.latency.p99,
+            "window": 60.0,
+        },
+    }
+
+
+def test_percentiles_of_a_known_spread_are_within_the_bucket_error():
+    histogram = LatencyHistogram(clock=FakeClock())
+    for millis in range(1, 1001):  # 1 ms .. 1 s, uniform
+        histogram.record(millis / 1000)
+    summary = histogram.summary()
+    assert summary.count == 1000
+    assert summary.p50 == pytest.approx(0.5, rel=0.03)
+    assert summary.p90 == pytest.approx(0.9, rel=0.03)
+    assert summary.p99 == pytest.approx(0.99, rel=0.03)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(min_value=0.0011, max_value=LATENCY_BOUNDS[-1] * 0.99))
+def test_one_latency_comes_back_as_every_percentile_within_two_and_a_half_percent(seconds):
+    histogram = LatencyHistogram(clock=FakeClock())
+    histogram.record(seconds)
+    summary = histogram.summary()
+    assert summary.p50 == summary.p99
+    assert summary.p50 is not None
+    assert math.isclose(summary.p50, seconds, rel_tol=0.026)
+
+
+def test_latencies_outside_the_buckets_are_clamped_not_lost():
+    histogram = LatencyHistogram(clock=FakeClock())
+    histogram.record(-1.0)
+    histogram.record(1e9)
+    summary = histogram.summary()
+    assert summary.count == 2
+    assert summary.p50 == pytest.approx(0.001)
+    assert summary.p99 == LATENCY_BOUNDS[-1]
+
+
+def test_old_latencies_leave_the_window():
+    clock = FakeClock()
+    histogram = LatencyHistogram(slot_seconds=10, slots=6, clock=clock)
+    histogram.record(5.0)
+    clock.now += 30
+    histogram.record(0.01)
+    assert histogram.summary().count == 2
+    clock.now += 40  # the 5 s sample is now 70 s old, the 10 ms one 40 s
+    summary = histogram.summary()
+    assert summary.count == 1
+    assert summary.p99 == pytest.approx(0.01, rel=0.03)
+    clock.now += 600
+    assert histogram.summary().count == 0
+
+
+def test_a_slot_reused_after_a_full_turn_starts_empty():
+    clock = FakeClock()
+    histogram = LatencyHistogram(slot_seconds=1, slots=2, clock=clock)
+    histogram.record(1.0)
+    clock.now += 2  # same slot index, next turn of the ring
+    histogram.record(0.002)
+    summary = histogram.summary()
+    assert summary.count == 1
+    assert summary.p50 == pytest.approx(0.002, rel=0.03)
+
+
+def test_a_bad_window_is_refused():
+    with pytest.raises(ValueError, match="slot_seconds"):
+        LatencyHistogram(slot_seconds=0)
+
+
+# -- OpenTelemetry ---------------------------------------------------------------------------
+
+
+def _collect(reader: InMemoryMetricReader) -> dict[str, list]:
+    data = reader.get_metrics_data()
+    found: dict[str, list] = {}
+    for resource_metrics in data.resource_metrics:
+        for scope in resource_metrics.scope_metrics:
+            for metric in scope.metrics:
+                found[metric.name] = [metric, list(metric.data.data_points)]
+    return found
+
+
+@pytest.fixture
+def otel():
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    yield provider, reader
+    provider.shutdown()
+
+
+def test_opentelemetry_gets_counters_and_a_duration_histogram_in_seconds(otel):
+    provider, reader = otel
+    metrics = Metrics()
+    metrics.export_to(provider, gauges=lambda: (3, 64))
+    metrics.task_submitted(2, "runware:503@1")
+    metrics.task_succeeded(0.25, "runware:503@1")
+    metrics.task_failed("invalidUpscaleFactor", 0.05, "runware:501@1")
+    metrics.task_resent(1)
+    metrics.frame_sent(120)
+    metrics.frame_received(80)
+    metrics.reconnected()
+    found = _collect(reader)
+
+    metric, points = found["upscale_stream.client.task.duration"]
+    assert metric.unit == "s"
+    by_outcome = {p.attributes["upscale.outcome"]: p for p in points}
+    assert by_outcome["success"].sum == pytest.approx(0.25)
+    assert dict(by_outcome["error"].attributes) == {
+        "upscale.model": "runware:501@1",
+        "upscale.outcome": "error",
+        "error.type": "invalidUpscaleFactor",
+    }
+    assert 0.25 in by_outcome["success"].explicit_bounds
+
+    metric, points = found["upscale_stream.client.task.submitted"]
+    assert metric.unit == "{task}"
+    assert [(p.value, dict(p.attributes)) for p in points] == [
+        (2, {"upscale.model": "runware:503@1"})
+    ]
+    metric, points = found["upscale_stream.client.io"]
+    assert metric.unit == "By"
+    assert {p.attributes["network.io.direction"]: p.value for p in points} == {
+        "transmit": 120,
+        "receive": 80,
+    }
+    assert found["upscale_stream.client.task.retried"][1][0].attributes == {
+        "upscale.reason": "resent"
+    }
+    assert found["upscale_stream.client.reconnects"][1][0].value == 1
+    assert found["upscale_stream.client.task.in_flight"][1][0].value == 3
+    assert found["upscale_stream.client.window"][1][0].value == 64
+
+
+def test_no_attribute_can_carry_a_key_a_url_or_image_data(otel):
+    provider, reader = otel
+    metrics = Metrics()
+    metrics.export_to(provider)
+    secret = "sk-live-0123456789abcdef"
+    bad_values = [
+        f"https://example.test/img.png?apiKey={secret}",
+        "data:image/png;base64,iVBORw0KGgo=",
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk" + secret,
+        f"bad code with {secret}",
+    ]
+    for value in bad_values:
+        metrics.task_submitted(1, value)
+        metrics.task_failed(value, 0.1, value)
+    for _metric, points in _collect(reader).values():
+        for point in points:
+            for attribute in point.attributes.values():
+                assert secret not in attribute
+                assert "://" not in attribute and "base64" not in attribute
+                assert attribute in {"other", "error", "unknown"}, attribute
+
+
+def test_without_an_sdk_the_bridge_is_a_harmless_no_op():
+    metrics = Metrics()
+    metrics.export_to()  # the global provider: a no-op one unless an app configured an SDK
+    metrics.task_succeeded(0.1, "runware:503@1")
+    metrics.frame_sent(10)
+    assert metrics.snapshot().succeeded == 1
