@@ -470,10 +470,12 @@ class _Job:
             if self.stop_requested:
                 return
             self.pulled += 1
+            self.tally.in_flight += 1
             yield planned.source.image
 
     async def _take(self, outcome: Outcome[Path | str]) -> None:
         self._window.release()
+        self.tally.in_flight -= 1
         planned = self.todo[outcome.index]
         if outcome.error is not None:
             sent = outcome.task_uuid is not None
@@ -545,7 +547,7 @@ class _Job:
         self.interrupts += 1
         if self.interrupts == 1:
             self.stop_requested = True
-            in_flight = self.pulled - len(self.finalized)
+            in_flight = self.tally.in_flight  # answered but still being written: not in flight
             self.reporter.note(
                 f"interrupted: sending no new tasks; waiting for {in_flight} in flight "
                 "(press Ctrl-C again to cancel them)"
