@@ -116,7 +116,7 @@ def test_sizes_take_binary_and_decimal_units(text: str, size: int) -> None:
 
 def test_a_bad_size_says_what_a_size_looks_like(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--max-fetch-bytes", "lots"]) == 2
-    assert "argument --max-fetch-bytes: expected a size such as 900KiB" in capsys.readouterr().err
+    assert "error: --max-fetch-bytes: expected a size such as 900KiB" in capsys.readouterr().err
 
 
 async def _serve(*argv: str) -> tuple[asyncio.subprocess.Process, str, str]:

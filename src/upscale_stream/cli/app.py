@@ -12,12 +12,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
+from typing import NoReturn
 
 from . import bench, run, serve
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 from .streams import Streams
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "print_usage_error"]
 
 PROG = "upscale-stream"
 
@@ -66,10 +67,31 @@ def _version() -> str:
         return "unknown"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with our one style of usage error: one line naming the flag, then a hint.
+
+    argparse prints its whole usage block before some errors and not others; every usage
+    error (argparse's and :class:`UsageError`) now reads ``upscale-stream run: error: --quality:
+    expected an integer from 20 to 99, got 'abc'`` followed by where the help is. Sub-parsers
+    inherit the class (``add_subparsers`` uses ``type(parser)``).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("argument "):  # "argument --quality: ..." -> "--quality: ..."
+            message = message.removeprefix("argument ")
+        print_usage_error(self.prog, message)
+        raise SystemExit(EXIT_USAGE)
+
+
+def print_usage_error(prog: str, message: str) -> None:
+    """Print a usage error in the CLI's one style (to standard error)."""
+    print(f"{prog}: error: {message}\n(see '{prog} --help')", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full parser: the program and its ``run``, ``serve`` and ``bench`` sub-commands."""
     formatter = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog=PROG, description=_DESCRIPTION, formatter_class=formatter)
+    parser = _Parser(prog=PROG, description=_DESCRIPTION, formatter_class=formatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     run.add_arguments(
@@ -121,16 +143,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return bench.bench_command(arguments[1:], streams)
     parser = build_parser()
     try:
-        args = parser.parse_args(arguments)
+        args, unknown = parser.parse_known_args(arguments)
     except SystemExit as exc:  # --help, --version, or a usage error already printed
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if unknown:  # named by the sub-command they were given to, as every other usage error
+        where = f"{PROG} {args.command}" if args.command else PROG
+        print_usage_error(where, f"unrecognized arguments: {' '.join(unknown)}")
+        return EXIT_USAGE
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
         code: int = args.handler(args, streams)
     except UsageError as exc:
-        print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
+        print_usage_error(f"{PROG} {args.command}", str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
