@@ -32,12 +32,12 @@ def visible_flags(parser: argparse.ArgumentParser) -> list[str]:
 def test_the_top_level_help_lists_the_three_commands(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for command in ("run", "serve", "bench"):
+    for command in ("run", "serve", "demo"):
         assert re.search(rf"^\s+{command}\s+\w", out, re.M), command
     assert "RUNWARE_API_KEY" in out
 
 
-@pytest.mark.parametrize("command", ["run", "serve", "bench"])
+@pytest.mark.parametrize("command", ["run", "serve", "demo"])
 def test_each_command_help_documents_every_flag_with_a_sentence(
     command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -150,3 +150,11 @@ def test_no_command_prints_the_help_and_exits_with_2(capsys: pytest.CaptureFixtu
 def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--version"]) == 0
     assert re.fullmatch(r"upscale-stream \S+\n", capsys.readouterr().out)
+
+
+def test_bench_is_not_a_command_of_the_installed_package(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The harness lives in benchmarks/ of a checkout (make bench), never in the wheel.
+    assert main(["bench"]) == 2
+    assert "invalid choice: 'bench'" in capsys.readouterr().err
