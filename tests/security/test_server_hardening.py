@@ -158,7 +158,7 @@ async def test_an_unauthenticated_socket_can_do_nothing_but_authenticate(
         assert [e["code"] for e in refused["errors"]] == ["authenticationRequired"] * 2
         assert "data" not in refused
     assert server.counts.executions_total == 0 and server.counts.received_total == 0
-    assert not server.store.sessions and not server.store.tasks
+    assert not server.registry.sessions and not server.registry.tasks
 
 
 async def test_an_unauthenticated_socket_is_closed_after_the_auth_timeout(

@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as sync_connect
 
 from upscale_stream.server import ReferenceServer, ServerConfig
-from upscale_stream.server.connection import pack_frames
+from upscale_stream.server.client_socket import pack_frames
 from upscale_stream.server.sessions import Outgoing
 
 from .conftest import (
@@ -186,7 +186,7 @@ async def test_resume_with_a_known_session_echoes_it_and_replays_held_results_on
         await client.send(tasks)
         await server.wait_executions(3)
         await server.drop_connections()
-    session = server.store.sessions[session_id]
+    session = server.registry.sessions[session_id]
     await server.wait_until(lambda: len(session.outbox) == 3, what="3 held results")
 
     async with client_for(server) as client:
@@ -295,7 +295,7 @@ async def test_ping_is_answered_at_once_while_fifty_slow_tasks_run(servers, clie
         await server.wait_executions(50)
         await client.send([PING])
         assert await client.recv() == PONG
-        assert all(record.finished_at is None for record in server.store.tasks.values())
+        assert all(record.finished_at is None for record in server.registry.tasks.values())
         results = await client.collect(task["taskUUID"] for task in tasks)
     assert len(results) == 50
 
@@ -556,7 +556,7 @@ async def test_async_task_is_acked_then_polled_from_processing_to_success(server
             "taskUUID": task["taskUUID"],
             "status": "processing",
         }
-        record = server.store.tasks[task["taskUUID"]]
+        record = server.registry.tasks[task["taskUUID"]]
         await server.wait_until(lambda: record.finished_at is not None, what="the task to finish")
         await client.send([poll, poll])
         frame = await client.recv()

@@ -420,6 +420,6 @@ async def test_ten_thousand_invalid_tasks_leave_no_state_behind(
     tasks = [upscale(upscaleFactor=3) for _ in range(9_998)]  # 10,000 with the two good ones
     answers = await answers_for(client, tasks, timeout=50)
     assert {answer["code"] for answer in answers} == {"invalidUpscaleFactor"}
-    assert len(server.store.tasks) == 2  # the good tasks; refusals are never registered
+    assert len(server.registry.tasks) == 2  # the good tasks; refusals are never registered
     assert server.counts.executions_total == 2
     assert len(orjson.dumps(answers)) < 9_998 * 400  # one short error item each

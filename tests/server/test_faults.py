@@ -73,7 +73,7 @@ async def test_after_a_drop_an_async_ack_is_not_replayed_and_a_resend_gets_a_con
         session_id = (await client.authenticate())["connectionSessionUUID"]
         await client.send([task])
         assert await frames_until_closed(client) == []
-    record = server.store.tasks[task["taskUUID"]]
+    record = server.registry.tasks[task["taskUUID"]]
     await server.wait_until(lambda: record.finished_at is not None, what="the task to finish")
     async with client_for(server) as client:
         await client.authenticate(session_id=session_id)
@@ -185,7 +185,7 @@ async def test_answers_held_for_a_detached_session_are_counted_as_replayed_on_re
         session_id = (await client.authenticate())["connectionSessionUUID"]
         await client.send(tasks)
         await frames_until_closed(client)
-    session = server.store.sessions[session_id]
+    session = server.registry.sessions[session_id]
     await server.wait_until(lambda: len(session.outbox) == 2, what="both answers to be held")
     assert server.counts.replayed == 0
     async with client_for(server) as client:
@@ -229,7 +229,8 @@ async def test_restart_forgets_sessions_tasks_and_images_but_keeps_counters(serv
         url = (await client.collect([done["taskUUID"]]))[done["taskUUID"]]["imageURL"]
         await server.restart()
         await frames_until_closed(client)
-    assert server.store.sessions == {} and server.store.tasks == {} and len(server.images) == 0
+    assert server.registry.sessions == {} and server.registry.tasks == {}
+    assert len(server.images) == 0
     assert server.executions[done["taskUUID"]] == 1
 
     async with client_for(server) as client:
@@ -263,7 +264,7 @@ async def test_a_restart_forgets_at_once_and_refuses_handshakes_until_it_is_done
         restarting = asyncio.create_task(server.restart())
         async with asyncio.timeout(10):
             await cancelled.wait()
-        assert server.store.sessions == {}  # forgotten before the first await
+        assert server.registry.sessions == {}  # forgotten before the first await
         with pytest.raises(InvalidStatus) as refused:
             async with connect(server.url):
                 pass
@@ -277,7 +278,7 @@ async def test_a_restart_forgets_at_once_and_refuses_handshakes_until_it_is_done
         session_id = (await client.authenticate())["connectionSessionUUID"]
         await client.send([task])
         assert "imageURL" in (await client.collect([task["taskUUID"]]))[task["taskUUID"]]
-    assert session_id != old_session and session_id in server.store.sessions
+    assert session_id != old_session and session_id in server.registry.sessions
 
 
 async def test_restart_cancels_running_tasks(servers, client_for):

@@ -6,14 +6,14 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from upscale_stream.server.sessions import SessionStore, TaskCounts, TaskState
-from upscale_stream.server.store import ImageStore, Lookup, StoredImage
+from upscale_stream.server.image_store import ImageStore, Lookup, StoredImage
+from upscale_stream.server.sessions import SessionRegistry, TaskCounts, TaskStatus
 
 HOLD, RETENTION = 120.0, 600.0
 
 
-def make_store() -> SessionStore:
-    return SessionStore(hold_time=HOLD, retention=RETENTION)
+def make_store() -> SessionRegistry:
+    return SessionRegistry(hold_time=HOLD, retention=RETENTION)
 
 
 def bodies(session) -> list[dict]:
@@ -161,9 +161,9 @@ def test_poll_reply_has_the_three_documented_shapes():
     }
     result = {"taskType": "imageUpscale", "taskUUID": "t", "imageUUID": "i", "imageURL": "u"}
     store.finish(record, result, failed=False, now=1.0)
-    assert record.state is TaskState.SUCCEEDED
+    assert record.status is TaskStatus.SUCCEEDED
     assert record.poll_reply() == {**result, "status": "success"}
-    record.state = TaskState.FAILED
+    record.status = TaskStatus.FAILED
     record.answer = {"code": "c", "message": "m", "parameter": "p", "taskUUID": "t"}
     assert record.poll_reply() == {
         "taskType": "imageUpscale",

@@ -6,9 +6,9 @@ and our own client: authentication and session resume, ping/pong, many tasks per
 ``imageUpload``, and output images served over HTTP on the same port. Fault knobs
 (:class:`Faults`) make it misbehave on purpose for tests.
 
-Modules: :mod:`.app` (the server), :mod:`.connection` (one socket), :mod:`.tasks` (each task
-type), :mod:`.jobs` (their worker-thread half), :mod:`.sessions` (sessions, held answers, task
-registry), :mod:`.store` (images), :mod:`.routes` (HTTP), :mod:`.faults`, :mod:`.config`,
+Modules: :mod:`.app` (the server), :mod:`.client_socket` (one socket), :mod:`.handlers` (each task
+type), :mod:`.worker` (their worker-thread half), :mod:`.sessions` (sessions, held answers, task
+registry), :mod:`.image_store` (images), :mod:`.routes` (HTTP), :mod:`.faults`, :mod:`.config`,
 :mod:`.imaging` (Pillow pipelines) and :mod:`.outbound` (URL inputs, webhooks, uploads).
 """
 

@@ -2,7 +2,7 @@
 
 :class:`ReferenceServer` owns the listening socket, the shared state (sessions and task
 registry, image store, fault knobs, counters), the worker threads for image work and the
-background tasks. Each accepted socket is served by a :class:`~.connection.Connection`; plain
+background tasks. Each accepted socket is served by a :class:`~.client_socket.ClientSocket`; plain
 HTTP requests on the same port are answered by :mod:`.routes`.
 
 Usage from a test::
@@ -36,13 +36,13 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from ..log import get_logger, register_secret
+from .client_socket import ClientSocket
 from .config import ServerConfig
-from .connection import Connection
 from .faults import Faults
+from .handlers import TaskHandlers
+from .image_store import ImageStore
 from .routes import http_response, is_upgrade, plain_response
-from .sessions import Session, SessionStore, TaskCounts
-from .store import ImageStore
-from .tasks import TaskHandlers
+from .sessions import Session, SessionRegistry, TaskCounts
 
 __all__ = ["ReferenceServer"]
 
@@ -96,7 +96,8 @@ class ReferenceServer:
     Attributes:
         config: The configuration.
         faults: The fault-injection knobs (see :class:`~.faults.Faults`).
-        store: Sessions, held answers and the task registry.
+        registry: Sessions, held answers and the task registry
+            (:class:`~.sessions.SessionRegistry`).
         images: Uploaded, input and output images.
         counts: Received and executed tasks, authentications.
     """
@@ -104,12 +105,12 @@ class ReferenceServer:
     def __init__(self, config: ServerConfig, *, faults: Faults | None = None) -> None:
         self.config = config
         self.faults = faults if faults is not None else Faults(seed=config.fault_seed)
-        self.store = SessionStore(hold_time=config.hold_time, retention=config.retention)
+        self.registry = SessionRegistry(hold_time=config.hold_time, retention=config.retention)
         self.images = ImageStore(config.image_store_bytes)
         self.counts = TaskCounts()
         self.handlers = TaskHandlers(self)
-        self._connections: set[Connection] = set()
-        self._carriers: dict[str, Connection] = {}
+        self._connections: set[ClientSocket] = set()
+        self._carriers: dict[str, ClientSocket] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._waiters = _Waiters()
         self._server: Server | None = None
@@ -298,7 +299,7 @@ class ReferenceServer:
             # belongs to the restarted server.
             for connection in list(self._connections):
                 connection.abort()
-            self.store.clear()
+            self.registry.clear()
             self.images.clear()
             self._carriers.clear()
             await self.drop_connections(None)
@@ -360,7 +361,7 @@ class ReferenceServer:
 
     # -- used by connections and task handlers -----------------------------------------------
 
-    def attach(self, conn: Connection, session: Session) -> None:
+    def attach(self, conn: ClientSocket, session: Session) -> None:
         """Make ``conn`` the socket that carries ``session`` (taking it from any other one)."""
         previous = self._carriers.get(session.session_id)
         if previous is not None and previous is not conn:
@@ -370,19 +371,19 @@ class ReferenceServer:
         if session.outbox:
             conn.wake()
 
-    def detach(self, conn: Connection) -> None:
+    def detach(self, conn: ClientSocket) -> None:
         """``conn`` no longer carries its session: hold the session's answers from now on."""
         session, conn.session = conn.session, None
         if session is None:
             return
         if self._carriers.get(session.session_id) is conn:
             del self._carriers[session.session_id]
-            self.store.detach(session.session_id, self.config.clock())
+            self.registry.detach(session.session_id, self.config.clock())
 
     def release(self, session: Session) -> None:
         """A socket authenticated into ``session`` but died before carrying it."""
         if session.session_id not in self._carriers:
-            self.store.detach(session.session_id, self.config.clock())
+            self.registry.detach(session.session_id, self.config.clock())
 
     def wake_session(self, session_id: str) -> None:
         """Wake the sender of the socket that carries ``session_id``, if there is one."""
@@ -424,7 +425,7 @@ class ReferenceServer:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _serve_connection(self, ws: ServerConnection) -> None:
-        conn = Connection(self, ws)
+        conn = ClientSocket(self, ws)
         self._connections.add(conn)
         self.notify_progress()
         try:
@@ -462,7 +463,7 @@ class ReferenceServer:
         while True:
             await asyncio.sleep(self.config.sweep_interval)
             now = self.config.clock()
-            self.store.expire(now)
+            self.registry.expire(now)
             self.images.expire(now)
 
 

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from .store import ImageStore, Lookup
+from .image_store import ImageStore, Lookup
 
 __all__ = ["http_response", "image_uuid_of", "is_upgrade", "plain_response"]
 

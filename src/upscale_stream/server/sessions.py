@@ -2,7 +2,7 @@
 
 Nothing here awaits, touches a socket or reads a clock: time comes in as ``now`` and new
 session ids come in as arguments. The socket shell (:mod:`.app`) and the task handlers
-(:mod:`.tasks`) drive it.
+(:mod:`.handlers`) drive it.
 
 Theory of operation
 ===================
@@ -61,17 +61,17 @@ __all__ = [
     "Kind",
     "Outgoing",
     "Session",
-    "SessionStore",
+    "SessionRegistry",
     "TaskCounts",
     "TaskRecord",
-    "TaskState",
+    "TaskStatus",
 ]
 
 Kind = Literal["data", "errors"]
 """The envelope key an item travels under (protocol.md section 4: never both in one frame)."""
 
 
-class TaskState(Enum):
+class TaskStatus(Enum):
     """Where a registered task is in its lifecycle (the value is the ``status`` on the wire)."""
 
     RUNNING = "processing"
@@ -89,7 +89,7 @@ class TaskRecord:
         session_id: The session that submitted it.
         delivery: ``"sync"`` (answer pushed) or ``"async"`` (answer polled).
         received_at: When it was registered.
-        state: Its lifecycle state.
+        status: Its lifecycle status (the wire ``status`` of a poll reply).
         finished_at: When it finished, or ``None`` while running.
         answer: The result item (success) or the error item (failure), once finished.
     """
@@ -99,7 +99,7 @@ class TaskRecord:
     session_id: str
     delivery: str
     received_at: float
-    state: TaskState = TaskState.RUNNING
+    status: TaskStatus = TaskStatus.RUNNING
     finished_at: float | None = None
     answer: dict[str, Any] | None = None
 
@@ -110,16 +110,16 @@ class TaskRecord:
         "success"``. Failed: ``status: "error"`` with the error nested under ``error``.
         """
         base: dict[str, Any] = {"taskType": self.task_type, "taskUUID": self.task_uuid}
-        if self.state is TaskState.SUCCEEDED and self.answer is not None:
-            return {**self.answer, "status": TaskState.SUCCEEDED.value}
-        if self.state is TaskState.FAILED and self.answer is not None:
+        if self.status is TaskStatus.SUCCEEDED and self.answer is not None:
+            return {**self.answer, "status": TaskStatus.SUCCEEDED.value}
+        if self.status is TaskStatus.FAILED and self.answer is not None:
             nested = {
                 key: self.answer[key]
                 for key in ("code", "message", "parameter")
                 if key in self.answer
             }
-            return {**base, "status": TaskState.FAILED.value, "error": nested}
-        return {**base, "status": TaskState.RUNNING.value}
+            return {**base, "status": TaskStatus.FAILED.value, "error": nested}
+        return {**base, "status": TaskStatus.RUNNING.value}
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +181,7 @@ class Session:
 
 @dataclass
 class TaskCounts:
-    """Instrumentation for tests; survives :meth:`SessionStore.clear` (a simulated restart).
+    """Instrumentation for tests; survives :meth:`SessionRegistry.clear` (a simulated restart).
 
     Attributes:
         received: Tasks received, by ``taskUUID`` (authentication, ping and getResponse are
@@ -216,7 +216,7 @@ class TaskCounts:
         self.executions[task_uuid] += 1
 
 
-class SessionStore:
+class SessionRegistry:
     """All sessions and registered tasks of one server.
 
     Args:
@@ -295,7 +295,7 @@ class SessionStore:
         """
         if self.tasks.get(record.task_uuid) is not record:
             return None  # forgotten meanwhile (a restart)
-        record.state = TaskState.FAILED if failed else TaskState.SUCCEEDED
+        record.status = TaskStatus.FAILED if failed else TaskStatus.SUCCEEDED
         record.finished_at = now
         record.answer = dict(answer)
         self._finished.append((now, record.task_uuid))

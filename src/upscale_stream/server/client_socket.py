@@ -45,13 +45,13 @@ from ..wire import (
     errors_frame,
 )
 from .faults import STRAY_ERROR, crossings
+from .handlers import KeyRejected, error_item
 from .sessions import Kind, Outgoing, Session
-from .tasks import Rejected, error_item
 
 if TYPE_CHECKING:
     from .app import ReferenceServer
 
-__all__ = ["Connection", "pack_frames"]
+__all__ = ["ClientSocket", "pack_frames"]
 
 log = get_logger(__name__)
 
@@ -90,7 +90,7 @@ def _encode(frame: Sequence[Outgoing]) -> bytes:
     return encoded_frame(frame[0].kind, [item.body for item in frame])
 
 
-class Connection:
+class ClientSocket:
     """One accepted WebSocket: implements the ``Peer`` the task handlers reply to.
 
     Args:
@@ -291,7 +291,7 @@ class Connection:
             await self.drop(server.faults.close_code)
             return False
         outcome = server.handlers.authenticate(item, server.config.clock())
-        if isinstance(outcome, Rejected):
+        if isinstance(outcome, KeyRejected):
             self._auth_attempts += 1
             # Never log the key, not even a prefix: only why it was refused and by whom.
             log.warning(

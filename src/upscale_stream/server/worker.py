@@ -1,7 +1,7 @@
 """The CPU-bound half of each task, run in the reference server's worker threads.
 
 A job is a frozen dataclass holding plain values, whose ``run()`` the task handlers
-(:mod:`.tasks`) pass to ``run_in_worker``: base64 decoding, Pillow decoding and rendering (with
+(:mod:`.handlers`) pass to ``run_in_worker``: base64 decoding, Pillow decoding and rendering (with
 :mod:`.imaging`) and base64 encoding of the output never run on the event loop.
 Failures are :class:`TaskFailure`, which becomes the task's error item.
 """

@@ -1,11 +1,11 @@
 """What the reference server does with each item of a frame, and the work of each task.
 
-:class:`TaskHandlers` is called by the socket shell (:mod:`.connection`) with the decoded items
+:class:`TaskHandlers` is called by the socket shell (:mod:`.client_socket`) with the decoded items
 of one frame. It never blocks: the immediate replies to a frame (pongs, async ACKs, validation,
 conflict and limit errors, ``getResponse`` answers) are queued on the socket the frame came on,
 and the work of ``upscale`` and ``imageUpload`` is spawned as asyncio tasks whose CPU-bound parts
 run in the server's worker threads. A task's final answer (its result, or the error it failed
-with) goes to its session through :meth:`.SessionStore.finish`, so it is held for a resume if
+with) goes to its session through :meth:`.SessionRegistry.finish`, so it is held for a resume if
 the socket is gone (see :mod:`.sessions`).
 
 Task types (protocol.md sections 2, 3, 5 and 6):
@@ -40,18 +40,18 @@ from ..wire import AUTH, GET_RESPONSE, IMAGE_UPLOAD, PING, UPSCALE, UPSCALE_TASK
 from . import imaging
 from .config import ServerConfig
 from .faults import Faults
-from .jobs import DecodeJob, RenderJob, TaskFailure
+from .image_store import ImageStore, StoredImage
 from .outbound import OutboundError, fetch_url, post_webhook, put_upload
 from .routes import image_uuid_of
-from .sessions import Kind, Session, SessionStore, TaskCounts, TaskRecord
-from .store import ImageStore, StoredImage
+from .sessions import Kind, Session, SessionRegistry, TaskCounts, TaskRecord
+from .worker import DecodeJob, RenderJob, TaskFailure
 
 __all__ = [
     "PASS_THROUGH_FIELDS",
-    "Authenticated",
     "Host",
+    "KeyAccepted",
+    "KeyRejected",
     "Peer",
-    "Rejected",
     "TaskHandlers",
     "error_item",
     "normalise_upscale",
@@ -105,7 +105,7 @@ class Host(Protocol):
 
     config: ServerConfig
     faults: Faults
-    store: SessionStore
+    registry: SessionRegistry
     images: ImageStore
     counts: TaskCounts
 
@@ -127,7 +127,7 @@ class Host(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Authenticated:
+class KeyAccepted:
     """The key was accepted. Then send the auth answer and attach ``session`` to the socket."""
 
     session: Session
@@ -135,7 +135,7 @@ class Authenticated:
 
 
 @dataclass(frozen=True, slots=True)
-class Rejected:
+class KeyRejected:
     """The key was refused. Then send ``error`` in an ``errors`` frame and close the socket."""
 
     error: dict[str, Any]
@@ -183,27 +183,27 @@ class TaskHandlers:
 
     # -- authentication (protocol.md section 2) ----------------------------------------------
 
-    def authenticate(self, item: Mapping[str, Any], now: float) -> Authenticated | Rejected:
+    def authenticate(self, item: Mapping[str, Any], now: float) -> KeyAccepted | KeyRejected:
         """Check the key of an ``authentication`` item and open or resume its session."""
         key = item.get("apiKey")
         if not isinstance(key, str) or not key:
             error = error_item(
                 "missingApiKey", "apiKey is required", parameter="apiKey", task_type=AUTH
             )
-            return Rejected(error, "missing key")
+            return KeyRejected(error, "missing key")
         if not self._key_accepted(key):
             error = error_item(
                 "invalidApiKey", "Invalid API key", parameter="apiKey", task_type=AUTH
             )
-            return Rejected(error, "invalid key")
+            return KeyRejected(error, "invalid key")
         requested = item.get("connectionSessionUUID")
-        session, resumed = self.host.store.authenticate(
+        session, resumed = self.host.registry.authenticate(
             requested if isinstance(requested, str) and requested else None,
             now,
             str(uuid.uuid4()),
         )
         self.host.counts.authentications += 1
-        return Authenticated(session, resumed)
+        return KeyAccepted(session, resumed)
 
     def _key_accepted(self, key: str) -> bool:
         if self.host.config.accept_any_key:
@@ -276,7 +276,7 @@ class TaskHandlers:
             peer.reply("errors", error)
             return
         self.host.counts.polls[task_uuid] += 1
-        record = self.host.store.lookup(task_uuid, now)
+        record = self.host.registry.lookup(task_uuid, now)
         if record is None:
             retention = self.host.config.retention
             message = f"no task {task_uuid} is known here (or it finished over {retention:g} s ago)"
@@ -302,7 +302,7 @@ class TaskHandlers:
             peer.reply("errors", _task_error(item, "tooManyTasks", message))
             return None
         session_id = peer.session_id or ""
-        record = self.host.store.register(task_uuid, task_type, session_id, delivery, now)
+        record = self.host.registry.register(task_uuid, task_type, session_id, delivery, now)
         if record is None:
             message = f"taskUUID {task_uuid} was already received; use a new UUID for a new task"
             error = _task_error(item, "conflictTaskUUID", message, parameter="taskUUID")
@@ -488,7 +488,7 @@ class TaskHandlers:
                 await asyncio.sleep(host.faults.result_delay)
         finally:
             peer.in_flight -= 1
-        session = host.store.finish(record, answer, failed=failed, now=host.config.clock())
+        session = host.registry.finish(record, answer, failed=failed, now=host.config.clock())
         if session is not None:
             host.wake_session(session.session_id)
         host.notify_progress()
