@@ -41,8 +41,10 @@ from .config import ServerConfig
 from .faults import Faults
 from .handlers import TaskHandlers
 from .image_store import ImageStore
+from .pages import page_response
 from .routes import http_response, is_upgrade, plain_response
 from .sessions import Session, SessionRegistry, TaskCounts
+from .status import StatusBoard
 
 __all__ = ["ReferenceServer"]
 
@@ -108,6 +110,7 @@ class ReferenceServer:
         self.registry = SessionRegistry(hold_time=config.hold_time, retention=config.retention)
         self.images = ImageStore(config.image_store_bytes)
         self.counts = TaskCounts()
+        self.status = StatusBoard(config.clock)  # the figures of /status and /status.json
         self.handlers = TaskHandlers(self)
         self._connections: set[ClientSocket] = set()
         self._carriers: dict[str, ClientSocket] = {}
@@ -457,7 +460,8 @@ class ReferenceServer:
                     b"refused by the reference server (fault injection)\n",
                 )
             return None
-        return http_response(request, self.images, self.config.clock())
+        page = page_response(request.path, self)
+        return page or http_response(request, self.images, self.config.clock())
 
     async def _sweep(self) -> None:
         while True:

@@ -119,6 +119,8 @@ class ClientSocket:
 
     def reply(self, kind: Kind, item: Mapping[str, Any]) -> None:
         """Queue an answer for this socket only (it is not held if the socket drops)."""
+        if kind == "errors":
+            self.server.status.error_sent(item)
         self._replies.append(Outgoing(kind, orjson.dumps(item), 0.0))
         self._wake.set()
 
@@ -317,6 +319,7 @@ class ClientSocket:
             server.release(session)
             return False
         self.session_id = session.session_id
+        server.status.authenticated(session.session_id, item.get("apiKey"))
         if outcome.resumed:
             server.counts.replayed += len(session.outbox)
         server.attach(self, session)

@@ -44,6 +44,7 @@ from .image_store import ImageStore, StoredImage
 from .outbound import OutboundError, fetch_url, post_webhook, put_upload
 from .routes import image_uuid_of
 from .sessions import Kind, Session, SessionRegistry, TaskCounts, TaskRecord
+from .status import StatusBoard
 from .worker import DecodeJob, RenderJob, TaskFailure
 
 __all__ = [
@@ -108,6 +109,7 @@ class Host(Protocol):
     registry: SessionRegistry
     images: ImageStore
     counts: TaskCounts
+    status: StatusBoard
 
     @property
     def image_base_url(self) -> str:
@@ -489,6 +491,7 @@ class TaskHandlers:
         finally:
             peer.in_flight -= 1
         session = host.registry.finish(record, answer, failed=failed, now=host.config.clock())
+        host.status.finished(record, answer, failed=failed)
         if session is not None:
             host.wake_session(session.session_id)
         host.notify_progress()
