@@ -414,12 +414,15 @@ class _Job:
             port=0,
             allow_private_urls=True,
             task_delay=self.args.server_task_delay,
+            status_shows_results=True,  # one key, this run's own: its results are the user's
         )
         server = await stack.enter_async_context(ReferenceServer(config))
         self.reporter.note(
             f"{reason}: using the embedded local server at {server.url} "
             "(real Pillow upscaling, nothing leaves this machine)"
         )
+        if self.args.verbose:
+            self.reporter.note(f"status page: {server.http_url}/status (live figures)")
         return server.url, api_key
 
     async def _stream(self, client: UpscaleClient) -> None:
