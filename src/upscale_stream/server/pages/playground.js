@@ -60,7 +60,9 @@
   function applyRules() {
     const model = $("model").value;
     const spec = models[model] || { settings: [] };
-    $("rule").textContent = ruleMessage(model, Number($("factor").value));
+    const rule = ruleMessage(model, Number($("factor").value));
+    $("rule").textContent = rule &&
+      `${rule}. (The Python client refuses this before sending; the playground sends it, so you see the server's own answer.)`;
     $("prompt-field").hidden = !spec.settings.includes("positivePrompt");
   }
 

@@ -68,6 +68,7 @@
       }));
     }
     $("updated").textContent = `up ${Math.round(doc.uptime)} s · updated ${new Date().toLocaleTimeString()}`;
+    window.lastStatus = doc;  // what the page shows, for scripts and tests
     document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
   }
 
