@@ -1,6 +1,6 @@
 """The reference server: a local, Runware-compatible upscale WebSocket API that really upscales.
 
-It speaks the protocol of ``shared/reference/protocol.md`` well enough for the official SDKs
+It speaks the protocol of ``docs/protocol.md`` well enough for the official SDKs
 and our own client: authentication and session resume, ping/pong, many tasks per frame,
 ``sync`` and ``async`` delivery with ``getResponse``, de-duplication by ``taskUUID``,
 ``imageUpload``, and output images served over HTTP on the same port. Fault knobs

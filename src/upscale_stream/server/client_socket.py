@@ -105,6 +105,8 @@ class ClientSocket:
         """The session this socket authenticated into (kept even if another socket takes it)."""
         self.session: Session | None = None
         """The session whose outbox this socket drains; ``None`` when not (or no longer) its."""
+        self.tenant: str | None = None
+        """The tenant of the API key this socket authenticated with (see :mod:`.sessions`)."""
         self.in_flight = 0
         self.received_tasks = 0
         self.dropped = False
@@ -319,6 +321,7 @@ class ClientSocket:
             server.release(session)
             return False
         self.session_id = session.session_id
+        self.tenant = outcome.tenant
         server.status.authenticated(session.session_id, item.get("apiKey"))
         if outcome.resumed:
             server.counts.replayed += len(session.outbox)

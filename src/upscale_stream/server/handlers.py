@@ -18,19 +18,32 @@ Task types (protocol.md sections 2, 3, 5 and 6):
   server's own image URLs are read from the store, not fetched), a data URI or bare base64.
   The answer echoes the request's ``taskType``.
 * ``imageUpload``: stores the ``image`` (data URI, base64 or URL) and answers its UUID and URL.
+* ``mediaStorage``: ``operation: "upload"`` stores ``media`` like ``imageUpload`` and answers
+  ``mediaUUID``/``mediaURL``; ``operation: "delete"`` forgets ``mediaUUID``. Uploaded media are
+  images here (PNG, JPEG, WEBP), usable as upscale inputs by UUID or URL.
 * ``getResponse``: the task's state from the registry (see :meth:`.TaskRecord.poll_reply`).
+* ``getTaskDetails``: the task's request as sent and the envelope that answered it
+  (:meth:`.TaskRecord.details_reply`), for any task the registry still holds.
+
+Everything a task leaves behind (its registry record, its stored images) belongs to the tenant
+of the API key that sent it (see :mod:`.sessions`): polls, details, conflicts, inputs by UUID
+or own URL and deletes only ever see the caller's own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
+import os
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
+
+import orjson
 
 from ..errors import InvalidTask
 from ..inputs import is_uuid
@@ -59,6 +72,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+GET_TASK_DETAILS = "getTaskDetails"
+MEDIA_STORAGE = "mediaStorage"
 
 log = get_logger(__name__)
 
@@ -92,6 +108,7 @@ class Peer(Protocol):
     """What the handlers need from the connection a frame arrived on."""
 
     session_id: str | None
+    tenant: str | None
     in_flight: int
 
     def reply(self, kind: Kind, item: Mapping[str, Any]) -> None:
@@ -134,6 +151,7 @@ class KeyAccepted:
 
     session: Session
     resumed: bool
+    tenant: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +200,13 @@ class TaskHandlers:
     def __init__(self, host: Host) -> None:
         self.host = host
         self._keys = tuple(key.encode() for key in host.config.api_keys)
+        # Tenants are keyed digests of the API keys: stable for this process, never the key,
+        # and not reversible without this secret (which never leaves memory).
+        self._tenant_secret = os.urandom(32)
+
+    def tenant_of(self, key: str) -> str:
+        """The opaque tenant id of an API key (the owner of its sessions, tasks and images)."""
+        return hmac.new(self._tenant_secret, key.encode(), hashlib.sha256).hexdigest()[:32]
 
     # -- authentication (protocol.md section 2) ----------------------------------------------
 
@@ -199,13 +224,15 @@ class TaskHandlers:
             )
             return KeyRejected(error, "invalid key")
         requested = item.get("connectionSessionUUID")
+        tenant = self.tenant_of(key)
         session, resumed = self.host.registry.authenticate(
             requested if isinstance(requested, str) and requested else None,
             now,
             str(uuid.uuid4()),
+            tenant,
         )
         self.host.counts.authentications += 1
-        return KeyAccepted(session, resumed)
+        return KeyAccepted(session, resumed, tenant)
 
     def _key_accepted(self, key: str) -> bool:
         if self.host.config.accept_any_key:
@@ -237,8 +264,11 @@ class TaskHandlers:
             if task_type == GET_RESPONSE:
                 self._get_response(peer, item, now)
                 continue
+            if task_type == GET_TASK_DETAILS:
+                self._get_task_details(peer, item, now)
+                continue
             if task_type == AUTH:
-                self._already_authenticated(peer)
+                self._already_authenticated(peer, item)
                 continue
             counted += 1
             task_uuid = item.get("taskUUID")
@@ -250,6 +280,8 @@ class TaskHandlers:
                 self._submit_upscale(peer, item, now)
             elif task_type == IMAGE_UPLOAD:
                 self._submit_upload(peer, item, now)
+            elif task_type == MEDIA_STORAGE:
+                self._submit_media(peer, item, now)
             else:
                 message = f"taskType {str(task_type)[:60]!r} is not supported by this server"
                 error = _task_error(item, "unsupportedTaskType", message, parameter="taskType")
@@ -262,9 +294,29 @@ class TaskHandlers:
             return
         peer.pong()
 
-    def _already_authenticated(self, peer: Peer) -> None:
-        if peer.session_id is not None:
+    def _already_authenticated(self, peer: Peer, item: Mapping[str, Any]) -> None:
+        """A second ``authentication`` on an authenticated socket.
+
+        The same key is answered with the socket's session (a no-op). Any other key, wrong or
+        valid, is refused: the socket stays bound to the key it authenticated with, so a
+        second key can neither be probed here nor take the socket over.
+        """
+        if peer.session_id is None:
+            return
+        key = item.get("apiKey")
+        same = isinstance(key, str) and bool(key) and self._key_accepted(key)
+        if same and isinstance(key, str) and self.tenant_of(key) == peer.tenant:
             peer.reply("data", {"taskType": AUTH, "connectionSessionUUID": peer.session_id})
+            return
+        if same:
+            code, message = (
+                "alreadyAuthenticated",
+                "this connection is already authenticated with another API key; "
+                "open a new connection to use this one",
+            )
+        else:
+            code, message = "invalidApiKey", "Invalid API key"
+        peer.reply("errors", error_item(code, message, parameter="apiKey", task_type=AUTH))
 
     def _get_response(self, peer: Peer, item: Mapping[str, Any], now: float) -> None:
         task_uuid = item.get("taskUUID")
@@ -278,7 +330,7 @@ class TaskHandlers:
             peer.reply("errors", error)
             return
         self.host.counts.polls[task_uuid] += 1
-        record = self.host.registry.lookup(task_uuid, now)
+        record = self.host.registry.lookup(task_uuid, now, tenant=peer.tenant or "")
         if record is None:
             retention = self.host.config.retention
             message = f"no task {task_uuid} is known here (or it finished over {retention:g} s ago)"
@@ -293,6 +345,32 @@ class TaskHandlers:
             return
         peer.reply("data", record.poll_reply())
 
+    def _get_task_details(self, peer: Peer, item: Mapping[str, Any], now: float) -> None:
+        task_uuid = item.get("taskUUID")
+        if not isinstance(task_uuid, str):
+            error = error_item(
+                "missingTaskUUID",
+                "getTaskDetails needs the taskUUID of the task to look up",
+                parameter="taskUUID",
+                task_type=GET_TASK_DETAILS,
+            )
+            peer.reply("errors", error)
+            return
+        record = self.host.registry.lookup(task_uuid, now, tenant=peer.tenant or "")
+        if record is None:
+            retention = self.host.config.retention
+            message = f"no task {task_uuid} is known here (or it finished over {retention:g} s ago)"
+            error = error_item(
+                "taskFailedOrNotFound",
+                message,
+                parameter="taskUUID",
+                task_type=GET_TASK_DETAILS,
+                task_uuid=task_uuid,
+            )
+            peer.reply("errors", error)
+            return
+        peer.reply("data", record.details_reply(GET_TASK_DETAILS))
+
     def _admit(
         self, peer: Peer, item: Mapping[str, Any], task_uuid: str, delivery: str, now: float
     ) -> TaskRecord | None:
@@ -304,7 +382,9 @@ class TaskHandlers:
             peer.reply("errors", _task_error(item, "tooManyTasks", message))
             return None
         session_id = peer.session_id or ""
-        record = self.host.registry.register(task_uuid, task_type, session_id, delivery, now)
+        record = self.host.registry.register(
+            task_uuid, task_type, session_id, delivery, now, request=_request_of(item)
+        )
         if record is None:
             message = f"taskUUID {task_uuid} was already received; use a new UUID for a new task"
             error = _task_error(item, "conflictTaskUUID", message, parameter="taskUUID")
@@ -331,11 +411,14 @@ class TaskHandlers:
         if task.delivery_method == "async":
             ack = {"taskType": record.task_type, "taskUUID": task_uuid}
             peer.reply("data", ack)
-        self._start(peer, record, task.webhook_url, lambda: self._upscale(task, record))
+        via_inputs = isinstance(item.get("inputs"), dict) and "inputImage" not in item
+        self._start(peer, record, task.webhook_url, lambda: self._upscale(task, record, via_inputs))
 
-    async def _upscale(self, task: UpscaleTask, record: TaskRecord) -> dict[str, Any]:
+    async def _upscale(
+        self, task: UpscaleTask, record: TaskRecord, via_inputs: bool
+    ) -> dict[str, Any]:
         config = self.host.config
-        source = await self._resolve_input(task.input_image)
+        source = await self._resolve_input(task.input_image, record.tenant, "inputImage")
         output_type = task.output_type or "URL"
         job = RenderJob(
             stored=source.data,
@@ -352,10 +435,12 @@ class TaskHandlers:
         now = config.clock()
         input_uuid = source.image_uuid
         if input_uuid is None:
-            input_uuid = self._store(done.input_data, done.input_mime, config.url_ttl, now)
+            input_uuid = self._store(
+                done.input_data, done.input_mime, config.url_ttl, now, record.tenant
+            )
         rendered = done.rendered
         ttl = float(task.ttl) if task.ttl is not None else config.url_ttl
-        image_uuid = self._store(rendered.data, rendered.mime, ttl, now)
+        image_uuid = self._store(rendered.data, rendered.mime, ttl, now, record.tenant)
         if task.upload_endpoint is not None:
             await self._put_upload(task.upload_endpoint, rendered.data, rendered.mime)
         result: dict[str, Any] = {
@@ -364,32 +449,42 @@ class TaskHandlers:
             "imageUUID": image_uuid,
             "inputImageUUID": input_uuid,
         }
+        url = self._url(image_uuid, rendered.extension)
         if output_type == "URL":
-            result["imageURL"] = self._url(image_uuid, rendered.extension)
+            result["imageURL"] = url
         elif output_type == "base64Data":
             result["imageBase64Data"] = done.text
         else:
             result["imageDataURI"] = f"data:{rendered.mime};base64,{done.text}"
+        if via_inputs:
+            # protocol.md section 5.3: the JS SDK documents mediaUUID/mediaURL for requests
+            # that use inputs.image, the Python SDKs and the docs imageUUID/imageURL. Both are
+            # sent, naming the same image, so every client finds the spelling it reads.
+            result["mediaUUID"] = image_uuid
+            if output_type == "URL":
+                result["mediaURL"] = url
         if task.include_cost:
             result["cost"] = imaging.cost_of(task.model, rendered.width, rendered.height)
         return result
 
-    async def _resolve_input(self, value: str) -> _Source:
+    async def _resolve_input(self, value: str, tenant: str, parameter: str) -> _Source:
         if is_uuid(value):
             image_uuid = value.lower()
-            stored = self.host.images.get(image_uuid, self.host.config.clock())
+            stored = self.host.images.owned(image_uuid, tenant, self.host.config.clock())
             if stored is None:
+                # The same answer whether the image never existed, expired or belongs to
+                # another API key: nothing tells one key about another's images.
                 raise TaskFailure(
                     "invalidInputImage",
-                    f"no image {value} is stored here (uploads and results expire)",
-                    parameter="inputImage",
+                    f"no image {value} is stored for this API key (uploads and results expire)",
+                    parameter=parameter,
                 )
             return _Source(data=stored.data, image_uuid=image_uuid)
         if urlsplit(value).scheme.lower() in ("http", "https"):
             own = self._own_image(value)
             if own is not None:
-                return await self._resolve_input(own)
-            return _Source(data=await self._fetch(value))
+                return await self._resolve_input(own, tenant, parameter)
+            return _Source(data=await self._fetch(value, parameter))
         return _Source(inline=value)
 
     def _own_image(self, url: str) -> str | None:
@@ -399,7 +494,7 @@ class TaskHandlers:
             return None
         return image_uuid_of(urlsplit(url).path)
 
-    # -- imageUpload -------------------------------------------------------------------------
+    # -- imageUpload and mediaStorage --------------------------------------------------------
 
     def _submit_upload(self, peer: Peer, item: Mapping[str, Any], now: float) -> None:
         task_uuid = item.get("taskUUID")
@@ -414,27 +509,66 @@ class TaskHandlers:
             return
         record = self._admit(peer, item, task_uuid, "sync", now)
         if record is not None:
-            self._start(peer, record, None, lambda: self._upload(image, record))
+            self._start(peer, record, None, lambda: self._upload(image, record, "image"))
 
-    async def _upload(self, value: str, record: TaskRecord) -> dict[str, Any]:
+    def _submit_media(self, peer: Peer, item: Mapping[str, Any], now: float) -> None:
+        task_uuid = item.get("taskUUID")
+        if not isinstance(task_uuid, str):
+            peer.reply("errors", _missing_uuid(item))
+            return
+        operation = item.get("operation")
+        if operation == "upload":
+            media = item.get("media")
+            if not isinstance(media, str) or not media:
+                message = "media is required for operation upload: a data URI, base64 or a URL"
+                peer.reply("errors", _task_error(item, "missingMedia", message, parameter="media"))
+                return
+            upload = self._admit(peer, item, task_uuid, "sync", now)
+            if upload is not None:
+                self._start(peer, upload, None, lambda: self._upload(media, upload, "media"))
+            return
+        if operation == "delete":
+            media_uuid = item.get("mediaUUID")
+            if not isinstance(media_uuid, str) or not is_uuid(media_uuid):
+                message = "mediaUUID is required for operation delete: the UUID of an upload"
+                error = _task_error(item, "missingMediaUUID", message, parameter="mediaUUID")
+                peer.reply("errors", error)
+                return
+            delete = self._admit(peer, item, task_uuid, "sync", now)
+            if delete is not None:
+                self._start(peer, delete, None, lambda: self._delete(media_uuid.lower(), delete))
+            return
+        message = f"operation must be 'upload' or 'delete', not {_shown(operation)}"
+        peer.reply("errors", _task_error(item, "invalidOperation", message, parameter="operation"))
+
+    async def _upload(self, value: str, record: TaskRecord, parameter: str) -> dict[str, Any]:
         config = self.host.config
         if urlsplit(value).scheme.lower() in ("http", "https"):
-            job = DecodeJob(data=await self._fetch(value), max_pixels=config.max_pixels)
+            job = DecodeJob(data=await self._fetch(value, parameter), max_pixels=config.max_pixels)
         else:
             job = DecodeJob(inline=value, max_pixels=config.max_pixels)
         try:
             data, mime = await self.host.run_in_worker(job.run)
         except TaskFailure as exc:
             if exc.parameter == "inputImage":
-                exc.parameter = "image"
+                exc.parameter = parameter
             raise
-        image_uuid = self._store(data, mime, config.url_ttl, config.clock())
-        return {
-            "taskType": record.task_type,
-            "taskUUID": record.task_uuid,
-            "imageUUID": image_uuid,
-            "imageURL": self._url(image_uuid, _EXTENSIONS[mime]),
-        }
+        image_uuid = self._store(data, mime, config.url_ttl, config.clock(), record.tenant)
+        url = self._url(image_uuid, _EXTENSIONS[mime])
+        identity = {"taskType": record.task_type, "taskUUID": record.task_uuid}
+        if parameter == "media":
+            return {**identity, "operation": "upload", "mediaUUID": image_uuid, "mediaURL": url}
+        return {**identity, "imageUUID": image_uuid, "imageURL": url}
+
+    async def _delete(self, media_uuid: str, record: TaskRecord) -> dict[str, Any]:
+        if not self.host.images.delete(media_uuid, record.tenant, self.host.config.clock()):
+            raise TaskFailure(
+                "mediaNotFound",
+                f"no media {media_uuid} is stored for this API key",
+                parameter="mediaUUID",
+            )
+        identity = {"taskType": record.task_type, "taskUUID": record.task_uuid}
+        return {**identity, "operation": "delete", "mediaUUID": media_uuid}
 
     # -- running a task ----------------------------------------------------------------------
 
@@ -501,20 +635,20 @@ class TaskHandlers:
 
     # -- storage and outbound HTTP -----------------------------------------------------------
 
-    def _store(self, data: bytes, mime: str, ttl: float, now: float) -> str:
+    def _store(self, data: bytes, mime: str, ttl: float, now: float, owner: str) -> str:
         image_uuid = str(uuid.uuid4())
-        stored = StoredImage(data, mime, _EXTENSIONS[mime], now + ttl)
+        stored = StoredImage(data, mime, _EXTENSIONS[mime], now + ttl, owner)
         self.host.images.put(image_uuid, stored)
         return image_uuid
 
     def _url(self, image_uuid: str, extension: str) -> str:
         return f"{self.host.image_base_url}/image/{image_uuid}.{extension}"
 
-    async def _fetch(self, url: str) -> bytes:
+    async def _fetch(self, url: str, parameter: str) -> bytes:
         try:
             return await fetch_url(url, self.host.config.outbound_policy())
         except OutboundError as exc:
-            raise TaskFailure(exc.code, exc.message, parameter="inputImage") from None
+            raise TaskFailure(exc.code, exc.message, parameter=parameter) from None
 
     async def _put_upload(self, url: str, data: bytes, mime: str) -> None:
         try:
@@ -531,6 +665,40 @@ class TaskHandlers:
 
 
 _NOT_AN_OBJECT = "each task must be a JSON object"
+
+
+_LONG_STRING = 4096
+"""Request strings longer than this (inline images) are not kept for ``getTaskDetails``."""
+
+
+def _request_of(item: Mapping[str, Any]) -> bytes:
+    """The task object as received, JSON-encoded, for ``getTaskDetails``.
+
+    Kept as sent, except that a string value longer than :data:`_LONG_STRING` characters (an
+    inline image, typically megabytes) is replaced by a short marker naming its length: a
+    record lives for ``retention`` seconds, and holding every inline input that long would let
+    one client pin gigabytes. The image itself is kept in the store (``inputImageUUID``).
+    """
+    return orjson.dumps(_elide(item))
+
+
+def _elide(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > _LONG_STRING:
+        return f"<{len(value)} characters not kept>"
+    if isinstance(value, dict):
+        return {key: _elide(inner) for key, inner in value.items()}
+    if isinstance(value, list):
+        return [_elide(inner) for inner in value]
+    return value
+
+
+def _shown(value: object) -> str:
+    """A value as it would appear in JSON, shortened: error messages quote the wire, not Python."""
+    try:
+        text = orjson.dumps(value).decode()
+    except TypeError:
+        text = type(value).__name__
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _identity(record: TaskRecord) -> dict[str, Any]:

@@ -26,12 +26,16 @@ class StoredImage:
         mime: Its MIME type, for example ``image/png``.
         extension: Its file extension without the dot (``png``, ``jpg``, ``webp``).
         expires_at: When it stops being served, on the server's clock.
+        owner: The tenant (API key) whose task stored it; only that tenant may use its UUID
+            or URL as a task input, or delete it. The URL itself is a capability: anyone
+            holding it can download the image, as with the real API's CDN links.
     """
 
     data: bytes
     mime: str
     extension: str
     expires_at: float
+    owner: str = ""
 
 
 class Lookup(Enum):
@@ -85,6 +89,18 @@ class ImageStore:
     def get(self, image_uuid: str, now: float) -> StoredImage | None:
         """The image, or ``None`` when it is unknown or expired."""
         return self.lookup(image_uuid, now)[1]
+
+    def owned(self, image_uuid: str, owner: str, now: float) -> StoredImage | None:
+        """The image if it is stored, not expired and belongs to ``owner``; else ``None``."""
+        image = self.get(image_uuid, now)
+        return image if image is not None and image.owner == owner else None
+
+    def delete(self, image_uuid: str, owner: str, now: float) -> bool:
+        """Delete ``owner``'s image now (its URL answers 410 afterwards); False if not found."""
+        if self.owned(image_uuid, owner, now) is None:
+            return False
+        self._expire_one(image_uuid)
+        return True
 
     def expire(self, now: float) -> int:
         """Drop every expired image; returns how many were dropped."""

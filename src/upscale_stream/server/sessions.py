@@ -21,10 +21,17 @@ nothing was resumed.
                  |
                  +--taskUUID already registered--> conflictTaskUUID (not executed again)
 
-The registry is keyed by ``taskUUID`` across all sessions (protocol.md section 2, last bullet):
-a known ``taskUUID`` is refused while it runs and for ``retention`` seconds after it finished.
-``getResponse`` (section 6) reads the registry, so it works for sync and async tasks alike and
-from any session.
+**Tenants.** Every session and every task belongs to the *tenant* of the API key that made it:
+an opaque id derived from the key (never the key itself). Nothing crosses tenants: a session is
+resumed only by its own tenant (another tenant offering its id gets a new session, exactly as
+for an unknown id), and the task registry is keyed by ``(tenant, taskUUID)``. So session ids
+and taskUUIDs are not secrets: knowing one gives another key nothing, not even the fact that it
+exists (a ``taskUUID`` another tenant uses is simply free for this one).
+
+The registry is keyed by ``taskUUID`` across all sessions of a tenant (protocol.md section 2,
+last bullet): a known ``taskUUID`` is refused while it runs and for ``retention`` seconds after
+it finished. ``getResponse`` and ``getTaskDetails`` (section 6) read the registry, so they work
+for sync and async tasks alike and from any session of the same tenant.
 
 **Answers**. The final answer of a sync task (its result, or the error item it failed with) goes
 into its session's *outbox*, encoded once. The shell's sender drains the outbox of the session
@@ -87,11 +94,13 @@ class TaskRecord:
         task_uuid: The client's ``taskUUID``.
         task_type: The ``taskType`` the client sent (echoed in every answer).
         session_id: The session that submitted it.
+        tenant: The tenant (API key) that owns it.
         delivery: ``"sync"`` (answer pushed) or ``"async"`` (answer polled).
         received_at: When it was registered.
         status: Its lifecycle status (the wire ``status`` of a poll reply).
         finished_at: When it finished, or ``None`` while running.
         answer: The result item (success) or the error item (failure), once finished.
+        request: The task object as received, JSON-encoded (``getTaskDetails``).
     """
 
     task_uuid: str
@@ -102,6 +111,8 @@ class TaskRecord:
     status: TaskStatus = TaskStatus.RUNNING
     finished_at: float | None = None
     answer: dict[str, Any] | None = None
+    tenant: str = ""
+    request: bytes = b"{}"
 
     def poll_reply(self) -> dict[str, Any]:
         """The ``data`` item answering a ``getResponse`` for this task (protocol.md section 6).
@@ -120,6 +131,25 @@ class TaskRecord:
             }
             return {**base, "status": TaskStatus.FAILED.value, "error": nested}
         return {**base, "status": TaskStatus.RUNNING.value}
+
+    def details_reply(self, task_type: str) -> dict[str, Any]:
+        """The ``data`` item answering a ``getTaskDetails`` for this task (protocol.md section 6).
+
+        ``request`` is the array of task objects as sent (this task's object only), and
+        ``response`` the envelope that answered it (``data`` on success, ``errors`` on
+        failure); a running task has no ``response`` yet. ``status`` is the same as a
+        ``getResponse`` reply's.
+        """
+        reply: dict[str, Any] = {
+            "taskType": task_type,
+            "taskUUID": self.task_uuid,
+            "status": self.status.value,
+            "request": [orjson.loads(self.request)],
+        }
+        if self.answer is not None and self.status is not TaskStatus.RUNNING:
+            key = "errors" if self.status is TaskStatus.FAILED else "data"
+            reply["response"] = {key: [self.answer]}
+        return reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,10 +174,11 @@ class Session:
         session_id: The ``connectionSessionUUID``.
     """
 
-    __slots__ = ("attached", "detached_at", "outbox", "running", "session_id")
+    __slots__ = ("attached", "detached_at", "outbox", "running", "session_id", "tenant")
 
-    def __init__(self, session_id: str) -> None:
+    def __init__(self, session_id: str, tenant: str = "") -> None:
         self.session_id = session_id
+        self.tenant = tenant
         self.attached = True
         self.detached_at: float | None = None
         self.running = 0
@@ -228,18 +259,26 @@ class SessionRegistry:
         self.hold_time = hold_time
         self.retention = retention
         self.sessions: dict[str, Session] = {}
-        self.tasks: dict[str, TaskRecord] = {}
-        self._finished: deque[tuple[float, str]] = deque()
+        self._tasks: dict[tuple[str, str], TaskRecord] = {}
+        self._finished: deque[tuple[float, tuple[str, str]]] = deque()
+
+    @property
+    def tasks(self) -> dict[str, TaskRecord]:
+        """Every registered task by ``taskUUID``, all tenants together (a copy, for tests)."""
+        return {task_uuid: record for (_, task_uuid), record in self._tasks.items()}
 
     # -- sessions ----------------------------------------------------------------------------
 
-    def authenticate(self, requested: str | None, now: float, new_id: str) -> tuple[Session, bool]:
+    def authenticate(
+        self, requested: str | None, now: float, new_id: str, tenant: str = ""
+    ) -> tuple[Session, bool]:
         """Open or resume a session for a socket that just authenticated.
 
         Args:
             requested: The ``connectionSessionUUID`` the client sent, if any.
             now: The current time.
             new_id: The id to give a new session.
+            tenant: The tenant of the key that authenticated; only its own sessions resume.
 
         Returns:
             The session, now attached, and whether it was resumed. Then send the auth answer
@@ -248,11 +287,11 @@ class SessionRegistry:
         if requested is not None:
             self._expire_session(requested, now)
             session = self.sessions.get(requested)
-            if session is not None:
+            if session is not None and session.tenant == tenant:
                 session.attached = True
                 session.detached_at = None
                 return session, True
-        session = Session(new_id)
+        session = Session(new_id, tenant)
         self.sessions[new_id] = session
         return session, False
 
@@ -266,22 +305,39 @@ class SessionRegistry:
     # -- tasks -------------------------------------------------------------------------------
 
     def register(
-        self, task_uuid: str, task_type: str, session_id: str, delivery: str, now: float
+        self,
+        task_uuid: str,
+        task_type: str,
+        session_id: str,
+        delivery: str,
+        now: float,
+        *,
+        request: bytes = b"{}",
     ) -> TaskRecord | None:
-        """Register a task that is about to run.
+        """Register a task that is about to run, for the tenant of ``session_id``.
+
+        Args:
+            task_uuid: The client's ``taskUUID``.
+            task_type: The ``taskType`` it sent.
+            session_id: The session that submitted it (its tenant owns the task).
+            delivery: ``"sync"`` or ``"async"``.
+            now: The current time.
+            request: The task object as received, JSON-encoded, for ``getTaskDetails``.
 
         Returns:
-            The new record, or ``None`` when the ``taskUUID`` is already known (running, or
-            finished less than ``retention`` ago): answer ``conflictTaskUUID`` and do not run it.
+            The new record, or ``None`` when the tenant already has this ``taskUUID`` (running,
+            or finished less than ``retention`` ago): answer ``conflictTaskUUID``, do not run it.
         """
-        if self.lookup(task_uuid, now) is not None:
+        session = self.sessions.get(session_id)
+        tenant = session.tenant if session is not None else ""
+        if self.lookup(task_uuid, now, tenant=tenant) is not None:
             return None
-        record = TaskRecord(task_uuid, task_type, session_id, delivery, now)
-        self.tasks[task_uuid] = record
-        if delivery == "sync":
-            session = self.sessions.get(session_id)
-            if session is not None:
-                session.running += 1
+        record = TaskRecord(
+            task_uuid, task_type, session_id, delivery, now, tenant=tenant, request=request
+        )
+        self._tasks[tenant, task_uuid] = record
+        if delivery == "sync" and session is not None:
+            session.running += 1
         return record
 
     def finish(
@@ -293,12 +349,13 @@ class SessionRegistry:
             The session the answer was queued for (sync tasks whose session is known), whose
             socket's sender must be woken; ``None`` otherwise.
         """
-        if self.tasks.get(record.task_uuid) is not record:
+        key = (record.tenant, record.task_uuid)
+        if self._tasks.get(key) is not record:
             return None  # forgotten meanwhile (a restart)
         record.status = TaskStatus.FAILED if failed else TaskStatus.SUCCEEDED
         record.finished_at = now
         record.answer = dict(answer)
-        self._finished.append((now, record.task_uuid))
+        self._finished.append((now, key))
         if record.delivery != "sync":
             return None
         session = self.sessions.get(record.session_id)
@@ -308,13 +365,14 @@ class SessionRegistry:
         session.push("errors" if failed else "data", answer, now)
         return session
 
-    def lookup(self, task_uuid: str, now: float) -> TaskRecord | None:
-        """The task's record, unless unknown or finished more than ``retention`` ago."""
-        record = self.tasks.get(task_uuid)
+    def lookup(self, task_uuid: str, now: float, *, tenant: str = "") -> TaskRecord | None:
+        """The tenant's record of a task, unless unknown or finished over ``retention`` ago."""
+        key = (tenant, task_uuid)
+        record = self._tasks.get(key)
         if record is None:
             return None
         if record.finished_at is not None and now - record.finished_at >= self.retention:
-            del self.tasks[task_uuid]
+            del self._tasks[key]
             return None
         return record
 
@@ -323,17 +381,17 @@ class SessionRegistry:
     def expire(self, now: float) -> None:
         """Forget expired tasks, held answers and sessions. Call it now and then."""
         while self._finished and now - self._finished[0][0] >= self.retention:
-            finished_at, task_uuid = self._finished.popleft()
-            record = self.tasks.get(task_uuid)
+            finished_at, key = self._finished.popleft()
+            record = self._tasks.get(key)
             if record is not None and record.finished_at == finished_at:
-                del self.tasks[task_uuid]
+                del self._tasks[key]
         for session_id in [s for s, session in self.sessions.items() if not session.attached]:
             self._expire_session(session_id, now)
 
     def clear(self) -> None:
         """Forget every session, held answer and task (a simulated restart)."""
         self.sessions.clear()
-        self.tasks.clear()
+        self._tasks.clear()
         self._finished.clear()
 
     def _expire_session(self, session_id: str, now: float) -> None:
