@@ -89,9 +89,10 @@ async def test_status_json_counts_connections_keys_tasks_errors_and_throughput()
     assert sum(doc["throughput"]["counts"]) == 3
     assert doc["faults"] == {"result_delay": 0.25}
     by_key = {entry["fingerprint"]: entry for entry in doc["keys"]}
-    a, b = (fingerprint(key, server.status.salt) for key in (KEY_A, KEY_B))
+    a, b = (server.status.mark(server.handlers.tenant_of(key)) for key in (KEY_A, KEY_B))
     assert by_key[a]["succeeded"] == 3 and by_key[a]["connections"] == 1
     assert by_key[b]["succeeded"] == 0 and by_key[b]["connections"] == 0
+    assert by_key[b]["sessions"] == 1
 
 
 async def test_tasks_in_flight_show_while_they_run():

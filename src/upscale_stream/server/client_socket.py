@@ -322,7 +322,6 @@ class ClientSocket:
             return False
         self.session_id = session.session_id
         self.tenant = outcome.tenant
-        server.status.authenticated(session.session_id, item.get("apiKey"))
         if outcome.resumed:
             server.counts.replayed += len(session.outbox)
         server.attach(self, session)

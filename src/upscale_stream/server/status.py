@@ -1,13 +1,14 @@
 """The figures of the status page (``GET /status``) and of ``GET /status.json``.
 
-:class:`StatusBoard` is told of three events by the server (an authentication, an error item
-sent, a task finished) and keeps O(1) bookkeeping for each: counters by key fingerprint and by
-error code, a ring of finished tasks per 5-second bucket over the last 5 minutes, and the last
-few output image ids. :meth:`StatusBoard.snapshot` reads the rest (connections, sessions, tasks
-in flight, the fault knobs) from the server's state when a page asks.
+:class:`StatusBoard` is told of two events by the server (an error item sent, a task finished)
+and keeps O(1) bookkeeping for each: counters by key fingerprint and by error code, a ring of
+finished tasks per 5-second bucket over the last 5 minutes, and the last few output image ids.
+:meth:`StatusBoard.snapshot` reads the rest (connections, sessions, tasks in flight, the fault
+knobs) from the server's state when a page asks.
 
-Key isolation: a key is never shown, only a fingerprint (an HMAC of it under a random salt made
-at start, so it cannot be checked against a guess from outside), and no result of any key
+Key isolation: a key is never shown, only a fingerprint: an HMAC, under a random salt made at
+start, of the key's tenant id (:mod:`.sessions`; itself an HMAC of the key under another
+secret), so it cannot be checked against a guess from outside. No result of any key
 (output image ids or URLs) is shown unless the server was started with
 ``ServerConfig.status_shows_results`` (``serve --status-show-results``; the embedded server of
 ``upscale-stream run`` sets it, since it serves one key, its own).
@@ -59,11 +60,12 @@ LATEST_OUTPUTS = 8
 """Thumbnails kept for the page."""
 _UNKNOWN = "unknown"
 _MAX_CODES = 200  # error codes are client-influenced strings: cap how many distinct ones we keep
+_MAX_KEYS = 10_000  # with accept_any_key, every key is a tenant
 
 
-def fingerprint(api_key: str, salt: bytes) -> str:
-    """A short, salted fingerprint of a key (``key-`` and 8 hex digits); never the key."""
-    digest = hmac.new(salt, api_key.encode("utf-8", "replace"), hashlib.sha256).hexdigest()
+def fingerprint(tenant: str, salt: bytes) -> str:
+    """A short, salted fingerprint of a key's tenant id (``key-`` and 8 hex digits)."""
+    digest = hmac.new(salt, tenant.encode("utf-8", "replace"), hashlib.sha256).hexdigest()
     return f"key-{digest[:8]}"
 
 
@@ -85,7 +87,7 @@ class StatusBoard:
         self.clock = clock
         self.salt = salt if salt is not None else secrets.token_bytes(16)
         self.started = clock()
-        self.fingerprints: dict[str, str] = {}  # session id -> key fingerprint
+        self._marks: dict[str, str] = {}  # tenant id -> fingerprint
         self.by_key: dict[str, _KeyFigures] = {}
         self.errors_by_code: Counter[str] = Counter()
         self.succeeded = 0
@@ -96,12 +98,14 @@ class StatusBoard:
 
     # -- events (each O(1)) --------------------------------------------------------------------
 
-    def authenticated(self, session_id: str, api_key: object) -> None:
-        """A socket authenticated into ``session_id`` with ``api_key``."""
-        key = api_key if isinstance(api_key, str) else ""
-        mark = fingerprint(key, self.salt)
-        self.fingerprints[session_id] = mark
-        self.by_key.setdefault(mark, _KeyFigures())
+    def mark(self, tenant: str) -> str:
+        """The fingerprint shown for a tenant (computed once per tenant)."""
+        found = self._marks.get(tenant)
+        if found is None:
+            found = fingerprint(tenant, self.salt)
+            if len(self._marks) < _MAX_KEYS:
+                self._marks[tenant] = found
+        return found
 
     def error_sent(self, item: Mapping[str, Any]) -> None:
         """An error item was queued for a client (a refusal, or a task's final error)."""
@@ -120,7 +124,10 @@ class StatusBoard:
             self._epochs[slot] = epoch
             self._counts[slot] = 0
         self._counts[slot] += 1
-        figures = self.by_key.get(self.fingerprints.get(record.session_id, ""))
+        mark = self.mark(record.tenant)
+        figures = self.by_key.get(mark)
+        if figures is None and len(self.by_key) < _MAX_KEYS:
+            figures = self.by_key[mark] = _KeyFigures()
         if failed:
             self.failed += 1
             self.error_sent(answer)
@@ -164,19 +171,14 @@ class StatusBoard:
         in_flight = 0
         for conn in connections:
             in_flight += conn.in_flight
-            mark = self.fingerprints.get(conn.session_id or "")
-            if conn.session_id is not None:
-                authenticated += 1
-            if mark is not None:
-                keys[mark]["connections"] += 1
-                keys[mark]["in_flight"] += conn.in_flight
-        live = {session.session_id for session in sessions}
-        for session_id in [s for s in self.fingerprints if s not in live]:
-            del self.fingerprints[session_id]  # forgotten sessions: keep the map bounded
+            if conn.tenant is None:
+                continue
+            authenticated += 1
+            figures = keys.setdefault(self.mark(conn.tenant), _empty())
+            figures["connections"] += 1
+            figures["in_flight"] += conn.in_flight
         for session in sessions:
-            mark = self.fingerprints.get(session.session_id)
-            if mark is not None:
-                keys[mark]["sessions"] += 1
+            keys.setdefault(self.mark(session.tenant), _empty())["sessions"] += 1
         counts = self.throughput()
         last_minute = sum(counts[-int(60 / BUCKET_SECONDS) :]) / 60.0
         shown = server.config.status_shows_results
@@ -213,6 +215,10 @@ class StatusBoard:
             "results_shown": shown,
             "latest_outputs": outputs,
         }
+
+
+def _empty() -> dict[str, int]:
+    return {"connections": 0, "sessions": 0, "in_flight": 0, "succeeded": 0, "failed": 0}
 
 
 def _faults_in_force(faults: Any) -> dict[str, Any]:
