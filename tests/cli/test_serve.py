@@ -142,6 +142,8 @@ async def test_serve_runs_a_server_the_cli_can_use_and_stops_cleanly_on_ctrl_c(
 ) -> None:
     process, url, banner = await _serve("--api-key", "serve-test-key-1")
     assert "generated" not in banner
+    http = url.replace("ws://", "http://").removesuffix("/v1")
+    assert f"playground: {http}/  status: {http}/status" in banner
     write_image(tmp_path / "a.png", (7, 5))
     out = tmp_path / "out"
 
