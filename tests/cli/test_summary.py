@@ -124,3 +124,24 @@ def test_the_summary_file_is_written_atomically_as_json(tmp_path: Path) -> None:
     path = write_summary(tmp_path / "state" / "summary.json", summary(succeeded=2))
     assert orjson.loads(path.read_bytes())["succeeded"] == 2
     assert [p.name for p in path.parent.iterdir()] == ["summary.json"]
+
+
+def test_the_client_figures_appear_in_the_json_and_the_text() -> None:
+    from upscale_stream.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.task_submitted(2)
+    metrics.task_succeeded(0.120)
+    metrics.task_failed("timeout", 0.5)
+    metrics.frame_sent(1500)
+    metrics.frame_received(800)
+    metrics.reconnected()
+    done = summary(client=metrics.snapshot(window=64))
+    client = done.to_dict()["client"]
+    assert client["framesSent"] == 1 and client["bytesReceived"] == 800
+    assert client["reconnects"] == 1 and client["failedByCode"] == {"timeout": 1}
+    assert client["latency"]["count"] == 2 and client["window"] == 64
+    text = render_text(done, summary_path=None)
+    assert "client: 1 frames out (2 KB), 1 in (800 B), 1 reconnects" in text
+    assert "latency p50 " in text and " ms, p99 " in text
+    assert "client" not in summary().to_dict()

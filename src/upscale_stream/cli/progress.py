@@ -16,17 +16,21 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn
+
+from ..metrics import Stats
 
 __all__ = [
     "PlainReporter",
     "Reporter",
     "RichReporter",
     "Tally",
+    "client_figures",
     "describe",
+    "describe_client",
     "format_duration",
     "format_mb",
     "logging_through",
@@ -115,6 +119,50 @@ def describe(tally: Tally, now: float) -> str:
         f"{tally.failed} failed), {tally.rate(now):.1f} tasks/s, in {format_mb(tally.bytes_in)}, "
         f"out {format_mb(tally.bytes_out)}, ETA {format_duration(tally.eta(now))}"
     )
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
+
+
+def describe_client(stats: Stats) -> str:
+    """The client's figures in one line, for the run's summary (``client.stats()``)."""
+    latency = stats.latency
+    return (
+        f"client: {stats.frames_sent} frames out ({format_mb(stats.bytes_sent)}), "
+        f"{stats.frames_received} in ({format_mb(stats.bytes_received)}), "
+        f"{stats.reconnects} reconnects, {stats.retried} retried, {stats.resent} resent, "
+        f"{stats.replayed} replayed, {stats.fetched} fetched; latency p50 {_ms(latency.p50)}, "
+        f"p90 {_ms(latency.p90)}, p99 {_ms(latency.p99)}"
+    )
+
+
+def client_figures(stats: Stats) -> dict[str, Any]:
+    """The client's figures with the JSON names of ``summary.json`` (camelCase)."""
+    latency = stats.latency
+    return {
+        "submitted": stats.submitted,
+        "succeeded": stats.succeeded,
+        "failed": stats.failed,
+        "failedByCode": dict(stats.failed_by_code),
+        "retried": stats.retried,
+        "resent": stats.resent,
+        "replayed": stats.replayed,
+        "fetched": stats.fetched,
+        "framesSent": stats.frames_sent,
+        "framesReceived": stats.frames_received,
+        "bytesSent": stats.bytes_sent,
+        "bytesReceived": stats.bytes_received,
+        "reconnects": stats.reconnects,
+        "window": stats.window,
+        "latency": {
+            "count": latency.count,
+            "p50": latency.p50,
+            "p90": latency.p90,
+            "p99": latency.p99,
+            "windowSeconds": latency.window,
+        },
+    }
 
 
 class Reporter(Protocol):

@@ -22,7 +22,8 @@ from ..errors import (
     UpscaleError,
     UpscaleTimeout,
 )
-from .progress import format_duration, format_mb
+from ..metrics import Stats
+from .progress import client_figures, describe_client, format_duration, format_mb
 
 __all__ = ["Failure", "RunSummary", "failure_from", "render_text", "write_summary"]
 
@@ -101,6 +102,7 @@ class RunSummary:
         failures: Every failure, in the order they happened.
         error: A failure of the whole run (the server refused the key, could not connect).
         exit_code: The process exit code.
+        client: The client's figures at the end (``client.stats()``), once it connected.
     """
 
     out_dir: str
@@ -120,6 +122,7 @@ class RunSummary:
     failures: list[Failure] = field(default_factory=list)
     error: str | None = None
     exit_code: int = 0
+    client: Stats | None = None
 
     @property
     def tasks_per_second(self) -> float:
@@ -152,6 +155,8 @@ class RunSummary:
             body["cost"] = round(self.cost, 6)
         if self.error is not None:
             body["error"] = self.error
+        if self.client is not None:
+            body["client"] = client_figures(self.client)
         return body
 
     def to_json(self) -> bytes:
@@ -192,6 +197,8 @@ def render_text(summary: RunSummary, *, summary_path: Path | None, quiet: bool =
         if summary.cost is not None:
             timing += f", cost ${summary.cost:.4f}"
         lines.append(timing)
+        if summary.client is not None:
+            lines.append(describe_client(summary.client))
         lines.append(f"outputs: {summary.out_dir}")
         if summary_path is not None:
             lines.append(f"summary: {summary_path}")
