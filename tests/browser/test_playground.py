@@ -138,3 +138,37 @@ def test_a_wrong_key_is_reported_and_nothing_is_sent(browser, upscale_server_url
         "() => document.querySelector('#state').textContent.includes('invalidApiKey')"
     )
     assert page.locator(".row").get_attribute("data-state") == "ready"
+
+
+def test_images_dropped_on_the_drop_zone_are_added_and_idle_sockets_are_pinged(
+    browser, upscale_server_url, tmp_path
+):
+    page = browser.new_page()
+    page.goto(_http(upscale_server_url) + "/?ping=0.5")  # ping after 0.5 s of silence
+    page.fill("#api-key", TEST_API_KEY)
+    # What a drag from the file manager delivers: a drop event whose DataTransfer holds files.
+    page.evaluate(
+        """async () => {
+          const canvas = document.createElement('canvas');
+          canvas.width = 20; canvas.height = 10;
+          const blob = await new Promise((done) => canvas.toBlob(done, 'image/png'));
+          const transfer = new DataTransfer();
+          transfer.items.add(new File([blob], 'dropped.png', {type: 'image/png'}));
+          transfer.items.add(new File(['not an image'], 'notes.txt', {type: 'text/plain'}));
+          const zone = document.querySelector('#drop');
+          zone.dispatchEvent(new DragEvent('drop', {dataTransfer: transfer, bubbles: true}));
+        }"""
+    )
+    page.wait_for_function("() => document.querySelector('.row')?.dataset.state === 'ready'")
+    assert page.locator(".row").count() == 1  # the text file is refused, and said so
+    assert "1 file(s) skipped" in page.inner_text("#state")
+    with page.expect_websocket() as opened:
+        page.click("#upscale")
+    socket = opened.value
+    _done(page, 1)
+    assert page.locator(".row").get_attribute("data-width") == "40"
+    # Idle now: pings go out every 0.5 s of silence (each pong moves the deadline again).
+    ping = socket.wait_for_event("framesent", predicate=lambda frame: '"ping"' in str(frame))
+    assert json.loads(ping if isinstance(ping, str) else ping.decode()) == [
+        {"taskType": "ping", "ping": True}
+    ]
