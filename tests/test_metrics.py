@@ -11,7 +11,15 @@ from hypothesis import strategies as st
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from upscale_stream.metrics import LATENCY_BOUNDS, LatencyHistogram, Metrics, Stats
+from upscale_stream.errors import APIError, ClientClosed, ConnectionLost, UpscaleTimeout
+from upscale_stream.metrics import (
+    LATENCY_BOUNDS,
+    LatencyHistogram,
+    Live,
+    Metrics,
+    Stats,
+    error_code,
+)
 
 
 class FakeClock:
@@ -44,20 +52,21 @@ def test_the_snapshot_is_frozen_and_does_not_move_with_the_recorder():
 
 
 def test_every_counter_lands_in_its_own_field():
-    metrics = Metrics()
-    metrics.task_submitted(5)
-    metrics.task_succeeded(0.2)
-    metrics.task_failed("timeout", None)
-    metrics.task_failed("invalidApiKey", 0.3)
-    metrics.task_retried(2)
-    metrics.task_resent(3)
-    metrics.task_replayed(4)
-    metrics.task_fetched(6)
+    metrics = Metrics(clock=lambda: 10.5)
+    metrics.live = lambda: Live(
+        queued=9, in_flight=8, window=64, retried=2, resent=3, replayed=4, fetched=6
+    )
+    for key in "abcde":
+        metrics.task_submitted(key, 10.0)
+    metrics.task_resolved("a", None, 10.2)
+    metrics.task_resolved("b", UpscaleTimeout("task", seconds=1), 10.5)
+    metrics.task_resolved("c", APIError("invalidApiKey", "no"), 10.3)
+    metrics.task_forgotten("d")
     metrics.frame_sent(100)
     metrics.frame_sent(50)
     metrics.frame_received(7)
     metrics.reconnected()
-    stats = metrics.snapshot(queued=9, in_flight=8, window=64)
+    stats = metrics.snapshot()
     assert stats.as_dict() == {
         "submitted": 5,
         "queued": 9,
@@ -76,13 +85,24 @@ def test_every_counter_lands_in_its_own_field():
         "reconnects": 1,
         "window": 64,
         "latency": {
-            "count": 2,
+            "count": 3,
             "p50": stats.latency.p50,
             "p90": stats.latency.p90,
             "p99": stats.latency.p99,
             "window": 60.0,
         },
     }
+    assert stats.latency.p50 == pytest.approx(0.3, rel=0.03)
+    assert stats.latency.p99 == pytest.approx(0.5, rel=0.03)
+    assert metrics._started == {"e": 10.0}  # only the live task is remembered
+
+
+def test_a_failure_is_counted_under_the_servers_code_or_a_local_one():
+    assert error_code(APIError("rateLimitExceeded", "slow down")) == "rateLimitExceeded"
+    assert error_code(UpscaleTimeout("task", seconds=1)) == "timeout"
+    assert error_code(ConnectionLost("gone")) == "connectionLost"
+    assert error_code(ClientClosed("closed")) == "clientClosed"
+    assert error_code(ValueError("x")) == "valueError"
 
 
 def test_percentiles_of_a_known_spread_are_within_the_bucket_error():
@@ -172,11 +192,12 @@ def otel():
 def test_opentelemetry_gets_counters_and_a_duration_histogram_in_seconds(otel):
     provider, reader = otel
     metrics = Metrics()
-    metrics.export_to(provider, gauges=lambda: (3, 64))
-    metrics.task_submitted(2, "runware:503@1")
-    metrics.task_succeeded(0.25, "runware:503@1")
-    metrics.task_failed("invalidUpscaleFactor", 0.05, "runware:501@1")
-    metrics.task_resent(1)
+    metrics.live = lambda: Live(in_flight=3, window=64, resent=1, fetched=2)
+    metrics.export_to(provider)
+    metrics.task_submitted("a", 0.0, "runware:503@1")
+    metrics.task_submitted("b", 0.0, "runware:501@1")
+    metrics.task_resolved("a", None, 0.25)
+    metrics.task_resolved("b", APIError("invalidUpscaleFactor", "x2 only"), 0.05)
     metrics.frame_sent(120)
     metrics.frame_received(80)
     metrics.reconnected()
@@ -195,8 +216,9 @@ def test_opentelemetry_gets_counters_and_a_duration_histogram_in_seconds(otel):
 
     metric, points = found["upscale_stream.client.task.submitted"]
     assert metric.unit == "{task}"
-    assert [(p.value, dict(p.attributes)) for p in points] == [
-        (2, {"upscale.model": "runware:503@1"})
+    assert sorted((p.value, p.attributes["upscale.model"]) for p in points) == [
+        (1, "runware:501@1"),
+        (1, "runware:503@1"),
     ]
     metric, points = found["upscale_stream.client.io"]
     assert metric.unit == "By"
@@ -204,9 +226,11 @@ def test_opentelemetry_gets_counters_and_a_duration_histogram_in_seconds(otel):
         "transmit": 120,
         "receive": 80,
     }
-    assert found["upscale_stream.client.task.retried"][1][0].attributes == {
-        "upscale.reason": "resent"
+    again = {
+        p.attributes["upscale.reason"]: p.value
+        for p in found["upscale_stream.client.task.retried"][1]
     }
+    assert again == {"retried": 0, "resent": 1, "replayed": 0, "fetched": 2}
     assert found["upscale_stream.client.reconnects"][1][0].value == 1
     assert found["upscale_stream.client.task.in_flight"][1][0].value == 3
     assert found["upscale_stream.client.window"][1][0].value == 64
@@ -224,19 +248,21 @@ def test_no_attribute_can_carry_a_key_a_url_or_image_data(otel):
         f"bad code with {secret}",
     ]
     for value in bad_values:
-        metrics.task_submitted(1, value)
+        metrics.task_submitted(value, 0.0, value)
         metrics.task_failed(value, 0.1, value)
     for _metric, points in _collect(reader).values():
         for point in points:
-            for attribute in point.attributes.values():
+            for name, attribute in point.attributes.items():
                 assert secret not in attribute
                 assert "://" not in attribute and "base64" not in attribute
-                assert attribute in {"other", "error", "unknown"}, attribute
+                if name in ("upscale.model", "error.type"):
+                    assert attribute == "other", attribute
 
 
 def test_without_an_sdk_the_bridge_is_a_harmless_no_op():
     metrics = Metrics()
     metrics.export_to()  # the global provider: a no-op one unless an app configured an SDK
-    metrics.task_succeeded(0.1, "runware:503@1")
+    metrics.task_submitted("a", 0.0, "runware:503@1")
+    metrics.task_resolved("a", None, 0.1)
     metrics.frame_sent(10)
     assert metrics.snapshot().succeeded == 1

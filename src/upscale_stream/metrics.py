@@ -1,17 +1,18 @@
 """Client metrics: a cheap recorder, its frozen :class:`Stats` snapshot, and OpenTelemetry.
 
 The connection calls the recorder's ``task_*``, ``frame_*`` and ``reconnected`` methods on the
-hot path; each is O(1) and allocates nothing beyond an int or a float: counters are plain
-ints and latencies land in a fixed-bucket histogram (log-spaced buckets, from 1 ms to about
-20 minutes, 5% apart, so a percentile is off by at most 2.5%). Percentiles cover a recent
+hot path; each is O(1) and keeps nothing per task beyond a float (its submit time): counters
+are plain ints and latencies land in a fixed-bucket histogram (log-spaced buckets, from 1 ms
+to about 20 minutes, 5% apart, so a percentile is off by at most 2.5%). Percentiles cover a recent
 window only: the histogram is a ring of ``slots`` sub-histograms of ``slot_seconds`` each, and a
 slot is cleared when the clock comes back to it.
 
 :meth:`Metrics.snapshot` freezes everything into a :class:`Stats` (``client.stats()``), with
-the gauges (queued, in flight, the current window) read from the caller at that moment.
+the figures that others own (queued, in flight, the window, retries, resends, replays, polls)
+read from them at that moment (:class:`Live`), so nothing is counted twice.
 
 OpenTelemetry is optional (``pip install 'upscale-stream[otel]'``). :meth:`Metrics.export_to`
-(or ``UpscaleClient(metrics=...)`` wired by the caller) adds instruments from
+(``client.export_metrics(provider)``) adds instruments from
 ``opentelemetry-api``, which is a no-op until an SDK ``MeterProvider`` is configured:
 
 ========================================  =========  ==========  ================================
@@ -46,21 +47,27 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "LATENCY_BOUNDS",
     "Latency",
     "LatencyHistogram",
+    "Live",
     "Metrics",
     "OpenTelemetryBridge",
     "Stats",
+    "error_code",
 ]
 
 _MIN_LATENCY = 0.001
 _RATIO = 1.05
 _BUCKETS = 300  # 0.001 * 1.05**300 ~= 2,270 s
 _LOG_RATIO = math.log(_RATIO)
+_PER_LOG_RATIO = 1 / _LOG_RATIO
+_PER_MIN = 1 / _MIN_LATENCY
+_log = math.log
+_ceil = math.ceil
 
 LATENCY_BOUNDS: tuple[float, ...] = tuple(_MIN_LATENCY * _RATIO**i for i in range(_BUCKETS))
 """Upper bounds (seconds) of the latency buckets; one more bucket holds everything above."""
@@ -169,15 +176,33 @@ class LatencyHistogram:
         self._counts = [[0] * (_BUCKETS + 1) for _ in range(slots)]
         self._epochs = [-1] * slots
         self._totals = [0] * slots
+        self._slot = 0
+        self._current = self._counts[0]
+        self._slot_start = self._slot_end = 0.0  # empty: the first record rotates
 
     @property
     def window(self) -> float:
         """The length of the window, in seconds."""
         return self.slot_seconds * self.slots
 
-    def record(self, seconds: float) -> None:
-        """Count one latency (negative values count as zero)."""
-        epoch = int(self.clock() // self.slot_seconds)
+    def record(self, seconds: float, now: float | None = None) -> None:
+        """Count one latency (negative values count as zero); ``now`` saves a clock call."""
+        if now is None:
+            now = self.clock()
+        if not self._slot_start <= now < self._slot_end:
+            self._rotate(now)
+        if seconds <= _MIN_LATENCY:
+            index = 0
+        else:
+            index = _ceil(_log(seconds * _PER_MIN) * _PER_LOG_RATIO - 1e-9)
+            if index > _BUCKETS:
+                index = _BUCKETS
+        self._current[index] += 1
+        self._totals[self._slot] += 1
+
+    def _rotate(self, now: float) -> None:
+        """Make the slot of ``now`` current, clearing it if it holds an older turn's counts."""
+        epoch = int(now // self.slot_seconds)
         slot = epoch % self.slots
         if self._epochs[slot] != epoch:
             counts = self._counts[slot]
@@ -185,8 +210,10 @@ class LatencyHistogram:
                 counts[i] = 0
             self._epochs[slot] = epoch
             self._totals[slot] = 0
-        self._counts[slot][_bucket(seconds)] += 1
-        self._totals[slot] += 1
+        self._slot = slot
+        self._current = self._counts[slot]
+        self._slot_start = epoch * self.slot_seconds
+        self._slot_end = self._slot_start + self.slot_seconds
 
     def summary(self) -> Latency:
         """p50, p90 and p99 over the slots still inside the window."""
@@ -235,13 +262,44 @@ def _middle(index: int) -> float:
     return math.sqrt(LATENCY_BOUNDS[index - 1] * LATENCY_BOUNDS[index])
 
 
+class Live(NamedTuple):
+    """Figures the recorder reads from their owners when asked, instead of counting them.
+
+    The core already counts resends, replays and polls and the shell its retries and window,
+    so nothing is counted twice on the hot path.
+    """
+
+    queued: int = 0
+    in_flight: int = 0
+    window: int = 0
+    retried: int = 0
+    resent: int = 0
+    replayed: int = 0
+    fetched: int = 0
+
+
+def error_code(error: BaseException) -> str:
+    """The code a failure is counted under: the server's, or ours for local failures."""
+    code = getattr(error, "code", None)
+    if isinstance(code, str) and code:
+        return code
+    name = type(error).__name__
+    return {
+        "UpscaleTimeout": "timeout",
+        "ConnectionLost": "connectionLost",
+        "ClientClosed": "clientClosed",
+    }.get(name, name[:1].lower() + name[1:])
+
+
 class Metrics:
     """The recorder behind ``client.stats()``: plain counters and a latency histogram.
 
-    One recorder per client, used from its event loop only (no locks). Every method is O(1).
+    One recorder per connection, used from its event loop only (no locks). Every method is
+    O(1); per live task it keeps one float (its submit time), plus its model's name while
+    OpenTelemetry is on.
 
     Args:
-        clock: Monotonic time source of the latency window.
+        clock: Monotonic time source of the latency window (the event loop's).
         slot_seconds: Width of one slot of the latency window (see :class:`LatencyHistogram`).
         slots: Slots in the latency window.
     """
@@ -257,65 +315,69 @@ class Metrics:
         self.succeeded = 0
         self.failed = 0
         self.failed_by_code: dict[str, int] = {}
-        self.retried = 0
-        self.resent = 0
-        self.replayed = 0
-        self.fetched = 0
         self.frames_sent = 0
         self.frames_received = 0
         self.bytes_sent = 0
         self.bytes_received = 0
         self.reconnects = 0
         self.latency = LatencyHistogram(slot_seconds=slot_seconds, slots=slots, clock=clock)
+        self.live: Callable[[], Live] = Live
+        """Where :meth:`snapshot` reads the figures others own (set by the connection)."""
+        self._started: dict[str, float] = {}
+        self._models: dict[str, str] = {}
         self._bridge: OpenTelemetryBridge | None = None
 
     # -- the hot path --------------------------------------------------------------------------
 
-    def task_submitted(self, count: int = 1, model: str = "") -> None:
-        """``count`` tasks were handed to the client."""
-        self.submitted += count
+    def task_submitted(self, key: str, now: float, model: str = "") -> None:
+        """The task ``key`` was handed to the connection at ``now``."""
+        self.submitted += 1
+        self._started[key] = now
         if self._bridge is not None:
-            self._bridge.submitted(count, model)
+            self._models[key] = model
+            self._bridge.submitted(1, model)
 
-    def task_succeeded(self, latency: float, model: str = "") -> None:
+    def task_resolved(self, key: str, error: BaseException | None, now: float) -> None:
+        """The task ``key`` ended at ``now``: with a result when ``error`` is ``None``."""
+        started = self._started.pop(key, None)
+        if error is None and self._bridge is None:  # the common case, in one call
+            self.succeeded += 1
+            if started is not None:
+                self.latency.record(now - started, now)
+            return
+        latency = None if started is None else now - started
+        model = self._models.pop(key, "") if self._models else ""
+        if error is None:
+            self.task_succeeded(latency, model, now)
+        else:
+            self.task_failed(error_code(error), latency, model, now)
+
+    def task_forgotten(self, key: str) -> None:
+        """The caller cancelled the task ``key``: it is neither a success nor a failure."""
+        self._started.pop(key, None)
+        if self._models:
+            self._models.pop(key, None)
+
+    def task_succeeded(
+        self, latency: float | None, model: str = "", now: float | None = None
+    ) -> None:
         """A task resolved with a result ``latency`` seconds after it was submitted."""
         self.succeeded += 1
-        self.latency.record(latency)
+        if latency is not None:
+            self.latency.record(latency, now)
         if self._bridge is not None:
             self._bridge.completed(latency, model, None)
 
-    def task_failed(self, code: str, latency: float | None = None, model: str = "") -> None:
-        """A task resolved with the error ``code`` (``latency`` is ``None`` if never sent)."""
+    def task_failed(
+        self, code: str, latency: float | None = None, model: str = "", now: float | None = None
+    ) -> None:
+        """A task resolved with the error ``code`` (``latency`` is ``None`` if unknown)."""
         self.failed += 1
         self.failed_by_code[code] = self.failed_by_code.get(code, 0) + 1
         if latency is not None:
-            self.latency.record(latency)
+            self.latency.record(latency, now)
         if self._bridge is not None:
             self._bridge.completed(latency, model, code)
-
-    def task_retried(self, count: int = 1) -> None:
-        """``count`` tasks are sent again after a transient error."""
-        self.retried += count
-        if self._bridge is not None:
-            self._bridge.again(count, "retried")
-
-    def task_resent(self, count: int = 1) -> None:
-        """``count`` tasks are sent again, same taskUUID, after a dropped connection."""
-        self.resent += count
-        if self._bridge is not None:
-            self._bridge.again(count, "resent")
-
-    def task_replayed(self, count: int = 1) -> None:
-        """``count`` results came back from the server's hold on a resumed session."""
-        self.replayed += count
-        if self._bridge is not None:
-            self._bridge.again(count, "replayed")
-
-    def task_fetched(self, count: int = 1) -> None:
-        """``count`` tasks were asked for with ``getResponse``."""
-        self.fetched += count
-        if self._bridge is not None:
-            self._bridge.again(count, "fetched")
 
     def frame_sent(self, size: int) -> None:
         """One message of ``size`` bytes went out."""
@@ -339,46 +401,35 @@ class Metrics:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def snapshot(self, *, queued: int = 0, in_flight: int = 0, window: int = 0) -> Stats:
-        """Freeze the figures, with the gauges the caller reads at this moment.
-
-        Args:
-            queued: Tasks waiting to be sent.
-            in_flight: Tasks sent and not answered.
-            window: The current in-flight window.
-        """
+    def snapshot(self) -> Stats:
+        """Freeze the figures, with those read from their owners (:attr:`live`) now."""
+        live = self.live()
         return Stats(
             submitted=self.submitted,
-            queued=queued,
-            in_flight=in_flight,
+            queued=live.queued,
+            in_flight=live.in_flight,
             succeeded=self.succeeded,
             failed=self.failed,
             failed_by_code=MappingProxyType(dict(self.failed_by_code)),
-            retried=self.retried,
-            resent=self.resent,
-            replayed=self.replayed,
-            fetched=self.fetched,
+            retried=live.retried,
+            resent=live.resent,
+            replayed=live.replayed,
+            fetched=live.fetched,
             frames_sent=self.frames_sent,
             frames_received=self.frames_received,
             bytes_sent=self.bytes_sent,
             bytes_received=self.bytes_received,
             reconnects=self.reconnects,
-            window=window,
+            window=live.window,
             latency=self.latency.summary(),
         )
 
-    def export_to(
-        self,
-        meter_provider: Any = None,
-        *,
-        gauges: Callable[[], tuple[int, int]] | None = None,
-    ) -> OpenTelemetryBridge:
+    def export_to(self, meter_provider: Any = None) -> OpenTelemetryBridge:
         """Also report every event to OpenTelemetry, from now on.
 
         Args:
             meter_provider: An ``opentelemetry.metrics.MeterProvider``; ``None`` uses the
                 global one (a no-op until an SDK is configured).
-            gauges: Returns ``(in_flight, window)`` for the two observable gauges.
 
         Returns:
             The bridge (its instruments are public, for tests).
@@ -386,7 +437,7 @@ class Metrics:
         Raises:
             ImportError: ``opentelemetry-api`` is not installed; the message names the extra.
         """
-        self._bridge = OpenTelemetryBridge(meter_provider, gauges=gauges)
+        self._bridge = OpenTelemetryBridge(meter_provider, live=lambda: self.live())
         return self._bridge
 
 
@@ -395,18 +446,13 @@ class OpenTelemetryBridge:
 
     Args:
         meter_provider: The provider to get the meter from; ``None`` for the global one.
-        gauges: Returns ``(in_flight, window)`` when a reader collects.
+        live: Returns the figures owned elsewhere, read when a reader collects.
 
     Raises:
         ImportError: ``opentelemetry-api`` is not installed.
     """
 
-    def __init__(
-        self,
-        meter_provider: Any = None,
-        *,
-        gauges: Callable[[], tuple[int, int]] | None = None,
-    ) -> None:
+    def __init__(self, meter_provider: Any = None, *, live: Callable[[], Live] = Live) -> None:
         try:
             from opentelemetry import metrics as otel_metrics
         except ImportError as exc:  # pragma: no cover - the extra is installed for the tests
@@ -417,6 +463,7 @@ class OpenTelemetryBridge:
 
         provider = meter_provider or otel_metrics.get_meter_provider()
         meter = provider.get_meter("upscale_stream", version("upscale-stream"))
+        observation = otel_metrics.Observation
         self.duration = meter.create_histogram(
             "upscale_stream.client.task.duration",
             unit="s",
@@ -431,11 +478,6 @@ class OpenTelemetryBridge:
             unit="{task}",
             description="Tasks resolved, by outcome.",
         )
-        self.again_counter = meter.create_counter(
-            "upscale_stream.client.task.retried",
-            unit="{task}",
-            description="Tasks sent again (retried, resent after a drop), replayed or fetched.",
-        )
         self.frames_counter = meter.create_counter(
             "upscale_stream.client.frames", unit="{frame}", description="WebSocket messages."
         )
@@ -447,36 +489,47 @@ class OpenTelemetryBridge:
             unit="{reconnect}",
             description="Successful reconnects.",
         )
-        self._attributes: dict[tuple[str, str | None], Mapping[str, str]] = {}
-        self._models: dict[str, Mapping[str, str]] = {}
-        self._reasons = {
+        reasons = {
             reason: {"upscale.reason": reason}
             for reason in ("retried", "resent", "replayed", "fetched")
         }
+
+        def again(_options: Any) -> list[Any]:
+            figures = live()
+            return [
+                observation(getattr(figures, reason), attributes)
+                for reason, attributes in reasons.items()
+            ]
+
+        def in_flight(_options: Any) -> list[Any]:
+            return [observation(live().in_flight)]
+
+        def window(_options: Any) -> list[Any]:
+            return [observation(live().window)]
+
+        meter.create_observable_counter(
+            "upscale_stream.client.task.retried",
+            callbacks=[again],
+            unit="{task}",
+            description="Tasks sent again (retried, resent after a drop), replayed or fetched.",
+        )
+        meter.create_observable_gauge(
+            "upscale_stream.client.task.in_flight",
+            callbacks=[in_flight],
+            unit="{task}",
+            description="Tasks sent and not yet answered.",
+        )
+        meter.create_observable_gauge(
+            "upscale_stream.client.window",
+            callbacks=[window],
+            unit="{task}",
+            description="The in-flight window.",
+        )
+        self._attributes: dict[tuple[str, str | None], Mapping[str, str]] = {}
+        self._models: dict[str, Mapping[str, str]] = {}
         self._directions = {
             direction: {"network.io.direction": direction} for direction in ("transmit", "receive")
         }
-        if gauges is not None:
-            Observation = otel_metrics.Observation
-
-            def in_flight(_options: Any) -> list[Any]:
-                return [Observation(gauges()[0])]
-
-            def window(_options: Any) -> list[Any]:
-                return [Observation(gauges()[1])]
-
-            meter.create_observable_gauge(
-                "upscale_stream.client.task.in_flight",
-                callbacks=[in_flight],
-                unit="{task}",
-                description="Tasks sent and not yet answered.",
-            )
-            meter.create_observable_gauge(
-                "upscale_stream.client.window",
-                callbacks=[window],
-                unit="{task}",
-                description="The in-flight window.",
-            )
 
     def _outcome(self, model: str, code: str | None) -> Mapping[str, str]:
         # Attribute dicts are built once per (model, code) and reused: no allocation per task.
@@ -506,9 +559,6 @@ class OpenTelemetryBridge:
         self.completed_counter.add(1, attributes)
         if latency is not None:
             self.duration.record(max(0.0, latency), attributes)
-
-    def again(self, count: int, reason: str) -> None:
-        self.again_counter.add(count, self._reasons[reason])
 
     def frame(self, direction: str, size: int) -> None:
         attributes = self._directions[direction]
