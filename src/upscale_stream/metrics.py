@@ -49,6 +49,8 @@ from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+from .errors import UpscaleError
+
 __all__ = [
     "LATENCY_BOUNDS",
     "Latency",
@@ -435,7 +437,7 @@ class Metrics:
             The bridge (its instruments are public, for tests).
 
         Raises:
-            ImportError: ``opentelemetry-api`` is not installed; the message names the extra.
+            UpscaleError: ``opentelemetry-api`` is not installed; the message names the extra.
         """
         self._bridge = OpenTelemetryBridge(meter_provider, live=lambda: self.live())
         return self._bridge
@@ -449,14 +451,14 @@ class OpenTelemetryBridge:
         live: Returns the figures owned elsewhere, read when a reader collects.
 
     Raises:
-        ImportError: ``opentelemetry-api`` is not installed.
+        UpscaleError: ``opentelemetry-api`` is not installed (the message names the extra).
     """
 
     def __init__(self, meter_provider: Any = None, *, live: Callable[[], Live] = Live) -> None:
         try:
             from opentelemetry import metrics as otel_metrics
-        except ImportError as exc:  # pragma: no cover - the extra is installed for the tests
-            raise ImportError(
+        except ImportError as exc:
+            raise UpscaleError(
                 "OpenTelemetry metrics need the otel extra: pip install 'upscale-stream[otel]'"
             ) from exc
         from importlib.metadata import version
