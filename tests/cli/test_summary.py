@@ -127,16 +127,18 @@ def test_the_summary_file_is_written_atomically_as_json(tmp_path: Path) -> None:
 
 
 def test_the_client_figures_appear_in_the_json_and_the_text() -> None:
-    from upscale_stream.metrics import Metrics
+    from upscale_stream.metrics import Live, Metrics
 
-    metrics = Metrics()
-    metrics.task_submitted(2)
-    metrics.task_succeeded(0.120)
-    metrics.task_failed("timeout", 0.5)
+    metrics = Metrics(clock=lambda: 1.0)
+    metrics.live = lambda: Live(window=64)
+    metrics.task_submitted("a", 0.5)
+    metrics.task_submitted("b", 0.5)
+    metrics.task_resolved("a", None, 0.62)
+    metrics.task_resolved("b", UpscaleTimeout("task", seconds=0.5), 1.0)
     metrics.frame_sent(1500)
     metrics.frame_received(800)
     metrics.reconnected()
-    done = summary(client=metrics.snapshot(window=64))
+    done = summary(client=metrics.snapshot())
     client = done.to_dict()["client"]
     assert client["framesSent"] == 1 and client["bytesReceived"] == 800
     assert client["reconnects"] == 1 and client["failedByCode"] == {"timeout": 1}
