@@ -228,7 +228,10 @@ async def test_window_is_bounded_and_cancelling_a_task_frees_its_slot(
         submitted = await asyncio.wait_for(fourth, timeout=5)
         assert client.in_flight == 3
         await client.close(cancel=True)
-    assert submitted.cancelled()
+    # Closing ends pending tasks with ClientClosed; only the caller cancels (issue 13).
+    assert not submitted.cancelled()
+    assert isinstance(submitted.exception(), ClientClosed)
+    assert all(isinstance(f.exception(), ClientClosed) for f in first[1:])
 
 
 async def test_a_task_timeout_fails_that_task_only(server: ReferenceServer) -> None:

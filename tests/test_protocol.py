@@ -87,7 +87,7 @@ def test_reauth_frame_carries_the_session_id_to_resume() -> None:
 
 
 def test_ping_frame_is_exactly_the_documented_one() -> None:
-    session = open_session(heartbeat=Heartbeat(interval=10, pong_timeout=5))
+    session = open_session(heartbeat=Heartbeat(interval=10, busy_interval=10, pong_timeout=5))
     session.handle_timer(10.0)
     assert session.data_to_send(10.0) == [b'[{"taskType":"ping","ping":true}]']
 
@@ -373,7 +373,7 @@ def test_cancelled_queued_task_is_never_sent() -> None:
 
 
 def test_ping_goes_out_only_after_silence_and_any_message_moves_the_deadline() -> None:
-    session = open_session(heartbeat=Heartbeat(interval=10, pong_timeout=5))
+    session = open_session(heartbeat=Heartbeat(interval=10, busy_interval=10, pong_timeout=5))
     session.submit(U1, task_json(U1), 8.0)
     session.data_to_send(8.0)
     session.receive_text(data({"taskType": "upscale", "taskUUID": U1, "status": "processing"}), 8.0)
@@ -390,7 +390,7 @@ def test_ping_goes_out_only_after_silence_and_any_message_moves_the_deadline() -
 
 def test_silence_on_our_side_alone_also_sends_a_ping() -> None:
     # The server closes a socket idle for 120 s *from the client*, even if it sends to us.
-    session = open_session(heartbeat=Heartbeat(interval=10, pong_timeout=5))
+    session = open_session(heartbeat=Heartbeat(interval=10, busy_interval=10, pong_timeout=5))
     session.receive_text(data({"taskType": "upscale", "taskUUID": U2}), 9.0)
     assert session.next_deadline() == 10.0
     session.handle_timer(10.0)
@@ -398,7 +398,7 @@ def test_silence_on_our_side_alone_also_sends_a_ping() -> None:
 
 
 def test_a_ping_needs_its_pong_even_while_other_messages_arrive() -> None:
-    session = open_session(heartbeat=Heartbeat(interval=10, pong_timeout=5))
+    session = open_session(heartbeat=Heartbeat(interval=10, busy_interval=10, pong_timeout=5))
     session.submit(U1, task_json(U1), 0.0)
     session.data_to_send(0.0)
     session.handle_timer(10.0)
@@ -412,7 +412,7 @@ def test_a_ping_needs_its_pong_even_while_other_messages_arrive() -> None:
 
 
 def test_missing_pong_is_a_dead_connection() -> None:
-    session = open_session(heartbeat=Heartbeat(interval=10, pong_timeout=5))
+    session = open_session(heartbeat=Heartbeat(interval=10, busy_interval=10, pong_timeout=5))
     session.handle_timer(10.0)
     session.data_to_send(10.0)
     session.handle_timer(15.0)
@@ -563,13 +563,13 @@ def test_async_error_status_fails_the_task() -> None:
                 "taskType": "upscale",
                 "taskUUID": U1,
                 "status": "error",
-                "error": {"code": "inferenceError", "message": "x"},
+                "error": {"code": "processingFailed", "message": "x"},
             }
         ),
         0.5,
     )
     (event,) = session.events_received()
-    assert isinstance(event, TaskFailed) and event.error.code == "inferenceError"  # type: ignore[attr-defined]
+    assert isinstance(event, TaskFailed) and event.error.code == "processingFailed"  # type: ignore[attr-defined]
 
 
 def test_task_timeout_fails_only_that_task() -> None:
@@ -640,7 +640,7 @@ def test_a_queue_of_only_cancelled_tasks_makes_no_frame() -> None:
 
 
 def test_a_timer_before_the_pong_deadline_changes_nothing() -> None:
-    session = open_session(heartbeat=Heartbeat(interval=10, pong_timeout=5))
+    session = open_session(heartbeat=Heartbeat(interval=10, busy_interval=10, pong_timeout=5))
     session.handle_timer(10.0)
     session.data_to_send(10.0)
     session.handle_timer(12.0)

@@ -122,7 +122,7 @@ def test_every_public_name_of_the_async_client_exists_on_the_blocking_client() -
 
 def test_map_exists_only_on_the_blocking_client() -> None:
     # The settings are instance attributes of UpscaleClient and properties of Client.
-    settings = {"url", "limits", "timeouts", "heartbeat", "retry", "polling"}
+    settings = {"url", "limits", "timeouts", "heartbeat", "retry", "task_retry", "polling"}
     assert public_names(Client) - public_names(UpscaleClient) - settings == SYNC_ONLY
     instance = UpscaleClient("k" * 8, url="ws://127.0.0.1:9/v1")
     assert all(hasattr(instance, name) for name in settings)

@@ -4,13 +4,24 @@ The public names are re-exported here; everything else is internal.
 """
 
 from .client import UpscaleClient
-from .config import DEFAULT_URL, Heartbeat, Limits, Polling, Retry, Timeouts
+from .config import DEFAULT_URL, Heartbeat, Limits, Polling, Retry, TaskRetry, Timeouts
 from .errors import (
     APIError,
     AuthenticationError,
     ClientClosed,
+    ConfigurationError,
     ConnectionLost,
+    DownloadError,
+    DuplicateTaskUUID,
+    EventLoopError,
+    InternalError,
+    InvalidLimits,
+    InvalidResult,
     InvalidTask,
+    InvalidURL,
+    JobMismatch,
+    MissingAPIKey,
+    ResultError,
     UpscaleError,
     UpscaleTimeout,
 )
@@ -28,6 +39,8 @@ from .models import (
     UpscaleSettings,
     UpscaleTask,
 )
+from .options import ClientOptions, TaskOptions
+from .policy import RETRYABLE_CODES
 from .streaming import Outcome
 from .sync import Client
 
@@ -36,23 +49,38 @@ __all__ = [
     "CLARITY",
     "DEFAULT_URL",
     "MODELS",
+    "RETRYABLE_CODES",
     "SD_LATENT_UPSCALER",
     "SWINIR",
     "APIError",
     "AuthenticationError",
     "Client",
     "ClientClosed",
+    "ClientOptions",
+    "ConfigurationError",
     "ConnectionLost",
+    "DownloadError",
+    "DuplicateTaskUUID",
     "ErrorItem",
+    "EventLoopError",
     "Heartbeat",
     "ImageSource",
+    "InternalError",
+    "InvalidLimits",
+    "InvalidResult",
     "InvalidTask",
+    "InvalidURL",
+    "JobMismatch",
     "Limits",
+    "MissingAPIKey",
     "ModelSpec",
     "Outcome",
     "Polling",
     "PreparedInput",
+    "ResultError",
     "Retry",
+    "TaskOptions",
+    "TaskRetry",
     "Timeouts",
     "UpscaleClient",
     "UpscaleError",

@@ -15,25 +15,29 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import random
 import ssl as ssl_module
-from collections.abc import AsyncGenerator, AsyncIterable, Iterable
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
+from typing import Any, TypeVar, Unpack
 
 from .config import (
     Heartbeat,
     Limits,
     Polling,
     Retry,
+    TaskRetry,
     Timeouts,
     resolve_api_key,
     resolve_url,
 )
 from .connection import Connection
-from .errors import ClientClosed, InvalidTask
+from .errors import ClientClosed, InvalidTask, UpscaleError
 from .inputs import ImageSource
+from .jobs import JobTask, check_job_id, input_key, options_digest
 from .log import get_logger
 from .models import SWINIR, UUID_V4, TaskTemplate, UpscaleResult, UpscaleTask, new_task_uuid
+from .options import Factor, TaskOptions
 from .protocol import ClientSession
 from .streaming import Outcome, Stream, input_value
 
@@ -57,13 +61,20 @@ class UpscaleClient:
         max_batch: Shortcut for ``limits.max_batch`` (tasks per outgoing frame).
         timeouts: Connect, auth, per-task and close limits.
         limits: Window, batching and frame-size limits.
-        heartbeat: Ping-after-silence interval and pong deadline.
+        heartbeat: Ping-after-silence intervals (idle and with tasks live) and pong deadline.
         retry: Reconnect backoff and the resume grace period.
+        task_retry: Retries of tasks answered with a transient error (``TaskRetry.NEVER``
+            turns them off).
         polling: ``getResponse`` backoff for async delivery.
         verify_ssl: Verify the server's TLS certificate (default). Turning it off is logged
             as a warning every time the client connects.
         ssl_context: A custom TLS context (overrides ``verify_ssl``).
         seed: Seed for the backoff jitter, for reproducible tests.
+
+    Raises:
+        MissingAPIKey: no ``api_key`` and no ``RUNWARE_API_KEY``.
+        InvalidURL: the URL is not ``ws://`` or ``wss://``.
+        InvalidLimits: a limit is below 1.
     """
 
     def __init__(
@@ -77,6 +88,7 @@ class UpscaleClient:
         limits: Limits | None = None,
         heartbeat: Heartbeat | None = None,
         retry: Retry | None = None,
+        task_retry: TaskRetry | None = None,
         polling: Polling | None = None,
         verify_ssl: bool = True,
         ssl_context: ssl_module.SSLContext | None = None,
@@ -90,19 +102,14 @@ class UpscaleClient:
             max_in_flight=limits.max_in_flight if max_in_flight is None else max_in_flight,
             max_batch=limits.max_batch if max_batch is None else max_batch,
         )
-        for name in ("max_in_flight", "max_batch", "max_frame_bytes"):
-            if getattr(self.limits, name) < 1:
-                raise InvalidTask(
-                    "must be at least 1", parameter=name, value=getattr(self.limits, name)
-                )
         self.timeouts = timeouts or Timeouts()
         self.heartbeat = heartbeat or Heartbeat()
         self.retry = retry or Retry()
+        self.task_retry = task_retry or TaskRetry()
         self.polling = polling or Polling()
         self._ssl = ssl_context or _ssl_context(verify_ssl)
         self._rng = random.Random(seed)
         self._connection: Connection | None = None
-        self._window: asyncio.Semaphore | None = None
         self._closed = False
         self._templates: dict[Any, TaskTemplate] = {}
 
@@ -117,6 +124,7 @@ class UpscaleClient:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        """Close; after an exception in the block, pending calls end with ``ClientClosed``."""
         await self.close(cancel=exc_info[0] is not None)
 
     async def connect(self) -> None:
@@ -138,10 +146,11 @@ class UpscaleClient:
             heartbeat=self.heartbeat,
             polling=self.polling,
             retry=self.retry,
+            task_retry=self.task_retry,
             auth_timeout=self.timeouts.auth,
             task_timeout=self.timeouts.task,
+            rng=self._rng,
         )
-        self._window = asyncio.Semaphore(self.limits.max_in_flight)
         connection = Connection(
             session,
             url=self.url,
@@ -149,7 +158,6 @@ class UpscaleClient:
             timeouts=self.timeouts,
             retry=self.retry,
             result_factory=UpscaleResult.model_validate,
-            release=self._window.release,
             ssl_context=self._ssl,
             rng=self._rng,
         )
@@ -158,10 +166,18 @@ class UpscaleClient:
         log.info("connected", url=self.url, session_id=session.session_id)
 
     async def close(self, *, cancel: bool = False) -> None:
-        """Close the client: wait for in-flight tasks (or cancel them), then close the socket.
+        """Close the client: wait for in-flight tasks (or end them), then close the socket.
+
+        Pending calls that do not finish (``cancel=True``, or the drain ran past
+        ``timeouts.close``) raise :class:`~upscale_stream.errors.ClientClosed`, never
+        ``asyncio.CancelledError``.
 
         Args:
-            cancel: Cancel the tasks still in flight instead of waiting for them.
+            cancel: End the tasks still in flight instead of waiting for them.
+
+        Raises:
+            UpscaleTimeout: the drain ran past ``timeouts.close`` (``operation="close"``);
+                the client is closed all the same.
         """
         if self._closed:
             return
@@ -182,104 +198,162 @@ class UpscaleClient:
 
         Raises:
             ClientClosed: the client was closed.
+            DuplicateTaskUUID: a live task already has ``task.task_uuid``.
         """
-        return await self._submit_encoded(
-            task.task_uuid, task.to_json(), task.delivery_method == "async", timeout
-        )
-
-    async def _submit_encoded(
-        self, task_uuid: str, payload: bytes, is_async: bool, timeout: float | None
-    ) -> asyncio.Future[UpscaleResult]:
         connection = self._require_connection()
-        window = self._window
-        assert window is not None
-        await window.acquire()
+        await connection.acquire()
+        future: asyncio.Future[UpscaleResult] = asyncio.get_running_loop().create_future()
+        key = task.task_uuid
+
+        def finished(_key: str, result: Any, error: UpscaleError | None, _attempts: int) -> None:
+            connection.release()
+            _settle(future, _key, result, error, _attempts)
+            if isinstance(error, ClientClosed):
+                # As websockets' terminate_pending_pings: the exception is set; cancel() on a
+                # done future changes nothing but keeps asyncio from logging it unretrieved.
+                future.cancel()
+
+        def given_up(done: asyncio.Future[UpscaleResult]) -> None:
+            if done.cancelled() and connection.cancel(key):
+                connection.release()  # the caller gave up: the task is forgotten
+
         try:
-            return connection.submit(task_uuid, payload, is_async=is_async, timeout=timeout)
+            connection.submit(
+                key,
+                task.to_json(),
+                finished,
+                is_async=task.delivery_method == "async",
+                timeout=timeout,
+            )
         except BaseException:
-            window.release()
+            connection.release()
             raise
+        future.add_done_callback(given_up)
+        return future
 
     async def upscale(
         self,
         image: ImageSource,
         *,
-        factor: int = 2,
+        factor: Factor = 2,
         model: str = SWINIR,
         timeout: float | None = None,
-        **options: Any,
+        task_uuid: str | None = None,
+        job_id: str | None = None,
+        job_key: str | None = None,
+        **options: Unpack[TaskOptions],
     ) -> UpscaleResult:
         """Upscale one image and return the result.
+
+        A task answered with a transient error (see
+        :data:`~upscale_stream.policy.RETRYABLE_CODES`) goes again under a new taskUUID, up
+        to ``task_retry``; the result's ``task_uuid`` is the final attempt's.
 
         Args:
             image: A path, bytes, a ``PIL.Image``, an http(s) URL, an image UUID, a data URI or
                 bare base64. Local data is checked and encoded once, off the event loop.
             factor: ``upscaleFactor``, 2 or 4 (4 only with SwinIR).
             model: AIR id of the model; default SwinIR (``runware:503@1``).
-            timeout: Seconds for this task (default ``timeouts.task``).
-            **options: Any other task field by its Python name: ``output_type``,
-                ``output_format``, ``output_quality``, ``webhook_url``, ``delivery_method``,
-                ``upload_endpoint``, ``ttl``, ``include_cost``, ``settings``, ``task_uuid``.
+            timeout: Seconds for this task, retries included (default ``timeouts.task``).
+            task_uuid: The first attempt's taskUUID (default: a random one).
+            job_id: Make the task part of a job: its taskUUIDs are derived from the job id, the
+                input's key and the options (:func:`~upscale_stream.jobs.derive_task_uuid`),
+                the same in any process. If an earlier process of the job already sent it,
+                the server refuses to run it again and the client recovers that result
+                (``getTaskDetails`` / ``getResponse``) instead of paying twice; see
+                :mod:`upscale_stream.jobs`.
+            job_key: The input's key within the job (default:
+                :func:`~upscale_stream.jobs.input_key` of ``image``: the path as given, the
+                URL, the image UUID, or a hash of the bytes). Pass e.g. a path relative to
+                the job's input folder so that reruns from elsewhere match.
+            **options: The other task fields (:class:`~upscale_stream.options.TaskOptions`).
 
         Raises:
             InvalidTask: the image or an option is invalid (nothing was sent).
-            APIError: the server failed the task.
+            JobMismatch: an earlier run of the job sent other work under this taskUUID.
+            APIError: the server failed the task (after the retries a transient error gets).
+            InvalidResult: the server's answer is unreadable or has no image.
             UpscaleTimeout: the task took longer than ``timeout``.
+            ClientClosed: the client was closed before the task finished.
         """
-        given = options.pop("task_uuid", None)
-        task_uuid = new_task_uuid() if given is None else _checked_uuid(given)
         template = self._template(factor, model, options)
-        payload = template.encode(task_uuid, await input_value(image))
+        job = _job_of(job_id, job_key, image, template, task_uuid)
+        if job is not None:
+            key = job.task_uuid(0)
+        else:
+            key = new_task_uuid() if task_uuid is None else _checked_uuid(task_uuid)
+        payload = template.encode(key, await input_value(image))
         connection = self._require_connection()
-        window = self._window
-        assert window is not None
-        await window.acquire()
+        await connection.acquire()
         try:
-            future = connection.submit(
-                task_uuid,
+            future: asyncio.Future[UpscaleResult] = asyncio.get_running_loop().create_future()
+            connection.submit(
+                key,
                 payload,
+                functools.partial(_settle, future),
                 is_async=template.delivery_method == "async",
                 timeout=timeout,
-                watch=False,  # we await it here: no done-callback per task
+                job=job,
             )
             try:
-                result: UpscaleResult = await future
-                return result
+                return await future
             except asyncio.CancelledError:
-                connection.cancel(task_uuid)
+                connection.cancel(key)
                 raise
         finally:
-            window.release()
+            connection.release()
 
     async def build_task(
-        self, image: ImageSource, *, factor: int = 2, model: str = SWINIR, **options: Any
+        self,
+        image: ImageSource,
+        *,
+        factor: Factor = 2,
+        model: str = SWINIR,
+        task_uuid: str | None = None,
+        job_id: str | None = None,
+        job_key: str | None = None,
+        **options: Unpack[TaskOptions],
     ) -> UpscaleTask:
         """Validate the options and prepare the input into an :class:`UpscaleTask` (not sent).
+
+        With ``job_id`` (and optionally ``job_key``), the task's taskUUID is the job's first
+        attempt's, as :meth:`upscale` would send it.
 
         Raises:
             InvalidTask: the image or an option is invalid.
         """
+        fields: dict[str, Any] = dict(options)
+        if job_id is not None:
+            template = self._template(factor, model, options)
+            job = _job_of(job_id, job_key, image, template, task_uuid)
+            assert job is not None
+            fields["task_uuid"] = job.task_uuid(0)
+        elif task_uuid is not None:
+            fields["task_uuid"] = task_uuid
         return UpscaleTask(
-            input_image=await input_value(image), model=model, upscale_factor=factor, **options
+            input_image=await input_value(image), model=model, upscale_factor=factor, **fields
         )
 
     async def upscale_many(
         self,
         images: Iterable[S] | AsyncIterable[S],
         *,
-        factor: int = 2,
+        factor: Factor = 2,
         model: str = SWINIR,
         ordered: bool = False,
         timeout: float | None = None,
-        **options: Any,
+        job_id: str | None = None,
+        key: Callable[[S], str] | None = None,
+        **options: Unpack[TaskOptions],
     ) -> AsyncGenerator[Outcome[S], None]:
         """Upscale many images, streaming an :class:`Outcome` per input as tasks finish.
 
-        Inputs are read lazily and at most ``limits.max_in_flight`` of them are pending at any
-        time (results held back for ``ordered`` output, or not yet consumed, included), so
+        Inputs are read lazily and at most the in-flight window's worth of them are pending at
+        any time (results held back for ``ordered`` output, or not yet consumed, included), so
         memory stays bounded however long the input is. A bad input or a failed task gives an
         outcome with ``error`` set; it never stops the stream. The options are validated once,
-        before the first input is read.
+        before the first input is read. Transient errors are retried as in :meth:`upscale`;
+        each outcome carries its ``attempts`` and the final ``task_uuid``.
 
         Args:
             images: Any (async) iterable of image sources (see :meth:`upscale`).
@@ -287,16 +361,27 @@ class UpscaleClient:
             model: AIR id for every task.
             ordered: Yield in input order instead of completion order.
             timeout: Seconds per task (default ``timeouts.task``).
+            job_id: Run the inputs as one job (see :meth:`upscale`): a rerun with the same job
+                id, inputs and options runs nothing that already ran. Inputs of a job need
+                distinct keys (the same key twice fails the second with ``DuplicateTaskUUID``).
+            key: With ``job_id``, the key of each input (default
+                :func:`~upscale_stream.jobs.input_key`), e.g. a path relative to the input
+                folder.
             **options: Task fields for every task, as in :meth:`upscale`.
 
         Raises:
-            InvalidTask: an option is invalid (raised before any task is sent).
+            InvalidTask: an option or the job id is invalid (raised before any task is sent).
+            ClientClosed: the client was closed while inputs were still being read.
         """
         connection = self._require_connection()
-        assert self._window is not None
         template = self._template(factor, model, options)
+        job = None
+        if job_id is not None:
+            job = (check_job_id(job_id), options_digest(template.wire_options))
+        elif key is not None:
+            raise InvalidTask("key= needs job_id=", parameter="key", value=key)
         stream: Stream[S] = Stream(
-            connection, self._window, template, ordered=ordered, timeout=timeout
+            connection, template, ordered=ordered, timeout=timeout, job=job, key=key
         )
         producer = asyncio.create_task(stream.produce(images))
         try:
@@ -307,7 +392,7 @@ class UpscaleClient:
             await asyncio.gather(producer, return_exceptions=True)
             stream.close()
 
-    def _template(self, factor: int, model: str, options: dict[str, Any]) -> TaskTemplate:
+    def _template(self, factor: int, model: str, options: TaskOptions) -> TaskTemplate:
         """A validated template for these options, cached for repeated ``upscale()`` calls."""
         try:
             key: Any = (factor, model, *options.items())
@@ -339,12 +424,52 @@ class UpscaleClient:
         """Successful reconnects so far."""
         return self._connection.reconnects if self._connection else 0
 
+    @property
+    def window(self) -> int:
+        """The in-flight window now: ``max_in_flight`` until the server rate-limits us, then
+        smaller, growing back with successes (AIMD)."""
+        return self._connection.window.size if self._connection else self.limits.max_in_flight
+
     def _require_connection(self) -> Connection:
         if self._closed:
             raise ClientClosed("the client is closed; create a new one")
         if self._connection is None:
             raise ClientClosed("the client is not connected: use `async with` or connect()")
         return self._connection
+
+
+def _job_of(
+    job_id: str | None,
+    job_key: str | None,
+    image: ImageSource,
+    template: TaskTemplate,
+    task_uuid: str | None,
+) -> JobTask | None:
+    """The job task for these arguments, or ``None`` without a job id."""
+    if job_id is None:
+        if job_key is not None:
+            raise InvalidTask("job_key= needs job_id=", parameter="job_key", value=job_key)
+        return None
+    if task_uuid is not None:
+        raise InvalidTask(
+            "a task of a job gets its taskUUID from the job; pass task_uuid or job_id, not both",
+            parameter="taskUUID",
+            value=task_uuid,
+        )
+    key = job_key if job_key is not None else input_key(image)
+    return JobTask(check_job_id(job_id), key, options_digest(template.wire_options))
+
+
+def _settle(
+    future: asyncio.Future[Any], _key: str, result: Any, error: UpscaleError | None, _n: int
+) -> None:
+    """A task's callback for a caller awaiting ``future``: set its result or its error."""
+    if future.done():
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
 
 
 def _checked_uuid(task_uuid: Any) -> str:

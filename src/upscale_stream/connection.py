@@ -3,23 +3,31 @@
 :class:`Connection` drives one :class:`~upscale_stream.protocol.ClientSession` over websockets:
 
 * a **supervisor** task connects, runs the reader until the socket ends, then reconnects with
-  backoff (:func:`~upscale_stream.protocol.backoff`) unless the failure is final
-  (:func:`is_retryable`);
+  :class:`~upscale_stream.policy.ReconnectBackoff` unless the failure is final
+  (:func:`~upscale_stream.policy.process_exception`); the backoff starts again only after a
+  connection proved healthy;
 * a **writer** task wakes up once per event-loop turn after new output was queued, so every
   ``submit()`` made in the same turn leaves in the same frame (no fixed sleep);
 * **one timer** (``loop.call_at``) armed at the core's next deadline, for heartbeats, polls,
-  resume grace and task timeouts; there is no timer per task;
-* **futures by taskUUID** live here only. Every future ends: with its result, its error, or
-  :class:`~upscale_stream.errors.ConnectionLost` / :class:`~upscale_stream.errors.ClientClosed`.
+  retries, resume grace and task timeouts; there is no timer per task;
+* **the in-flight window** (:class:`~upscale_stream.policy.Window`, AIMD): a counter and a FIFO
+  of waiters, shrunk by rate-limit answers and grown by successes. Every caller takes a slot
+  with :meth:`acquire` before :meth:`submit` and gives it back with :meth:`release`;
+* **one waiter per task**, a plain callback by key, called exactly once. Every task ends: with
+  its result, its error, or :class:`~upscale_stream.errors.ClientClosed` /
+  :class:`~upscale_stream.errors.ConnectionLost` / :class:`~upscale_stream.errors.InternalError`.
 
-Low-level errors (OSError, websockets' exceptions, timeouts) are translated here, in one place.
+Reader, writer and timer share one guard (:meth:`_fail_safe`): an unexpected exception there
+(or in the core, which then refuses every later call) fails every pending task with one
+:class:`~upscale_stream.errors.InternalError` and closes; the shell never reconnects on a
+corrupt core. Low-level errors (OSError, websockets' exceptions, timeouts) are translated
+here, in one place.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import random
 import ssl as ssl_module
 from collections.abc import Callable
@@ -34,10 +42,14 @@ from .errors import (
     AuthenticationError,
     ClientClosed,
     ConnectionLost,
+    InternalError,
+    InvalidResult,
+    InvalidURL,
     UpscaleError,
     UpscaleTimeout,
 )
-from .log import get_logger, register_secret, websockets_logger
+from .log import Throttle, get_logger, register_secret, scrub_exception, websockets_logger
+from .policy import ReconnectBackoff, Window, process_exception
 from .protocol import (
     Authenticated,
     AuthRejected,
@@ -51,29 +63,19 @@ from .protocol import (
     TaskAccepted,
     TaskFailed,
     TaskResult,
+    TaskRetrying,
     TaskState,
-    backoff,
 )
+from .window import InFlightWindow
 
-__all__ = ["Connection", "is_retryable"]
+__all__ = ["Connection", "TaskCallback"]
 
 log = get_logger(__name__)
 
 ResultFactory = Callable[[dict[str, Any]], Any]
-TaskCallback = Callable[[str, Any, "UpscaleError | None"], None]
-"""``callback(task_uuid, result, error)``: exactly one of ``result`` and ``error`` is set."""
-
-
-def is_retryable(exc: BaseException) -> bool:
-    """The one reconnect policy: a rejected key or a bad URL is final; anything else is retried.
-
-    HTTP 401/403 at the handshake count as a rejected key.
-    """
-    if isinstance(exc, AuthenticationError | ClientClosed | InvalidURI):
-        return False
-    if isinstance(exc, InvalidStatus):
-        return exc.response.status_code not in (401, 403)
-    return True
+TaskCallback = Callable[[str, Any, "UpscaleError | None", int], None]
+"""``callback(task_uuid, result, error, attempts)``: exactly one of ``result`` and ``error``
+is set; ``task_uuid`` is the key the task was submitted under, ``attempts`` its tries."""
 
 
 class Connection:
@@ -85,11 +87,9 @@ class Connection:
         api_key: Sent in the authentication frame only; registered for log redaction.
         timeouts: Connect, auth and close limits.
         retry: Reconnect policy.
-        result_factory: Turns a result item (dict) into the value a future resolves with.
-        release: Called once per submitted task when its future is done (frees a window slot).
+        result_factory: Turns a result item (dict) into the value a task resolves with.
         ssl_context: TLS settings for ``wss://`` (``None``: verify with the system's CAs).
         rng: Randomness for backoff jitter (tests pass a seeded one).
-        clock: The event loop's clock unless given.
     """
 
     def __init__(
@@ -101,7 +101,6 @@ class Connection:
         timeouts: Timeouts,
         retry: Retry,
         result_factory: ResultFactory,
-        release: Callable[[], None] = lambda: None,
         ssl_context: ssl_module.SSLContext | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -112,12 +111,13 @@ class Connection:
         self._timeouts = timeouts
         self._retry = retry
         self._result_factory = result_factory
-        self._release = release
         self._ssl = ssl_context
         self._rng = rng or random.Random()
         self._loop = asyncio.get_running_loop()
-        self._waiters: dict[str, asyncio.Future[Any] | TaskCallback] = {}
-        self._future_type = type(self._loop.create_future())
+        self._waiters: dict[str, TaskCallback] = {}
+        self.window = Window(session.limits.max_in_flight)
+        """The adaptive in-flight window; ``window.size`` is the current limit."""
+        self._slots = InFlightWindow(self.window, self._loop)
         self._drained: asyncio.Future[None] | None = None
         self._ws: ClientConnection | None = None
         self._wake_writer = asyncio.Event()
@@ -129,9 +129,16 @@ class Connection:
         self._fatal: UpscaleError | None = None
         self._closing = False
         self._draining = False
-        self._authenticated_since_drop = False
+        self._backoff = ReconnectBackoff(retry, self._rng)
+        self._authenticated_at: float | None = None
+        self._proven = True  # no connection to prove yet
+        self._throttle = Throttle()
         self.reconnects = 0
         self.frames_sent = 0
+        self.rate_limited = 0
+        """Rate-limit answers received (every one, retries included)."""
+        self.retries = 0
+        """Task retries scheduled after transient error answers."""
 
     def __repr__(self) -> str:
         return f"<Connection url={self.url!r} live={self.session.live_count}>"
@@ -158,28 +165,68 @@ class Connection:
             self._auth_waiter = None
 
     async def close(self, *, cancel: bool = False) -> None:
-        """Finish (or, with ``cancel=True``, cancel) every live task, then close the socket.
+        """Finish (or, with ``cancel=True``, end) every live task, then close the socket.
 
-        Draining waits at most ``timeouts.close``; tasks still live then are cancelled.
+        Draining waits at most ``timeouts.close``. Tasks still pending after
+        ``cancel=True`` or a drain that ran out of time fail with
+        :class:`~upscale_stream.errors.ClientClosed` (their exception is set first; a caller
+        who did not cancel never sees ``CancelledError``).
+
+        Raises:
+            UpscaleTimeout: the drain ran out of time (``operation="close"``); the client is
+                closed all the same.
         """
         if self._closing:
             return
         self._draining = True
+        drain_timed_out = False
         if self._waiters and not cancel and self._fatal is None:
             self._drained = self._loop.create_future()
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(asyncio.shield(self._drained), self._timeouts.close)
+            except TimeoutError:
+                drain_timed_out = True
         self._closing = True
+        pending = list(self._waiters)
         self.session.close()
-        closed = ClientClosed("the client was closed before this task finished")
-        for uuid in list(self._waiters):
-            self._resolve(uuid, None, closed, cancel_futures=True)
+        reason = (
+            f"the close drain ran out of time ({self._timeouts.close:g} s) before this task "
+            "finished"
+            if drain_timed_out
+            else "the client was closed before this task finished"
+        )
+        for key in pending:
+            self._resolve(key, None, ClientClosed(reason), 0)
+        self._slots.fail_waiters(ClientClosed("the client was closed while waiting for a slot"))
         self._cancel_timer()
+        self._report_throttled()
         ws = self._ws
         if ws is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), self._timeouts.close)
         await self._stop_supervisor()
+        if drain_timed_out:
+            raise UpscaleTimeout("close", seconds=self._timeouts.close)
+
+    # -- the window ------------------------------------------------------------------------------
+
+    async def acquire(self) -> None:
+        """Take one slot of the in-flight window, waiting (FIFO) while it is full.
+
+        Raises:
+            ClientClosed: the connection is closed (or closes while waiting).
+        """
+        self._check_usable()
+        await self._slots.acquire()
+
+    def release(self) -> None:
+        """Give back one slot taken with :meth:`acquire`."""
+        self._slots.release()
+
+    @property
+    def slots_used(self) -> int:
+        """Window slots taken and not yet given back."""
+        return self._slots.used
 
     # -- tasks -----------------------------------------------------------------------------------
 
@@ -187,101 +234,58 @@ class Connection:
         self,
         task_uuid: str,
         payload: bytes,
-        *,
-        is_async: bool,
-        timeout: float | None,
-        watch: bool = True,
-    ) -> asyncio.Future[Any]:
-        """Queue one encoded task and return the future of its result.
-
-        With ``watch`` (the default), cancelling the future cancels the task and every done
-        future calls ``release``. A caller that awaits the future itself may pass
-        ``watch=False`` to save that callback; it must then call :meth:`cancel` when it stops
-        waiting and free its own window slot.
-
-        Raises:
-            ClientClosed: the connection is closed.
-            ValueError: a live task already has this taskUUID.
-        """
-        self._enqueue(task_uuid, payload, is_async, timeout)
-        future: asyncio.Future[Any] = self._loop.create_future()
-        self._waiters[task_uuid] = future
-        if watch:
-            future.add_done_callback(functools.partial(self._future_done, task_uuid))
-        return future
-
-    def submit_callback(
-        self,
-        task_uuid: str,
-        payload: bytes,
         callback: TaskCallback,
         *,
         is_async: bool,
         timeout: float | None,
+        job: Any = None,
     ) -> None:
-        """Queue one encoded task; ``callback(task_uuid, result, error)`` runs once when it ends.
+        """Queue one encoded task; ``callback(task_uuid, result, error, attempts)`` runs once.
 
-        The bulk path: no future and no scheduled callback per task. The callback runs inside
-        the reader, so it must be quick and must not raise (an exception is logged).
+        The one submit path: ``upscale()``, ``submit()`` and ``upscale_many()`` all come here,
+        after taking a window slot. No future, no scheduled callback per task. The callback
+        runs inside the reader (or the timer), so it must be quick; an exception it raises is
+        logged and swallowed.
+
+        Raises:
+            ClientClosed: the connection is closed.
+            InternalError: the core failed earlier.
+            DuplicateTaskUUID: a live task already has this taskUUID.
         """
-        self._enqueue(task_uuid, payload, is_async, timeout)
-        self._waiters[task_uuid] = callback
-
-    def cancel(self, task_uuid: str) -> None:
-        """Forget a task: never sent if still queued, its late answer ignored otherwise."""
-        if self._waiters.pop(task_uuid, None) is not None:
-            self.session.cancel(task_uuid)
-            self._check_drained()
-
-    def _enqueue(
-        self, task_uuid: str, payload: bytes, is_async: bool, timeout: float | None
-    ) -> None:
-        if self._closing or self._draining:
-            raise ClientClosed("the client is closed; create a new one")
-        if self._fatal is not None:
-            raise self._fatal
+        self._check_usable()
         self.session.submit(
-            task_uuid, payload, self._loop.time(), is_async=is_async, timeout=timeout
+            task_uuid, payload, self._loop.time(), is_async=is_async, timeout=timeout, job=job
         )
+        self._waiters[task_uuid] = callback
         self._wake_writer.set()
         if self._timer is None:
             self._arm_timer()
 
-    def _future_done(self, task_uuid: str, future: asyncio.Future[Any]) -> None:
-        self._release()
-        if future.cancelled() and self._waiters.get(task_uuid) is future:
-            # The caller gave up: free the task in the core so it is never sent, or its late
-            # answer is ignored.
-            del self._waiters[task_uuid]
-            self.session.cancel(task_uuid)
-            self._check_drained()
+    def cancel(self, task_uuid: str) -> bool:
+        """Forget a task: never sent if still queued, its late answer ignored otherwise.
 
-    def _resolve(
-        self,
-        task_uuid: str,
-        result: Any,
-        error: UpscaleError | None,
-        *,
-        cancel_futures: bool = False,
-    ) -> None:
-        waiter = self._waiters.pop(task_uuid, None)
-        if waiter is None:
-            return
-        if waiter.__class__ is self._future_type:
-            future: asyncio.Future[Any] = waiter
-            if future.done():
-                return
-            if cancel_futures:
-                future.cancel()
-            elif error is None:
-                future.set_result(result)
-            else:
-                future.set_exception(error)
+        Its callback is not called. Returns whether the task was live.
+        """
+        if self._waiters.pop(task_uuid, None) is None:
+            return False
+        self.session.cancel(task_uuid)
+        self._check_drained()
+        return True
+
+    def _check_usable(self) -> None:
+        if self._closing or self._draining:
+            raise ClientClosed("the client is closed; create a new one")
+        if self._fatal is not None:
+            raise self._fatal
+
+    def _resolve(self, key: str, result: Any, error: UpscaleError | None, attempts: int) -> None:
+        callback = self._waiters.pop(key, None)
+        if callback is None:
             return
         try:
-            waiter(task_uuid, result, error)  # type: ignore[operator]
+            callback(key, result, error, attempts)
         except Exception:
-            log.exception("task callback failed", task_uuid=task_uuid)
+            log.exception("task callback failed", task_uuid=key)
 
     def _check_drained(self) -> None:
         drained = self._drained
@@ -318,23 +322,29 @@ class Connection:
             if status in (401, 403):
                 raise AuthenticationError(
                     "unauthorized",
-                    f"the server refused the handshake with HTTP {status}",
+                    f"the server refused the handshake with HTTP {status}; check api_key or "
+                    "RUNWARE_API_KEY",
                     parameter="apiKey",
                 ) from exc
-            raise ConnectionLost(f"handshake refused with HTTP {status}") from exc
+            hint = "; check the URL" if status == 404 else ""
+            raise ConnectionLost(f"handshake refused with HTTP {status}{hint}") from exc
         except InvalidURI as exc:
-            raise UpscaleError(f"url={self.url!r} is not a valid WebSocket URL") from exc
+            shown = self.url.partition("?")[0]
+            raise InvalidURL(f"url={shown!r} is not a valid WebSocket URL") from exc
         except (OSError, websockets.exceptions.WebSocketException) as exc:
             raise ConnectionLost(f"could not connect to {self.url}: {exc}") from exc
 
     async def _supervise(self, ws: ClientConnection) -> None:
-        delays = backoff(self._rng, self._retry)
-        failures = 0
+        backoff = self._backoff
         while True:
             reason = await self._serve(ws)
             if self._closing or self._fatal is not None:
                 return
-            plan = self.session.connection_lost(self._loop.time())
+            try:
+                plan = self.session.connection_lost(self._loop.time())
+            except Exception as exc:
+                self._fail_safe(exc)
+                return
             self._arm_timer()
             log.warning(
                 "connection lost",
@@ -347,26 +357,29 @@ class Connection:
             if self._auth_waiter is not None and not self._auth_waiter.done():
                 self._auth_waiter.set_exception(ConnectionLost(f"lost during auth: {reason}"))
                 return
-            if self._authenticated_since_drop:  # delays restart after a successful auth
-                delays = backoff(self._rng, self._retry)
-                failures = 0
-                self._authenticated_since_drop = False
             while True:
-                failures += 1
-                limit = self._retry.max_attempts
-                if limit is not None and failures > limit:
-                    self._give_up(ConnectionLost(f"gave up after {limit} reconnect attempts"))
+                delay = backoff.next_delay()  # a connection that never proved healthy counts
+                if backoff.exhausted():
+                    limit = self._retry.max_attempts
+                    self._give_up(
+                        ConnectionLost(
+                            f"gave up after {limit} consecutive failed connections; last: {reason}"
+                        )
+                    )
                     return
-                delay = next(delays)
-                log.info("reconnecting", attempt=failures, delay=round(delay, 3), url=self.url)
+                log.info(
+                    "reconnecting", attempt=backoff.failures, delay=round(delay, 3), url=self.url
+                )
                 await asyncio.sleep(delay)  # real backoff between attempts, not synchronisation
                 try:
                     ws = await self._open()
                 except UpscaleError as exc:
-                    if not is_retryable(exc):
-                        self._give_up(exc)
+                    final = process_exception(exc)
+                    if final is not None:
+                        self._give_up(final if isinstance(final, UpscaleError) else exc)
                         return
-                    log.info("reconnect failed", attempt=failures, error=str(exc))
+                    reason = str(exc)
+                    log.info("reconnect failed", attempt=backoff.failures, error=reason)
                     continue
                 self.reconnects += 1
                 break
@@ -374,12 +387,19 @@ class Connection:
     async def _serve(self, ws: ClientConnection) -> str:
         """Authenticate on ``ws`` and read until it ends; return why it ended."""
         self._ws = ws
-        self.session.authenticate(self._api_key, self._loop.time())
+        self._authenticated_at = None
+        self._proven = False
+        loop = self._loop
+        session = self.session
+        try:
+            session.authenticate(self._api_key, loop.time())
+        except Exception as exc:
+            self._fail_safe(exc)
+            ws.transport.abort()
+            return "internal error"
         self._wake_writer.set()
         self._arm_timer()
         writer = asyncio.create_task(self._write_loop(ws), name="upscale-stream-writer")
-        session = self.session
-        loop = self._loop
         try:
             while True:
                 message = await ws.recv(decode=False)
@@ -389,8 +409,8 @@ class Connection:
             return _close_reason(exc)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # a bug in the core: close, never go on in an unknown state
-            log.exception("internal error; dropping the connection")
+        except Exception as exc:  # the core or the shell failed: never go on, never reconnect
+            self._fail_safe(exc)
             return f"internal error: {exc!r}"
         finally:
             self._ws = None
@@ -404,48 +424,93 @@ class Connection:
         wake = self._wake_writer
         session = self.session
         loop = self._loop
-        try:
-            while True:
-                await wake.wait()
-                wake.clear()
+        while True:
+            await wake.wait()
+            wake.clear()
+            try:
                 frames = session.data_to_send(loop.time())
+            except Exception as exc:
+                self._fail_safe(exc)
+                return
+            try:
                 for frame in frames:
                     await ws.send(frame, text=True)
-                if frames:
-                    self.frames_sent += len(frames)
-                    self._arm_timer()
-        except ConnectionClosed:
-            return  # the reader sees the same close and handles it
+            except ConnectionClosed:
+                return  # the reader sees the same close and handles it
+            except Exception as exc:
+                # A writer that dies must not leave the link silently deaf: drop the socket
+                # now, so the reader ends and the supervisor reconnects (frames in flight are
+                # resent after the resume grace, with their taskUUIDs).
+                log.warning("writing failed; dropping the connection", error=repr(exc))
+                self._drop()
+                return
+            if frames:
+                self.frames_sent += len(frames)
+                self._arm_timer()
 
     # -- events ----------------------------------------------------------------------------------
 
     def _process(self) -> None:
         factory = self._result_factory
         resolve = self._resolve
+        window = self.window
         for event in self.session.events_received():
             if type(event) is TaskResult:
                 try:
                     result = factory(event.item)
                 except Exception as exc:  # a result we cannot read fails its task only
-                    error = UpscaleError(f"task {event.task_uuid}: unreadable result: {exc}")
-                    resolve(event.task_uuid, None, error)
+                    error = InvalidResult(
+                        f"task {event.task_uuid}: unreadable result: {exc}",
+                        task_uuid=event.task_uuid,
+                    )
+                    resolve(event.task_uuid, None, error, event.attempts)
                 else:
-                    resolve(event.task_uuid, result, None)
+                    resolve(event.task_uuid, result, None, event.attempts)
+                window.on_success()
+                if not self._proven:
+                    self._check_health()
             elif type(event) is TaskFailed:
-                resolve(event.task_uuid, None, event.error)
+                resolve(event.task_uuid, None, event.error, event.attempts)
             else:
                 self._session_event(event)
         if self._drained is not None:
             self._check_drained()
-        if self.session.wants_write:
+        if self._slots.waiting:
+            self._slots.grant()
+        session = self.session
+        session.send_limit = int(window.limit)
+        if session.wants_write:
             self._wake_writer.set()
         self._arm_timer()
 
+    def _check_health(self) -> None:
+        """A pong or a result arrived: is this connection proven healthy now?"""
+        since = self._authenticated_at
+        if since is not None and self._loop.time() - since >= self._retry.healthy_after:
+            self._proven = True
+            self._backoff.healthy()
+
     def _session_event(self, event: object) -> None:
         match event:
+            case TaskRetrying():
+                self.retries += 1
+                if event.rate_limited:
+                    self.rate_limited += 1
+                    if self.window.on_rate_limited(event.sent_seq, self.session.tasks_sent):
+                        self.session.send_limit = self.window.size
+                self._warn(
+                    "rate_limited" if event.rate_limited else "task_retry",
+                    "task answered with a transient error; retrying",
+                    code=event.error.code,
+                    task_uuid=event.old_uuid,
+                    next_task_uuid=event.new_uuid,
+                    attempt=event.attempt,
+                    delay=round(event.delay, 3),
+                    window=self.window.size,
+                )
             case Authenticated(session_id=session_id, resumed=resumed):
                 log.info("authenticated", session_id=session_id, resumed=resumed)
-                self._authenticated_since_drop = True
+                self._authenticated_at = self._loop.time()
                 if self._auth_waiter is not None and not self._auth_waiter.done():
                     self._auth_waiter.set_result(None)
             case AuthRejected(error=error):
@@ -458,18 +523,45 @@ class Connection:
                     self._auth_waiter.set_exception(timeout)
                 self._drop()
             case HeartbeatMissed(seconds=seconds):
+                ws = self._ws
+                backlog = len(ws.recv_messages.frames) if ws is not None else 0
+                if backlog:
+                    # Messages arrived that we have not read yet (a starved event loop): the
+                    # link is alive; the core pings again with a fresh deadline.
+                    log.info("pong late, but the link delivers", backlog=backlog)
+                    return
                 log.warning("heartbeat missed; dropping the connection", seconds=round(seconds, 3))
                 self._drop()
             case TaskAccepted(task_uuid=uuid):
                 log.debug("task acknowledged", task_uuid=uuid)
             case Pong(rtt=rtt):
                 log.debug("pong", rtt_ms=round(rtt * 1000, 2))
+                if not self._proven:
+                    self._check_health()
             case StrayError(error=error):
-                log.warning("error item without a task", code=error.code, message=error.message)
+                self._warn(
+                    "stray_error",
+                    "error item without a task",
+                    code=error.code,
+                    message=error.message,
+                )
             case Discarded(task_uuid=uuid, reason=reason):
                 log.debug("item discarded", task_uuid=uuid, reason=reason)
             case MalformedMessage(reason=reason, sample=sample):
-                log.warning("malformed message ignored", reason=reason, sample=sample)
+                self._warn("malformed", "malformed message ignored", reason=reason, sample=sample)
+
+    def _warn(self, kind: str, event: str, **fields: Any) -> None:
+        """A WARNING line, rate-limited per kind (see :class:`~upscale_stream.log.Throttle`)."""
+        held = self._throttle.allow(kind, self._loop.time())
+        if held is None:
+            return
+        if held:
+            fields["suppressed"] = held
+        log.warning(event, **fields)
+
+    def _report_throttled(self) -> None:
+        for kind, held in self._throttle.flush().items():
+            log.warning("repeated warnings held back", kind=kind, suppressed=held)
 
     def _drop(self) -> None:
         ws = self._ws
@@ -478,22 +570,49 @@ class Connection:
 
     def _give_up(self, error: UpscaleError) -> None:
         """A final failure: fail every live task and stop reconnecting."""
+        if self._fatal is not None:
+            return
         self._fatal = error
         if self._auth_waiter is not None and not self._auth_waiter.done():
             self._auth_waiter.set_exception(error)
-        never_sent = {
-            uuid for uuid in self._waiters if self.session.state_of(uuid) is TaskState.QUEUED
-        }
+        never_sent: set[str] = set()
+        if isinstance(error, ConnectionLost):
+            never_sent = {
+                uuid for uuid in self._waiters if self.session.state_of(uuid) is TaskState.QUEUED
+            }
         self.session.close()
         for uuid in list(self._waiters):
             if isinstance(error, ConnectionLost):
                 unsent = [uuid] if uuid in never_sent else []
-                self._resolve(uuid, None, ConnectionLost(error.reason, unsent_task_uuids=unsent))
+                task_error: UpscaleError = ConnectionLost(error.reason, unsent_task_uuids=unsent)
+                task_error.__cause__ = error.__cause__
             else:
-                self._resolve(uuid, None, error)
+                task_error = error
+            self._resolve(uuid, None, task_error, 0)
+        self._slots.fail_waiters(error)
         self._check_drained()
         self._cancel_timer()
         self._drop()
+
+    def _fail_safe(self, exc: BaseException) -> None:
+        """The one guard of reader, writer and timer: an unexpected exception ends the client.
+
+        The core is in its ERROR state (or the shell is in an unknown one): every pending task
+        fails with one :class:`~upscale_stream.errors.InternalError` carrying the cause, the
+        socket is closed and nothing reconnects.
+        """
+        if self._fatal is not None:
+            return
+        if isinstance(exc, InternalError):
+            error = exc
+        else:
+            error = InternalError(f"unexpected error in the client: {exc!r}")
+            error.__cause__ = exc
+        scrub_exception(error)  # a bug's message must not carry the key to every caller
+        log.error(
+            "internal error; closing the client", error=repr(error.__cause__ or exc), exc_info=exc
+        )
+        self._give_up(error)
 
     # -- the timer -------------------------------------------------------------------------------
 
@@ -520,8 +639,13 @@ class Connection:
 
     def _on_timer(self) -> None:
         self._timer = None
-        self.session.handle_timer(self._loop.time())
-        self._process()
+        if self._fatal is not None or self._closing:
+            return
+        try:
+            self.session.handle_timer(self._loop.time())
+            self._process()
+        except Exception as exc:
+            self._fail_safe(exc)
 
     async def _stop_supervisor(self) -> None:
         task = self._supervisor

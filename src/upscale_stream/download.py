@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import UpscaleError
+from .errors import DownloadError, InvalidResult
 
 if TYPE_CHECKING:
     from .models import UpscaleResult
@@ -24,7 +24,8 @@ def result_bytes(result: UpscaleResult, *, timeout: float = 60.0) -> bytes:
     """Return the image bytes a result carries or points to (blocking).
 
     Raises:
-        UpscaleError: the result has no image, its data is not valid base64, or the download failed.
+        InvalidResult: the result has no image.
+        DownloadError: its data is not valid base64, or the download failed.
     """
     try:
         if result.image_base64_data is not None:
@@ -32,22 +33,37 @@ def result_bytes(result: UpscaleResult, *, timeout: float = 60.0) -> bytes:
         if result.image_data_uri is not None:
             _, sep, payload = result.image_data_uri.partition(";base64,")
             if not sep:
-                raise UpscaleError(f"task {result.task_uuid}: imageDataURI is not base64-encoded")
+                raise DownloadError(
+                    f"task {result.task_uuid}: imageDataURI is not base64-encoded",
+                    task_uuid=result.task_uuid,
+                )
             return base64.b64decode(payload, validate=True)
     except binascii.Error as exc:
-        raise UpscaleError(f"task {result.task_uuid}: image data is not valid base64") from exc
+        raise DownloadError(
+            f"task {result.task_uuid}: image data is not valid base64", task_uuid=result.task_uuid
+        ) from exc
     url = result.url
     if url is None:
-        raise UpscaleError(f"task {result.task_uuid}: the result carries no image")
+        raise InvalidResult(
+            f"task {result.task_uuid}: the result carries no image", task_uuid=result.task_uuid
+        )
     if not url.lower().startswith(("http://", "https://")):
-        raise UpscaleError(f"task {result.task_uuid}: refusing to download {url!r}")
+        raise DownloadError(
+            f"task {result.task_uuid}: refusing to download {url!r} (not http or https)",
+            task_uuid=result.task_uuid,
+        )
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             body: bytes = response.read(MAX_DOWNLOAD_BYTES + 1)
     except OSError as exc:
-        raise UpscaleError(f"task {result.task_uuid}: download of {url} failed: {exc}") from exc
+        raise DownloadError(
+            f"task {result.task_uuid}: download of {url} failed: {exc}", task_uuid=result.task_uuid
+        ) from exc
     if len(body) > MAX_DOWNLOAD_BYTES:
-        raise UpscaleError(f"task {result.task_uuid}: {url} is larger than {MAX_DOWNLOAD_BYTES} B")
+        raise DownloadError(
+            f"task {result.task_uuid}: {url} is larger than {MAX_DOWNLOAD_BYTES} B",
+            task_uuid=result.task_uuid,
+        )
     return body
 
 

@@ -6,11 +6,25 @@ Everything the library raises on purpose derives from :class:`UpscaleError`::
     ├── APIError                 the server refused or failed one task (code, message, ...)
     │   └── AuthenticationError  the API key was rejected (never retried)
     ├── InvalidTask (ValueError) bad input caught before anything was sent
+    │   └── DuplicateTaskUUID    a live task already has this taskUUID
+    ├── ConfigurationError (ValueError)
+    │   ├── MissingAPIKey        neither ``api_key=`` nor ``RUNWARE_API_KEY``
+    │   ├── InvalidURL           not a ws:// or wss:// URL the client can use
+    │   └── InvalidLimits        a window, batch or frame limit below 1
+    ├── ResultError              a task's answer is unusable
+    │   ├── InvalidResult        unreadable, or "success" without an image
+    │   └── DownloadError        the image could not be decoded or downloaded
+    ├── JobMismatch              an earlier run of the job sent other work under this taskUUID
     ├── ConnectionLost           the link failed for good; carries the task UUIDs never sent
+    ├── InternalError            the client core failed; the client closed itself (a bug)
     ├── UpscaleTimeout (TimeoutError)
-    │                            a task, the connect or the authentication took too long
-    └── ClientClosed (RuntimeError)
-                                 the client was used after ``close()``
+    │                            a task, the connect, the authentication or the close drain
+    │                            took too long
+    ├── ClientClosed (RuntimeError)
+    │                            the client was used after ``close()``, or closed while a call
+    │                            was pending
+    └── EventLoopError (RuntimeError)
+                                 the sync ``Client`` was called from its own event loop
 
 Context is keyword-only and ``__str__`` is built from the fields. No exception ever carries
 the API key: the key is not an attribute of any of them, and messages are built from
@@ -26,8 +40,19 @@ __all__ = [
     "APIError",
     "AuthenticationError",
     "ClientClosed",
+    "ConfigurationError",
     "ConnectionLost",
+    "DownloadError",
+    "DuplicateTaskUUID",
+    "EventLoopError",
+    "InternalError",
+    "InvalidLimits",
+    "InvalidResult",
     "InvalidTask",
+    "InvalidURL",
+    "JobMismatch",
+    "MissingAPIKey",
+    "ResultError",
     "UpscaleError",
     "UpscaleTimeout",
 ]
@@ -186,7 +211,127 @@ def _rebuild_timeout(operation: str, seconds: float, task_uuid: str | None) -> U
 
 
 class ClientClosed(UpscaleError, RuntimeError):
-    """The client was used after ``close()``. Create a new client instead."""
+    """The client was used after ``close()``, or closed while this call was pending.
+
+    A call that was pending when ``close(cancel=True)`` ran, or when the close drain timed
+    out, raises this (never ``asyncio.CancelledError``: its caller did not cancel it).
+    Create a new client instead.
+    """
+
+
+class EventLoopError(UpscaleError, RuntimeError):
+    """The blocking :class:`~upscale_stream.Client` was called from its own event-loop thread
+    (for example from a callback running on it). Call it from another thread, or use
+    :class:`~upscale_stream.UpscaleClient` with ``await`` there."""
+
+
+class DuplicateTaskUUID(InvalidTask):
+    """A task was submitted with the taskUUID of a task that is still live.
+
+    Give every task its own taskUUID (leave ``task_uuid`` unset to get a random one).
+    """
+
+    def __init__(self, task_uuid: str) -> None:
+        super().__init__(
+            "a live task already has this taskUUID; give every task its own",
+            parameter="taskUUID",
+            value=task_uuid,
+            code="conflictTaskUUID",
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (DuplicateTaskUUID, (self.value,))
+
+
+class ConfigurationError(UpscaleError, ValueError):
+    """A client option is unusable; the message names the option and the value."""
+
+
+class MissingAPIKey(ConfigurationError):
+    """No API key: pass ``api_key=...`` or set ``RUNWARE_API_KEY``."""
+
+
+class InvalidURL(ConfigurationError):
+    """The endpoint is not a ``ws://`` or ``wss://`` URL the client can connect to."""
+
+
+class InvalidLimits(ConfigurationError):
+    """A limit of the client (window, batch, frame size, retries) is out of range.
+
+    Attributes:
+        parameter: The option, such as ``max_in_flight``.
+        value: The value given.
+    """
+
+    def __init__(self, reason: str, *, parameter: str, value: Any) -> None:
+        self.parameter = parameter
+        self.value = value
+        self.reason = reason
+        super().__init__(f"{parameter}={value!r}: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_limits, (self.reason, self.parameter, self.value))
+
+
+def _rebuild_limits(reason: str, parameter: str, value: Any) -> InvalidLimits:
+    return InvalidLimits(reason, parameter=parameter, value=value)
+
+
+class ResultError(UpscaleError):
+    """A task's answer cannot be used. ``task_uuid`` names the task."""
+
+    def __init__(self, message: str, *, task_uuid: str | None = None) -> None:
+        self.task_uuid = task_uuid
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self),), {"task_uuid": self.task_uuid})
+
+
+class InvalidResult(ResultError):
+    """The server's result item is unreadable, or says ``success`` and carries no image.
+
+    The task failed (it is not a success whose error surfaces later at ``save()``).
+    """
+
+
+class DownloadError(ResultError):
+    """The output image could not be decoded (bad base64) or downloaded from its URL."""
+
+
+class JobMismatch(UpscaleError):
+    """An earlier run of the same job sent a *different* task under this taskUUID.
+
+    The server's copy (``getTaskDetails``) has another ``inputImage`` or other options than
+    this task: the job id was reused for other work, or the input key does not identify the
+    input. The task fails instead of delivering someone else's result. Use a new job id
+    (or keys that really identify each input).
+
+    Attributes:
+        task_uuid: The taskUUID both runs used.
+        field: The first wire field that differs.
+    """
+
+    def __init__(self, message: str, *, task_uuid: str, field: str) -> None:
+        self.task_uuid = task_uuid
+        self.field = field
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_mismatch, (str(self), self.task_uuid, self.field))
+
+
+def _rebuild_mismatch(message: str, task_uuid: str, field: str) -> JobMismatch:
+    return JobMismatch(message, task_uuid=task_uuid, field=field)
+
+
+class InternalError(UpscaleError):
+    """An unexpected exception inside the client's core: the client closed itself.
+
+    Every pending call fails with this one error, whose ``__cause__`` is the original
+    exception; the client never goes on (or reconnects) with a half-updated core. This is a
+    bug in upscale-stream: please report it with the traceback.
+    """
 
 
 AUTH_ERROR_CODES = frozenset(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import AuthenticationError, UpscaleError
+from .errors import APIError, AuthenticationError, UpscaleError
 from .models import ErrorItem
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "TaskAccepted",
     "TaskFailed",
     "TaskResult",
+    "TaskRetrying",
 ]
 
 
@@ -54,18 +55,50 @@ class AuthTimedOut:
 
 @dataclass(frozen=True, slots=True)
 class TaskResult:
-    """A task finished; ``item`` is the server's result item (a dict with wire names)."""
+    """A task finished; ``item`` is the server's result item (a dict with wire names).
+
+    ``task_uuid`` is the task's key (its first taskUUID); the item's ``taskUUID`` is the
+    final attempt's. ``attempts`` counts the tries, this one included.
+    """
 
     task_uuid: str
     item: dict[str, Any]
+    attempts: int = 1
 
 
 @dataclass(frozen=True, slots=True)
 class TaskFailed:
-    """A task failed for good (server error item, or its timeout)."""
+    """A task failed for good (server error item, or its timeout), after ``attempts`` tries."""
 
     task_uuid: str
     error: UpscaleError
+    attempts: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRetrying:
+    """The server answered a task with a transient error; it goes again after ``delay``.
+
+    Attributes:
+        task_uuid: The task's key (its first taskUUID).
+        old_uuid: The taskUUID the server answered (known not to have run).
+        new_uuid: The taskUUID of the next attempt.
+        attempt: The number of the next try (2 for the first retry).
+        delay: Seconds until it is queued again.
+        error: The server's answer.
+        rate_limited: The answer was a rate-limit code (the window should shrink).
+        sent_seq: The answered attempt's send sequence number (see
+            :attr:`ClientSession.tasks_sent`), for the window's once-per-round-trip rule.
+    """
+
+    task_uuid: str
+    old_uuid: str
+    new_uuid: str
+    attempt: int
+    delay: float
+    error: APIError
+    rate_limited: bool
+    sent_seq: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +152,7 @@ Event = (
     | TaskResult
     | TaskFailed
     | TaskAccepted
+    | TaskRetrying
     | Pong
     | HeartbeatMissed
     | StrayError

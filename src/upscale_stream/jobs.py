@@ -25,7 +25,8 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
@@ -35,6 +36,8 @@ from .errors import InvalidTask
 
 __all__ = [
     "MAX_JOB_ID_LENGTH",
+    "JobTask",
+    "attempt_task_uuid",
     "check_job_id",
     "derive_task_uuid",
     "input_key",
@@ -142,6 +145,36 @@ def derive_task_uuid(job_id: str, key: str, digest: str, attempt: int = 0) -> st
         (_NAMESPACE, job_id.encode(), key.encode(), digest.encode(), str(attempt).encode())
     )
     return _as_uuid4(hashlib.sha256(material).digest()[:16])
+
+
+@dataclass(frozen=True, slots=True)
+class JobTask:
+    """What makes one task of a job: the parts of its taskUUID but the attempt.
+
+    Attributes:
+        job_id: The job's id.
+        key: The input's key (:func:`input_key`, or the caller's own, such as a relative path).
+        digest: The options' digest (:func:`options_digest`).
+    """
+
+    job_id: str
+    key: str
+    digest: str
+
+    def task_uuid(self, attempt: int) -> str:
+        """The taskUUID of try ``attempt`` (0 for the first)."""
+        return derive_task_uuid(self.job_id, self.key, self.digest, attempt)
+
+
+def attempt_task_uuid(job: JobTask | None, attempt: int, new_uuid: Callable[[], str]) -> str:
+    """The taskUUID of try ``attempt`` (0-based) of a task: the one function that decides it.
+
+    Without a job every try gets a fresh random taskUUID (``new_uuid()``); a task of a job
+    gets the derived one, the same in every process of the job.
+    """
+    if job is None:
+        return new_uuid()
+    return job.task_uuid(attempt)
 
 
 def _as_uuid4(raw: bytes) -> str:

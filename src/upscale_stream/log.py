@@ -17,7 +17,15 @@ from typing import Any
 
 import structlog
 
-__all__ = ["REDACTED", "configure_logging", "get_logger", "redact_secrets", "register_secret"]
+__all__ = [
+    "REDACTED",
+    "Throttle",
+    "configure_logging",
+    "get_logger",
+    "redact_secrets",
+    "register_secret",
+    "scrub_exception",
+]
 
 REDACTED = "***"
 _SECRET_FIELDS = frozenset({"apikey", "api_key", "authorization", "token", "password", "secret"})
@@ -47,6 +55,26 @@ def _scrub(value: Any) -> Any:
     if isinstance(value, BaseException):
         return _scrub(repr(value))
     return value
+
+
+def scrub_exception(exc: BaseException) -> BaseException:
+    """Mask every registered secret in the messages of ``exc`` and its whole chain, in place.
+
+    For exceptions the client hands to callers with a foreign cause attached (an internal
+    error): a bug's message must not carry the key to the caller. Returns ``exc``.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        with _lock:
+            secrets = list(_secrets)
+        if secrets:
+            current.args = tuple(
+                _scrub(arg) if isinstance(arg, str) else arg for arg in current.args
+            )
+        current = current.__cause__ or current.__context__
+    return exc
 
 
 def redact_secrets(
@@ -126,6 +154,45 @@ class _BoundLogger(structlog.stdlib.BoundLogger):
     def exception(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
         kw.setdefault("exc_info", True)
         return self._proxy_to_logger("error", event, *args, **kw)
+
+
+class Throttle:
+    """Rate-limits repeated log lines of one kind and summarises what it held back.
+
+    The first line of a kind goes out; further ones within ``interval`` seconds are only
+    counted. The next line after the interval carries ``suppressed=N`` (how many were held
+    back), and :meth:`flush` reports what is left (call it on close). A garbage stream then
+    costs a few lines per minute, not one per frame.
+
+    Args:
+        interval: Seconds between two lines of the same kind.
+    """
+
+    __slots__ = ("_interval", "_kinds")
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self._interval = interval
+        self._kinds: dict[str, list[float]] = {}  # kind -> [last logged at, held back]
+
+    def allow(self, kind: str, now: float) -> int | None:
+        """Whether to log a line of ``kind`` now: ``None`` (hold it back), or how many lines
+        of that kind were held back since the last one (log it, with that count)."""
+        state = self._kinds.get(kind)
+        if state is None:
+            self._kinds[kind] = [now, 0.0]
+            return 0
+        if now - state[0] >= self._interval:
+            held = int(state[1])
+            state[0], state[1] = now, 0.0
+            return held
+        state[1] += 1
+        return None
+
+    def flush(self) -> dict[str, int]:
+        """Counts held back and never reported, by kind; then forget them."""
+        held = {kind: int(state[1]) for kind, state in self._kinds.items() if state[1]}
+        self._kinds.clear()
+        return held
 
 
 def get_logger(name: str) -> Any:

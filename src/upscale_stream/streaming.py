@@ -5,22 +5,24 @@ encodes each task from one validated :class:`~upscale_stream.models.TaskTemplate
 to the connection with a plain callback: no future, no scheduled callback and no asyncio task
 per item. Finished items land in a deque; the consumer yields them.
 
-Memory is bounded by the client's in-flight window: a slot is taken before an input is read
-and given back only when its outcome is *yielded*, so results held back for ``ordered`` output,
-or waiting for a slow consumer, count against the window too.
+Memory is bounded by the connection's in-flight window (the same one ``upscale()`` uses): a
+slot is taken before an input is read and given back only when its outcome is *yielded*, so
+results held back for ``ordered`` output, or waiting for a slow consumer, count against the
+window too.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from .connection import Connection
-from .errors import UpscaleError
+from .errors import DuplicateTaskUUID, UpscaleError
 from .inputs import ImageSource, is_uuid, needs_thread, prepare_input
+from .jobs import JobTask, input_key
 from .models import TaskTemplate, UpscaleResult, new_task_uuid
 
 __all__ = ["Outcome", "Stream"]
@@ -35,9 +37,12 @@ class Outcome(Generic[S]):
     Attributes:
         index: Position of the input in the iterable (0-based).
         source: The input as given.
-        task_uuid: The task's UUID (``None`` if the input was rejected before sending).
+        task_uuid: The final attempt's taskUUID (``None`` if the input was rejected before
+            sending).
         result: The result, when the task succeeded.
         error: Why it failed, otherwise.
+        attempts: Tries the task took (more than 1 after transient errors; 0 if it was
+            never sent).
     """
 
     index: int
@@ -45,6 +50,7 @@ class Outcome(Generic[S]):
     task_uuid: str | None
     result: UpscaleResult | None = None
     error: UpscaleError | None = None
+    attempts: int = 1
 
     @property
     def ok(self) -> bool:
@@ -102,14 +108,16 @@ class Stream(Generic[S]):
     def __init__(
         self,
         connection: Connection,
-        window: asyncio.Semaphore,
         template: TaskTemplate,
         *,
         ordered: bool,
         timeout: float | None,
+        job: tuple[str, str] | None = None,
+        key: Callable[[S], str] | None = None,
     ) -> None:
         self._connection = connection
-        self._window = window
+        self._job = job  # (job id, options digest)
+        self._key = key
         self._template = template
         self._is_async = template.delivery_method == "async"
         self._ordered = ordered
@@ -137,14 +145,14 @@ class Stream(Generic[S]):
         self._preparing = preparing
         try:
             async for image in _aiter(images):
-                await self._window.acquire()
+                await self._connection.acquire()
                 self._slots += 1
                 if needs_thread(image):
                     job = asyncio.create_task(self._prepare_and_submit(count, image))
                     preparing.add(job)
                     job.add_done_callback(preparing.discard)
                 else:
-                    self._submit(count, image, input_value_now(image))
+                    self._submit(count, image, *self._prepare(image))
                 count += 1
             if preparing:
                 await asyncio.gather(*preparing)
@@ -156,35 +164,62 @@ class Stream(Generic[S]):
         self._wakeup()
 
     async def _prepare_and_submit(self, index: int, image: S) -> None:
-        value = await asyncio.to_thread(input_value_now, image)
-        self._submit(index, image, value)
+        prepared = await asyncio.to_thread(self._prepare, image)
+        self._submit(index, image, *prepared)
 
-    def _submit(self, index: int, image: S, value: str | UpscaleError) -> None:
+    def _prepare(self, image: S) -> tuple[str | UpscaleError, JobTask | None]:
+        """The input value, and the job task when there is a job (its key hashes the bytes
+        of inline inputs, so it is computed where the input is prepared)."""
+        value = input_value_now(image)
+        if self._job is None or isinstance(value, UpscaleError):
+            return value, None
+        try:
+            key = self._key(image) if self._key is not None else input_key(image)
+        except UpscaleError as exc:
+            return exc, None
+        except Exception as exc:  # the caller's key function failed: that input's error
+            return UpscaleError(f"key() failed for this input: {exc!r}"), None
+        job_id, digest = self._job
+        return value, JobTask(job_id, key, digest)
+
+    def _submit(self, index: int, image: S, value: str | UpscaleError, job: JobTask | None) -> None:
         if isinstance(value, UpscaleError):
-            self._ready.append(Outcome(index, image, None, error=value))
+            self._ready.append(Outcome(index, image, None, error=value, attempts=0))
             self._wakeup()
             return
-        task_uuid = new_task_uuid()
+        task_uuid = new_task_uuid() if job is None else job.task_uuid(0)
+        if task_uuid in self._pending:  # two inputs of a job with the same key
+            self._ready.append(
+                Outcome(index, image, task_uuid, error=DuplicateTaskUUID(task_uuid), attempts=0)
+            )
+            self._wakeup()
+            return
         self._pending[task_uuid] = (index, image)
         try:
-            self._connection.submit_callback(
+            self._connection.submit(
                 task_uuid,
                 self._template.encode(task_uuid, value),
                 self._finished,
                 is_async=self._is_async,
                 timeout=self._timeout,
+                job=job,
             )
         except UpscaleError as exc:
             del self._pending[task_uuid]
-            self._ready.append(Outcome(index, image, task_uuid, error=exc))
+            self._ready.append(Outcome(index, image, task_uuid, error=exc, attempts=0))
             self._wakeup()
 
-    def _finished(self, task_uuid: str, result: Any, error: UpscaleError | None) -> None:
+    def _finished(
+        self, task_uuid: str, result: Any, error: UpscaleError | None, attempts: int
+    ) -> None:
         entry = self._pending.pop(task_uuid, None)
         if entry is None:
             return  # closed meanwhile
         index, source = entry
-        self._ready.append(Outcome(index, source, task_uuid, result, error))
+        if attempts > 1:  # retried: name the final attempt's taskUUID
+            final = result.task_uuid if result is not None else getattr(error, "task_uuid", None)
+            task_uuid = final or task_uuid
+        self._ready.append(Outcome(index, source, task_uuid, result, error, attempts))
         wake = self._wake
         if wake is not None and not wake.done():
             wake.set_result(None)
@@ -225,7 +260,7 @@ class Stream(Generic[S]):
 
     def _give_back(self) -> None:
         self._slots -= 1
-        self._window.release()
+        self._connection.release()
 
     def close(self) -> None:
         """The consumer stopped: cancel unfinished tasks and give back every slot."""

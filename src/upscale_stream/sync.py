@@ -17,14 +17,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Coroutine, Iterable, Iterator
-from typing import Any, TypeVar
+from collections.abc import AsyncIterable, Callable, Coroutine, Iterable, Iterator
+from typing import Any, TypeVar, Unpack
 
 from .client import Outcome, UpscaleClient
-from .config import Heartbeat, Limits, Polling, Retry, Timeouts
-from .errors import ClientClosed
+from .config import Heartbeat, Limits, Polling, Retry, TaskRetry, Timeouts
+from .errors import ClientClosed, EventLoopError
 from .inputs import ImageSource
 from .models import SWINIR, UpscaleResult, UpscaleTask
+from .options import ClientOptions, Factor, TaskOptions
 
 __all__ = ["Client"]
 
@@ -40,7 +41,7 @@ class Client:
     Use it as a context manager, or call :meth:`close` when done.
     """
 
-    def __init__(self, api_key: str | None = None, **options: Any) -> None:
+    def __init__(self, api_key: str | None = None, **options: Unpack[ClientOptions]) -> None:
         self._async = UpscaleClient(api_key, **options)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -65,7 +66,10 @@ class Client:
             raise ClientClosed("the client is closed; create a new one")
         if threading.current_thread() is self._thread:
             coroutine.close()
-            raise RuntimeError("Client methods cannot be called from its own event loop")
+            raise EventLoopError(
+                "Client methods cannot be called from its own event loop (they would wait on "
+                "themselves); call them from another thread"
+            )
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     # -- the same names as UpscaleClient -------------------------------------------------------
@@ -104,31 +108,63 @@ class Client:
         self,
         image: ImageSource,
         *,
-        factor: int = 2,
+        factor: Factor = 2,
         model: str = SWINIR,
         timeout: float | None = None,
-        **options: Any,
+        task_uuid: str | None = None,
+        job_id: str | None = None,
+        job_key: str | None = None,
+        **options: Unpack[TaskOptions],
     ) -> UpscaleResult:
-        """Upscale one image (see :meth:`UpscaleClient.upscale`)."""
+        """Upscale one image (see :meth:`UpscaleClient.upscale`, also for ``job_id``)."""
         return self._run(
-            self._async.upscale(image, factor=factor, model=model, timeout=timeout, **options)
+            self._async.upscale(
+                image,
+                factor=factor,
+                model=model,
+                timeout=timeout,
+                task_uuid=task_uuid,
+                job_id=job_id,
+                job_key=job_key,
+                **options,
+            )
         )
 
     def build_task(
-        self, image: ImageSource, *, factor: int = 2, model: str = SWINIR, **options: Any
+        self,
+        image: ImageSource,
+        *,
+        factor: Factor = 2,
+        model: str = SWINIR,
+        task_uuid: str | None = None,
+        job_id: str | None = None,
+        job_key: str | None = None,
+        **options: Unpack[TaskOptions],
     ) -> UpscaleTask:
         """Validate and prepare a task without sending it (see :meth:`UpscaleClient.build_task`)."""
-        return self._run(self._async.build_task(image, factor=factor, model=model, **options))
+        return self._run(
+            self._async.build_task(
+                image,
+                factor=factor,
+                model=model,
+                task_uuid=task_uuid,
+                job_id=job_id,
+                job_key=job_key,
+                **options,
+            )
+        )
 
     def upscale_many(
         self,
-        images: Iterable[S],
+        images: Iterable[S] | AsyncIterable[S],
         *,
-        factor: int = 2,
+        factor: Factor = 2,
         model: str = SWINIR,
         ordered: bool = False,
         timeout: float | None = None,
-        **options: Any,
+        job_id: str | None = None,
+        key: Callable[[S], str] | None = None,
+        **options: Unpack[TaskOptions],
     ) -> Iterator[Outcome[S]]:
         """Stream outcomes as tasks finish (see :meth:`UpscaleClient.upscale_many`).
 
@@ -136,7 +172,14 @@ class Client:
         Stopping early (``break``) cancels the tasks still in flight.
         """
         stream = self._async.upscale_many(
-            images, factor=factor, model=model, ordered=ordered, timeout=timeout, **options
+            images,
+            factor=factor,
+            model=model,
+            ordered=ordered,
+            timeout=timeout,
+            job_id=job_id,
+            key=key,
+            **options,
         )
 
         async def step() -> Any:
@@ -156,14 +199,23 @@ class Client:
         self,
         images: Iterable[S],
         *,
-        factor: int = 2,
+        factor: Factor = 2,
         model: str = SWINIR,
         timeout: float | None = None,
-        **options: Any,
+        job_id: str | None = None,
+        key: Callable[[S], str] | None = None,
+        **options: Unpack[TaskOptions],
     ) -> Iterator[Outcome[S]]:
         """Like :meth:`upscale_many` with ``ordered=True``: outcomes in input order."""
         return self.upscale_many(
-            images, factor=factor, model=model, ordered=True, timeout=timeout, **options
+            images,
+            factor=factor,
+            model=model,
+            ordered=True,
+            timeout=timeout,
+            job_id=job_id,
+            key=key,
+            **options,
         )
 
     @property
@@ -180,6 +232,11 @@ class Client:
     def reconnects(self) -> int:
         """Successful reconnects so far."""
         return self._async.reconnects
+
+    @property
+    def window(self) -> int:
+        """The in-flight window now (see :attr:`UpscaleClient.window`)."""
+        return self._async.window
 
     @property
     def url(self) -> str:
@@ -205,6 +262,11 @@ class Client:
     def retry(self) -> Retry:
         """Reconnect policy in force."""
         return self._async.retry
+
+    @property
+    def task_retry(self) -> TaskRetry:
+        """Task retries in force."""
+        return self._async.task_retry
 
     @property
     def polling(self) -> Polling:

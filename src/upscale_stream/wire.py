@@ -18,6 +18,7 @@ import orjson
 __all__ = [
     "AUTH",
     "GET_RESPONSE",
+    "GET_TASK_DETAILS",
     "PING",
     "PING_FRAME",
     "PONG_FRAME",
@@ -28,6 +29,7 @@ __all__ = [
     "encoded_frame",
     "errors_frame",
     "get_response_item",
+    "get_task_details_item",
     "join_frame",
 ]
 
@@ -35,6 +37,7 @@ AUTH = "authentication"
 PING = "ping"
 UPSCALE = "upscale"
 GET_RESPONSE = "getResponse"
+GET_TASK_DETAILS = "getTaskDetails"
 IMAGE_UPLOAD = "imageUpload"
 
 # Legacy spellings the server still accepts (protocol.md section 10, item 1).
@@ -63,6 +66,12 @@ def auth_ok_item(session_id: str) -> dict[str, Any]:
 def get_response_item(task_uuid: str) -> dict[str, Any]:
     """A ``getResponse`` poll for the task ``task_uuid`` (protocol.md section 6)."""
     return {"taskType": GET_RESPONSE, "taskUUID": task_uuid}
+
+
+def get_task_details_item(task_uuid: str) -> dict[str, Any]:
+    """A ``getTaskDetails`` request for the task ``task_uuid`` (protocol.md section 6): its
+    reply carries the original ``request`` array and ``response`` envelope."""
+    return {"taskType": GET_TASK_DETAILS, "taskUUID": task_uuid}
 
 
 def join_frame(encoded_items: Sequence[bytes]) -> bytes:

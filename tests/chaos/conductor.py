@@ -18,7 +18,13 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from upscale_stream.protocol import Authenticated, ClientSession, TaskFailed, TaskResult
+from upscale_stream.protocol import (
+    Authenticated,
+    ClientSession,
+    TaskFailed,
+    TaskResult,
+    TaskRetrying,
+)
 from upscale_stream.server import ReferenceServer
 
 if TYPE_CHECKING:
@@ -45,6 +51,8 @@ KINDS: tuple[str, ...] = (
     "slow_results",
     "duplicate_and_reorder",
     "stray_and_malformed",
+    "transient_errors",
+    "rate_limit",
     "held_replay",
     "refuse_reconnect",
     "restart",
@@ -56,9 +64,14 @@ KINDS: tuple[str, ...] = (
 
 
 class Tracker:
-    """Counts how each task's future resolved, and lets the conductor wait on progress."""
+    """Counts how each task's future resolved, and lets the conductor wait on progress.
 
-    def __init__(self) -> None:
+    ``aliases`` maps the taskUUID of every retry attempt to the task's first taskUUID (filled
+    by :class:`CoreSpy`): a retried task's result carries its final attempt's taskUUID.
+    """
+
+    def __init__(self, aliases: dict[str, str] | None = None) -> None:
+        self.aliases: dict[str, str] = {} if aliases is None else aliases
         self.expect_ok: dict[str, bool] = {}
         self.resolutions: Counter[str] = Counter()
         self.outcome: dict[str, str] = {}
@@ -79,7 +92,7 @@ class Tracker:
             outcome = "cancelled"
         elif (error := future.exception()) is not None:
             outcome = f"{type(error).__name__}:{getattr(error, 'code', '')}"
-        elif getattr(future.result(), "task_uuid", None) != task_uuid:
+        elif self._owner(getattr(future.result(), "task_uuid", None)) != task_uuid:
             outcome = "someone else's result"
         else:
             outcome = "ok"
@@ -89,6 +102,9 @@ class Tracker:
             self._waiters.remove(entry)
             if not entry[1].done():
                 entry[1].set_result(None)
+
+    def _owner(self, task_uuid: str | None) -> str | None:
+        return self.aliases.get(task_uuid, task_uuid) if task_uuid is not None else None
 
     async def wait_resolved(self, count: int, timeout: float) -> None:
         """Wait until ``count`` tasks in total have resolved.
@@ -115,11 +131,14 @@ class Tracker:
 
 class CoreSpy:
     """Observes the client's pure core (``events_received``, ``connection_lost``), changing
-    nothing: terminal events per task, discarded answers, and the time from each lost socket
-    to the next authentication."""
+    nothing: terminal events per task, discarded answers, retries under a new taskUUID (after
+    an error answer), and the time from each lost socket to the next authentication."""
 
     def __init__(self, session: ClientSession, clock: Callable[[], float]) -> None:
         self.terminal: Counter[str] = Counter()
+        self.aliases: dict[str, str] = {}  # a retry's taskUUID -> the task's first taskUUID
+        self.retried_from: set[str] = set()  # taskUUIDs the server answered with an error
+        self.rate_limited = 0
         self.kinds: Counter[str] = Counter()
         self.recover_times: list[float] = []
         self.losses = 0
@@ -134,6 +153,12 @@ class CoreSpy:
                 kind = type(event)
                 if isinstance(event, TaskResult | TaskFailed):
                     self.terminal[event.task_uuid] += 1
+                elif isinstance(event, TaskRetrying):
+                    self.kinds[kind.__name__] += 1
+                    if event.new_uuid != event.old_uuid:  # a resent task keeps its UUID
+                        self.aliases[event.new_uuid] = event.task_uuid
+                        self.retried_from.add(event.old_uuid)
+                    self.rate_limited += event.rate_limited
                 else:
                     self.kinds[kind.__name__] += 1
                     if kind is Authenticated and self._lost_at is not None:
@@ -365,6 +390,24 @@ class Conductor:
         self.faults.group_window = 0.05
         self._count("duplicate_and_reorder", True)
         await self._more_resolved(self.settings.window // 2)
+
+    async def transient_errors(self) -> None:
+        # A fifth of first attempts answered timeoutProvider/internalServerError/...: each
+        # is retried under a new taskUUID and must still get its own result.
+        before = self.faults.fired["transient_error"]
+        self.faults.transient_error_probability = 0.2
+        fired = await self._knob_fired("transient_error", before)
+        self._count("transient_errors", fired)
+        await self._more_resolved(self.settings.window // 2)
+
+    async def rate_limit(self) -> None:
+        # Admit a few dozen running tasks per connection and refuse the rest: the window
+        # shrinks, refused tasks keep their slot and go again.
+        before = self.faults.fired["rate_limit"]
+        self.faults.rate_limit = self.rng.randint(20, 80)
+        fired = await self._knob_fired("rate_limit", before)
+        self._count("rate_limit", fired)
+        await self._more_resolved(self.settings.window)
 
     async def stray_and_malformed(self) -> None:
         self.faults.stray_error_every = self.rng.randint(3, 30)

@@ -15,6 +15,8 @@ Faults (:data:`KINDS`; each kind fires at least once per run, the rest are drawn
 * pongs withheld while results are late (the heartbeat must find the dead link), and results
   delayed past the heartbeat deadline on a healthy link (it must survive);
 * duplicated, reordered and grouped result frames; stray error items and malformed frames;
+* transient error answers (a fifth of first attempts) and a rate limit (a few dozen running
+  tasks per connection, ``rateLimitExceeded`` beyond): retried under new taskUUIDs;
 * answers held while the session is detached and replayed on resume;
 * reconnects refused (HTTP 503) for a while;
 * a full restart that forgets every session, held answer and task. A restarting server is
@@ -25,9 +27,11 @@ Invariants checked at the end (:func:`check_invariants`), with the server's own 
 * every submitted task resolves exactly once (one future callback, one terminal event in the
   core), with its own result (a good input) or a typed :class:`~upscale_stream.APIError`
   (a broken input);
-* the server received every task under its own taskUUID and no other taskUUID at all;
-* every task ran exactly once, except tasks unanswered at a full restart, which ran at most
-  once more per restart, were resent under the same taskUUID and completed;
+* the server received every task under its own taskUUID, and under another one only after it
+  answered the earlier one with an error (which never ran); no taskUUID of anybody else;
+* every task ran exactly once (counting all its attempts), except tasks unanswered at a full
+  restart, which ran at most once more per restart, were resent under the same taskUUID and
+  completed;
 * afterwards nothing is in flight in the client, its core holds no task, no timer and no
   queued frame, and no asyncio task of the client (or, after it stopped, of the server) is left.
 
@@ -91,7 +95,10 @@ MiB = 1024 * 1024
 INVARIANTS: dict[str, str] = {
     "once": "every submitted task resolves exactly once",
     "own": "with its own result (good input) or a typed APIError (broken input)",
-    "same_uuid": "no task is ever submitted under a second taskUUID",
+    "same_uuid": (
+        "no task is ever submitted under a second taskUUID, unless the server answered the"
+        " first with an error (and did not run it)"
+    ),
     "no_rerun": "no task runs twice when its session could be resumed",
     "restart": "after a full restart, unanswered tasks are resent (same taskUUID) and complete",
     "recovery": "the client recovers from every fault within the event timeout",
@@ -152,6 +159,8 @@ class ChaosReport:
     connections_lost: int = 0
     heartbeat_misses: int = 0
     resends_received: int = 0
+    retried_after_error: int = 0
+    rate_limited: int = 0
     reruns_avoided: int = 0
     answers_discarded: int = 0
     malformed_ignored: int = 0
@@ -196,6 +205,8 @@ class ChaosReport:
             f"  connections lost:     {self.connections_lost} "
             f"(heartbeat misses {self.heartbeat_misses}); reconnects {self.reconnects}",
             f"  resends (same taskUUID, seen by the server): {self.resends_received}",
+            f"  retries after error answers: {self.retried_after_error} "
+            f"(rate-limited {self.rate_limited})",
             f"  duplicates avoided:   {self.reruns_avoided} re-runs refused by the server "
             f"(conflictTaskUUID), {self.answers_discarded} late or duplicate answers "
             "discarded by the client",
@@ -318,7 +329,7 @@ async def _play(
     assert connection is not None
     session = connection.session  # the pure core, observed by CoreSpy
     spy = CoreSpy(session, loop.time)
-    tracker = Tracker()
+    tracker = Tracker(spy.aliases)
     conductor = Conductor(server, tracker, settings, report)
     schedule = fault_schedule(settings, rng)
 
@@ -369,6 +380,8 @@ async def _play(
     report.malformed_ignored = spy.kinds[MalformedMessage.__name__]
     report.stray_errors_ignored = spy.kinds[StrayError.__name__]
     report.held_replayed = server.counts.replayed
+    report.retried_after_error = spy.kinds["TaskRetrying"]
+    report.rate_limited = spy.rate_limited
     report.server_fired = Counter(server.faults.fired)
     times = sorted(spy.recover_times)
     if times:
@@ -377,7 +390,9 @@ async def _play(
         report.recover_max_ms = 1000 * times[-1]
     if report.connections_lost and not spy.kinds[Authenticated.__name__]:
         report.notes.append("the core spy saw no authentication: instrumentation is broken")
-    check_invariants(server, tracker, spy.terminal, conductor.at_risk, core_left, report)
+    check_invariants(
+        server, tracker, spy.terminal, conductor.at_risk, core_left, report, spy.retried_from
+    )
 
 
 def check_invariants(
@@ -387,15 +402,25 @@ def check_invariants(
     at_risk: Counter[str],
     core_left: dict[str, int],
     report: ChaosReport,
+    retried_from: set[str] | None = None,
 ) -> None:
     """Check the :data:`INVARIANTS` with the server's own counters; record what broke.
 
     Tasks unanswered when the server restarted (``at_risk``) may have run once more per
-    restart; everything else must have run exactly once.
+    restart; everything else must have run exactly once, all its attempts counted. A task
+    may have reached the server under further taskUUIDs (``tracker.aliases``) only after an
+    error answer for the earlier one (``retried_from``), and such an answered attempt must
+    not have run.
     """
     submitted = set(tracker.expect_ok)
     received, executions = server.received, server.executions
     good = {u for u in submitted if tracker.expect_ok[u]}
+    aliases = tracker.aliases
+    retried_from = retried_from or set()
+    attempts: dict[str, list[str]] = {u: [u] for u in submitted}
+    for alias, owner in aliases.items():
+        attempts.setdefault(owner, [owner]).append(alias)
+    runs = Counter({u: sum(executions[a] for a in attempts[u]) for u in submitted})
 
     def check(invariant: str, what: str, bad: set[str] | list[str]) -> None:
         if bad:
@@ -429,18 +454,28 @@ def check_invariants(
         codes = Counter(tracker.outcome.get(u) for u in lost)
         check("restart", f"unanswered at a restart did not complete ({dict(codes)})", lost)
     check("same_uuid", "never reached the server", [u for u in submitted if received[u] < 1])
-    strangers = set(received) - submitted
+    strangers = set(received) - submitted - set(aliases)
     if strangers:
         report.violate("same_uuid", f"the server received {len(strangers)} unknown taskUUIDs")
     check(
+        "same_uuid",
+        "got a new taskUUID although the server had not answered the old one with an error",
+        [u for u in submitted for a in attempts[u][:-1] if a not in retried_from],
+    )
+    check(
+        "same_uuid",
+        "ran under a taskUUID the server had answered with an error",
+        [a for a in retried_from if executions[a] > 0 and a in received],
+    )
+    check(
         "no_rerun",
         "ran more than once without a restart",
-        [u for u in submitted if executions[u] > 1 and u not in at_risk],
+        [u for u in submitted if runs[u] > 1 and u not in at_risk],
     )
     check(
         "restart",
         "ran more often than one run per restart allows",
-        [u for u in submitted if executions[u] > 1 + at_risk[u]],
+        [u for u in submitted if runs[u] > 1 + at_risk[u]],
     )
     for name, value in core_left.items():
         if value:
@@ -451,7 +486,7 @@ def check_invariants(
     report.resends_received = sum(received[u] - 1 for u in submitted if received[u] > 1)
     report.reruns_avoided = sum(max(0, received[u] - max(executions[u], 1)) for u in good)
     report.at_risk_on_restart = len(at_risk)
-    report.rerun_after_restart = sum(1 for u in at_risk if executions[u] > 1)
+    report.rerun_after_restart = sum(1 for u in at_risk if runs[u] > 1)
 
 
 def _is_client_task(task: asyncio.Task[Any]) -> bool:
@@ -462,7 +497,7 @@ def _is_client_task(task: asyncio.Task[Any]) -> bool:
 
 def _is_core_task(obj: object) -> bool:
     kind = type(obj)
-    return kind.__name__ == "_Task" and kind.__module__ == "upscale_stream.protocol"
+    return kind.__name__ == "TaskRecord" and kind.__module__ == "upscale_stream.records"
 
 
 def _percentile(ordered: list[float], share: float) -> float:

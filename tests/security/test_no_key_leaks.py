@@ -92,6 +92,16 @@ async def exercise_every_path(server: ReferenceServer) -> list[str]:
         assert client._connection is not None
         session = client._connection.session
         shown += [repr(client._connection), repr(session), repr(client.limits), repr(FAST)]
+        good = [client.upscale(png_data_uri(3 + n)) for n in range(5)]
+        bad = client.upscale("data:image/png;base64," + base64.b64encode(b"not png").decode())
+        outcomes = await asyncio.gather(*good, bad, return_exceptions=True)
+        refused = client.upscale(png_data_uri(2), upload_endpoint="http://127.0.0.1:9/put")
+        outcomes += await asyncio.gather(refused, return_exceptions=True)  # an APIError
+        server.faults.result_delay = 2.0
+        timed_out = client.upscale(png_data_uri(2), timeout=0.2)
+        outcomes += await asyncio.gather(timed_out, return_exceptions=True)
+        server.faults.result_delay = 0.0
+        # Last, as it ends the client (issue 13: a failed core is never fed again).
         real_receive = session.receive_text
         calls = 0
 
@@ -103,16 +113,8 @@ async def exercise_every_path(server: ReferenceServer) -> list[str]:
             real_receive(text, now)
 
         session.receive_text = buggy_receive  # type: ignore[method-assign]
-        good = [client.upscale(png_data_uri(3 + n)) for n in range(5)]
-        bad = client.upscale("data:image/png;base64," + base64.b64encode(b"not png").decode())
-        outcomes = await asyncio.gather(*good, bad, return_exceptions=True)
-        session.receive_text = real_receive  # type: ignore[method-assign]
-        refused = client.upscale(png_data_uri(2), upload_endpoint="http://127.0.0.1:9/put")
-        outcomes += await asyncio.gather(refused, return_exceptions=True)  # an APIError
-        server.faults.result_delay = 2.0
-        timed_out = client.upscale(png_data_uri(2), timeout=0.2)
-        outcomes += await asyncio.gather(timed_out, return_exceptions=True)
-        server.faults.result_delay = 0.0
+        doomed = [client.upscale(png_data_uri(3 + n)) for n in range(5)]
+        outcomes += await asyncio.gather(*doomed, return_exceptions=True)
         assert client.reconnects >= 1
     for outcome in outcomes:
         if isinstance(outcome, BaseException):

@@ -431,3 +431,89 @@ def test_crossings_counts_multiples_passed():
     assert crossings(1, 2, 2) == 1
     assert crossings(2, 3, 2) == 0
     assert crossings(0, 100, None) == 0
+
+
+# -- issue 13: transient errors, rate limits, accept-then-close, handshake statuses -------------
+
+
+@pytest.mark.parametrize("status", [401, 403, 404, 429, 500, 503])
+async def test_refuse_status_sets_the_http_status_of_a_refused_handshake(server, status):
+    server.faults.refuse_status = status
+    server.faults.refuse_connections = 1
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(server.url):
+            pass
+    assert refused.value.response.status_code == status
+
+
+@pytest.mark.parametrize("code", [1000, 1008, 4000])
+async def test_close_after_auth_answers_the_auth_then_closes_with_the_code_every_time(
+    server, client_for, code
+):
+    server.faults.close_after_auth = code
+    for _ in range(2):
+        async with client_for(server) as client:
+            await client.authenticate()
+            await frames_until_closed(client)
+            assert client.ws.close_code == code
+    assert server.faults.fired["close_after_auth"] == 2
+
+
+async def test_transient_errors_answer_first_attempts_at_once_and_never_run_them(server, client):
+    server.faults.transient_error_every = 1
+    server.faults.transient_error_codes = ("timeoutProvider",)
+    first = upscale()
+    await client.send([first])
+    refused = (await client.collect([first["taskUUID"]]))[first["taskUUID"]]
+    assert refused["code"] == "timeoutProvider"
+    assert server.executions[first["taskUUID"]] == 0  # answered at once; it never ran
+    # The same input under a new taskUUID (a retry) is no longer a first attempt: it runs.
+    retry = dict(first, taskUUID=new_uuid())
+    await client.send([retry])
+    answer = (await client.collect([retry["taskUUID"]]))[retry["taskUUID"]]
+    assert "imageUUID" in answer and server.executions[retry["taskUUID"]] == 1
+    assert server.faults.fired["transient_error"] == 1
+
+
+async def test_transient_error_probability_is_seeded(server, client):
+    server.faults.seed = 3
+    server.faults.transient_error_probability = 0.5
+    tasks = [dict(upscale(), inputImage=f"{n:08x}-0000-4000-8000-000000000000") for n in range(40)]
+    await client.send(tasks)
+    answers = await client.collect(t["taskUUID"] for t in tasks)
+    codes = [answers[t["taskUUID"]].get("code") for t in tasks]
+    transient = sum(
+        code
+        in ("timeoutProvider", "internalServerError", "serviceUnavailable", "noAvailableServer")
+        for code in codes
+    )
+    assert transient == server.faults.fired["transient_error"] and 8 <= transient <= 32
+
+
+async def test_rate_limit_refuses_tasks_beyond_the_running_limit(server, client):
+    server.faults.rate_limit = 2
+    server.faults.result_delay = 0.5
+    tasks = [upscale() for _ in range(5)]
+    await client.send(tasks)
+    answers = await client.collect(t["taskUUID"] for t in tasks)
+    refused = [u for u, a in answers.items() if a.get("code") == "rateLimitExceeded"]
+    assert len(refused) == 3 and server.faults.fired["rate_limit"] == 3
+    assert all(server.executions[u] == 0 for u in refused)
+    # A refused taskUUID was not registered: sent again later, it runs.
+    server.faults.rate_limit = None
+    await client.send([next(t for t in tasks if t["taskUUID"] == refused[0])])
+    again = await client.collect([refused[0]])
+    assert "imageUUID" in again[refused[0]]
+
+
+def test_the_new_faults_are_off_by_default_and_reset_turns_them_off():
+    faults = Faults()
+    assert faults.task_refusal(upscale(), running=10_000) is None
+    assert faults.take_close_after_auth() is None
+    faults.rate_limit = 1
+    faults.transient_error_every = 1
+    faults.close_after_auth = 1000
+    faults.refuse_status = 404
+    assert faults.task_refusal(upscale(), running=1) is not None
+    faults.reset()
+    assert faults == Faults()

@@ -456,7 +456,7 @@ class ReferenceServer:
             if self.faults.take_refusal():
                 log.info("fault.refused_connection")
                 return plain_response(
-                    http.HTTPStatus.SERVICE_UNAVAILABLE,
+                    http.HTTPStatus(self.faults.refuse_status),
                     b"refused by the reference server (fault injection)\n",
                 )
             return None

@@ -332,6 +332,10 @@ class ClientSocket:
             held=len(session.outbox),
         )
         server.notify_progress()
+        code = server.faults.take_close_after_auth()  # fault injection: accept, then hang up
+        if code is not None:
+            await self.drop(code)
+            return False
         return True
 
     # -- sender ------------------------------------------------------------------------------

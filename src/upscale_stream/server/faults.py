@@ -18,7 +18,7 @@ from collections.abc import Mapping, MutableSequence
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
-__all__ = ["MALFORMED_FRAMES", "Faults", "crossings"]
+__all__ = ["MALFORMED_FRAMES", "TRANSIENT_CODES", "Faults", "crossings"]
 
 T = TypeVar("T")
 
@@ -37,6 +37,17 @@ STRAY_ERROR: Mapping[str, Any] = {
     "taskType": "upscale",
 }
 """What ``stray_error_every`` sends: an error item that names no task."""
+
+
+TRANSIENT_CODES: tuple[str, ...] = (
+    "timeoutProvider",
+    "internalServerError",
+    "serviceUnavailable",
+    "noAvailableServer",
+)
+"""The codes ``transient_error_*`` answers with by default, in turn (as the issue-13 trial)."""
+
+_TRANSIENT_MEMORY = 1_000_000
 
 
 def crossings(before: int, after: int, every: int | None) -> int:
@@ -85,6 +96,19 @@ class Faults:
             right after its items were handled and before any answer to it is written (the
             poll's answer is lost with the socket; the frame's tasks are accepted). One-shot
             unless ``repeat``.
+        refuse_status: The HTTP status of a handshake refused by ``refuse_connections``
+            (503 by default; 401, 403, 404, 429, 500... to test what a client makes of it).
+        close_after_auth: When set (1000, 1008, 4000...), every connection is closed with
+            this code right after its authentication was answered with success (the session
+            is kept, as after any drop). Stays on until reset.
+        transient_error_probability: The chance that an upscale task's first attempt is
+            answered at once with a transient error code (it does not run).
+        transient_error_every: Answer every N-th such first attempt with a transient error.
+        transient_error_codes: The codes used, in turn (default :data:`TRANSIENT_CODES`).
+            A *first attempt* is a task whose ``inputImage`` has not drawn a transient error
+            before, so a retry of it (under any taskUUID) always goes through.
+        rate_limit: Admit at most this many running upscale tasks per connection; a task
+            beyond is answered ``rateLimitExceeded`` at once (it does not run).
         seed: Seed of :attr:`rng`; assigning it re-seeds.
     """
 
@@ -104,9 +128,17 @@ class Faults:
     drop_during_auth: bool = False
     drop_before_frame: bool = False
     drop_on_poll: bool = False
+    refuse_status: int = 503
+    close_after_auth: int | None = None
+    transient_error_probability: float = 0.0
+    transient_error_every: int | None = None
+    transient_error_codes: tuple[str, ...] = TRANSIENT_CODES
+    rate_limit: int | None = None
     seed: int = 0
     rng: random.Random = field(init=False, repr=False, compare=False)
     fired: Counter[str] = field(default_factory=Counter, init=False, repr=False, compare=False)
+    _transient_inputs: set[int] = field(default_factory=set, init=False, repr=False, compare=False)
+    _first_attempts: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -121,6 +153,8 @@ class Faults:
         for spec in fields(self):
             if spec.init and spec.name != "seed":
                 setattr(self, spec.name, spec.default)
+        self._transient_inputs.clear()
+        self._first_attempts = 0
 
     # -- decisions; each one that returns True has fired -------------------------------------
 
@@ -131,6 +165,50 @@ class Faults:
         self.refuse_connections -= 1
         self.fired["refuse_connections"] += 1
         return True
+
+    def take_close_after_auth(self) -> int | None:
+        """The close code for a connection whose authentication just succeeded, or ``None``."""
+        code = self.close_after_auth
+        if code is not None:
+            self.fired["close_after_auth"] += 1
+        return code
+
+    def task_refusal(self, item: Mapping[str, Any], running: int) -> tuple[str, str] | None:
+        """Whether to answer an upscale task at once with an error instead of running it.
+
+        Args:
+            item: The task as received.
+            running: Upscale tasks running on this connection now.
+
+        Returns:
+            ``(code, message)`` of the refusal, or ``None`` to run the task.
+        """
+        if self.rate_limit is not None and running >= self.rate_limit:
+            self.fired["rate_limit"] += 1
+            return (
+                "rateLimitExceeded",
+                f"more than {self.rate_limit} tasks running; retry later (fault: rate_limit)",
+            )
+        every = self.transient_error_every
+        if not (self.transient_error_probability > 0 or (every and every > 0)):
+            return None
+        marker = hash(str(item.get("inputImage")))
+        if marker in self._transient_inputs:
+            return None  # a retry of a task that already drew one: let it through
+        self._first_attempts += 1
+        hit = bool(every and every > 0 and self._first_attempts % every == 0) or (
+            self.transient_error_probability > 0
+            and self.rng.random() < self.transient_error_probability
+        )
+        if not hit or not self.transient_error_codes:
+            return None
+        if len(self._transient_inputs) >= _TRANSIENT_MEMORY:
+            self._transient_inputs.clear()
+        self._transient_inputs.add(marker)
+        codes = self.transient_error_codes
+        code = codes[self.fired["transient_error"] % len(codes)]
+        self.fired["transient_error"] += 1
+        return code, f"transient failure injected by the reference server ({code})"
 
     def take_auth_drop(self) -> bool:
         """Whether to drop the connection whose authentication frame just arrived."""

@@ -405,6 +405,10 @@ class TaskHandlers:
             log.info("task.invalid", task_uuid=task_uuid, code=exc.code, parameter=exc.parameter)
             peer.reply("errors", error)
             return
+        refusal = self.host.faults.task_refusal(item, peer.in_flight)  # fault injection
+        if refusal is not None:
+            peer.reply("errors", _task_error(item, *refusal))
+            return
         record = self._admit(peer, item, task_uuid, task.delivery_method, now)
         if record is None:
             return

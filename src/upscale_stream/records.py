@@ -1,0 +1,103 @@
+"""The client core's records: connection phases, task states, the task record, deadlines.
+
+Pure data for :mod:`upscale_stream.protocol` (and its recovery rules in
+:mod:`upscale_stream.recovery`); no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import math
+from dataclasses import dataclass
+
+from .jobs import JobTask
+
+__all__ = ["Phase", "Schedule", "TaskRecord", "TaskState"]
+
+
+class Phase(enum.Enum):
+    """Where the session's current socket is (see the module docstring)."""
+
+    IDLE = "idle"
+    AUTHENTICATING = "authenticating"
+    OPEN = "open"
+    CLOSED = "closed"
+    ERROR = "error"
+
+
+class TaskState(enum.Enum):
+    """Where one task is in its lifecycle (see the module docstring)."""
+
+    QUEUED = "queued"
+    IN_FLIGHT = "in_flight"
+    ACKNOWLEDGED = "acknowledged"
+    AWAITING_REPLAY = "awaiting_replay"
+    RECOVERING = "recovering"
+    RETRY_WAIT = "retry_wait"
+
+
+@dataclass(slots=True, eq=False)
+class TaskRecord:
+    """One live task as the core keeps it (the shell never sees it)."""
+
+    key: str  # the first taskUUID: how the shell knows the task
+    uuid: str  # the current attempt's taskUUID, on the wire
+    payload: bytes
+    is_async: bool
+    timeout: float | None
+    deadline: float | None
+    job: JobTask | None = None
+    state: TaskState = TaskState.QUEUED
+    resent: bool = False
+    poll_at: float = 0.0
+    poll_delay: float = 0.0
+    attempts: int = 1
+    rate_limited: int = 0
+    sent_seq: int = 0
+    retry_at: float = 0.0
+    details: bool = False  # recovering with getTaskDetails (not getResponse)
+
+
+class Schedule:
+    """Keys due at given times, bucketed so that removal is O(1) and memory stays bounded by the
+    number of live keys (not by everything ever scheduled)."""
+
+    __slots__ = ("_buckets", "_heap", "_resolution")
+
+    def __init__(self, resolution: float) -> None:
+        self._resolution = resolution
+        self._buckets: dict[int, dict[str, None]] = {}  # dicts keep insertion order
+        self._heap: list[int] = []
+
+    def _slot(self, when: float) -> int:
+        return math.ceil(when / self._resolution)
+
+    def add(self, key: str, when: float) -> None:
+        slot = self._slot(when)
+        bucket = self._buckets.get(slot)
+        if bucket is None:
+            bucket = self._buckets[slot] = {}
+            heapq.heappush(self._heap, slot)
+        bucket[key] = None
+
+    def discard(self, key: str, when: float) -> None:
+        bucket = self._buckets.get(self._slot(when))
+        if bucket is not None:
+            bucket.pop(key, None)
+
+    def next_time(self) -> float | None:
+        while self._heap:
+            slot = self._heap[0]
+            if self._buckets.get(slot):
+                return slot * self._resolution
+            heapq.heappop(self._heap)
+            self._buckets.pop(slot, None)
+        return None
+
+    def pop_due(self, now: float) -> list[str]:
+        due: list[str] = []
+        while self._heap and self._heap[0] * self._resolution <= now:
+            slot = heapq.heappop(self._heap)
+            due.extend(self._buckets.pop(slot, ()))
+        return due
