@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
+import sys
 
 import pytest
 from hypothesis import given, settings
@@ -259,6 +261,14 @@ def test_no_attribute_can_carry_a_key_a_url_or_image_data(otel):
                     assert attribute == "other", attribute
 
 
+def test_without_the_otel_extra_the_error_names_it(monkeypatch):
+    from upscale_stream.errors import UpscaleError
+
+    monkeypatch.setitem(sys.modules, "opentelemetry", None)  # import fails as if not installed
+    with pytest.raises(UpscaleError, match=r"pip install 'upscale-stream\[otel\]'"):
+        Metrics().export_to()
+
+
 def test_without_an_sdk_the_bridge_is_a_harmless_no_op():
     metrics = Metrics()
     metrics.export_to()  # the global provider: a no-op one unless an app configured an SDK
@@ -266,3 +276,96 @@ def test_without_an_sdk_the_bridge_is_a_harmless_no_op():
     metrics.task_resolved("a", None, 0.1)
     metrics.frame_sent(10)
     assert metrics.snapshot().succeeded == 1
+
+
+# -- client.stats() against the reference server ----------------------------------------------
+
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (6, 4), "teal").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+async def test_client_stats_count_tasks_frames_bytes_and_latency(upscale_server):
+    from upscale_stream import UpscaleClient
+
+    async with UpscaleClient(api_key=upscale_server.api_key, url=upscale_server.url) as client:
+        assert client.stats().submitted == 0
+        outcomes = [o async for o in client.upscale_many([_png()] * 5, factor=2)]
+        await client.upscale(_png(), factor=2, delivery_method="async")
+        stats = client.stats()
+    assert all(o.ok for o in outcomes)
+    assert (stats.submitted, stats.succeeded, stats.failed) == (6, 6, 0)
+    assert stats.in_flight == 0 and stats.queued == 0
+    assert stats.fetched == 1  # the async task's result came through getResponse
+    assert stats.latency.count == 6 and stats.latency.p50 is not None
+    assert 0 < stats.latency.p50 <= stats.latency.p99 < 30
+    assert stats.frames_sent >= 3 and stats.frames_received >= 3  # auth, tasks, polls
+    assert stats.bytes_sent > 5 * len(_png()) and stats.bytes_received > 0
+    assert stats.window == client.limits.max_in_flight
+    assert client.stats() == stats  # after close it still reads the last figures
+
+
+async def test_client_stats_count_a_reconnect_and_the_replayed_results(upscale_server):
+    from upscale_stream import UpscaleClient
+
+    server = upscale_server.server
+    server.faults.drop_after_tasks = 3  # accepted and run, then the socket is cut
+    async with UpscaleClient(api_key=upscale_server.api_key, url=upscale_server.url) as client:
+        outcomes = [o async for o in client.upscale_many([_png()] * 3, factor=2)]
+        stats = client.stats()
+    assert all(o.ok for o in outcomes)
+    assert stats.reconnects == 1
+    assert (stats.replayed, stats.resent) == (3, 0)  # the held answers, replayed on resume
+    assert stats.succeeded == 3 and stats.failed == 0
+
+
+async def test_client_stats_count_the_tasks_resent_after_a_server_restart(upscale_server):
+    from upscale_stream import UpscaleClient
+
+    server = upscale_server.server
+    server.faults.result_delay = 0.5  # still running when the server forgets everything
+    async with UpscaleClient(api_key=upscale_server.api_key, url=upscale_server.url) as client:
+        running = [asyncio.ensure_future(client.upscale(_png(), factor=2)) for _ in range(2)]
+        await server.wait_executions(2)
+        server.faults.result_delay = 0
+        await server.restart()  # a new session: nothing is replayed, both go again
+        await asyncio.gather(*running)
+        stats = client.stats()
+    assert stats.reconnects == 1
+    assert (stats.resent, stats.replayed) == (2, 0)
+    assert stats.succeeded == 2
+
+
+async def test_a_failed_task_is_counted_under_the_servers_code(upscale_server):
+    from upscale_stream import UpscaleClient
+    from upscale_stream.errors import UpscaleError
+
+    async with UpscaleClient(api_key=upscale_server.api_key, url=upscale_server.url) as client:
+        with pytest.raises(UpscaleError):
+            await client.upscale(b"not an image at all, but long enough" * 3, factor=2)
+        stats = client.stats()
+    # Refused before sending (InvalidTask) or by the server: either way nothing succeeded.
+    assert stats.succeeded == 0
+
+
+async def test_the_client_reports_to_opentelemetry_once_asked(upscale_server, otel):
+    from upscale_stream import UpscaleClient
+
+    provider, reader = otel
+    async with UpscaleClient(api_key=upscale_server.api_key, url=upscale_server.url) as client:
+        client.export_metrics(provider)
+        await client.upscale(_png(), factor=2, model="runware:503@1")
+    found = _collect(reader)
+    [point] = found["upscale_stream.client.task.duration"][1]
+    assert dict(point.attributes) == {
+        "upscale.model": "runware:503@1",
+        "upscale.outcome": "success",
+    }
+    assert point.count == 1
+    assert found["upscale_stream.client.task.in_flight"][1][0].value == 0
