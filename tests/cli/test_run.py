@@ -413,6 +413,9 @@ def test_json_prints_the_summary_json_and_nothing_else_on_stdout(
     assert printed == summary_of(out)
     assert printed["succeeded"] == 2 and printed["exitCode"] == 0
     assert printed["tasksPerSecond"] > 0 and printed["wallSeconds"] > 0
+    client = printed["client"]  # client.stats() at the end of the run
+    assert (client["submitted"], client["succeeded"], client["failed"]) == (2, 2, 0)
+    assert client["framesSent"] >= 2 and client["latency"]["count"] == 2
     assert printed["bytesOut"] == sum(line["bytesOut"] for line in manifest_lines(out))
 
 

@@ -396,6 +396,7 @@ class _Job:
                 await self._stream(client)
             finally:
                 await client.close(cancel=self.cancel_requested)
+                self.summary.client = client.stats()
         self.summary.pending = [
             self.todo[i].source.key for i in range(self.pulled) if i not in self.finalized
         ]
