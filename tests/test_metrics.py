@@ -369,3 +369,26 @@ async def test_the_client_reports_to_opentelemetry_once_asked(upscale_server, ot
     }
     assert point.count == 1
     assert found["upscale_stream.client.task.in_flight"][1][0].value == 0
+
+
+async def test_client_stats_count_the_retries_of_transient_errors(upscale_server):
+    from upscale_stream import UpscaleClient
+
+    server = upscale_server.server
+    server.faults.transient_error_every = 1  # every first attempt gets a transient error
+    async with UpscaleClient(api_key=upscale_server.api_key, url=upscale_server.url) as client:
+        images = [_png_of(i) for i in range(3)]  # distinct inputs: one first attempt each
+        outcomes = [o async for o in client.upscale_many(images, factor=2)]
+        stats = client.stats()
+    assert all(o.ok for o in outcomes)
+    assert stats.retried == 3 and stats.succeeded == 3 and stats.failed == 0
+
+
+def _png_of(seed: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (5 + seed, 4), (seed * 40, 90, 200)).save(buffer, "PNG")
+    return buffer.getvalue()
