@@ -96,3 +96,16 @@ def test_an_output_of_the_wrong_size_fails_the_check(tmp_path: Path) -> None:
     Image.new("RGB", (15, 20)).save(out / "a.png")
     check = demo._check_sample(samples, out, samples / "a.png")
     assert not check.ok and check.note == "expected 20x20"
+
+
+def test_make_clean_removes_what_the_demo_and_the_tests_leave_behind() -> None:
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        ["make", "-n", "clean"], cwd=root, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    removed = result.stdout.split()
+    for left_behind in (".venv", ".venv-compat", ".hypothesis", "demo", ".pytest_cache"):
+        assert left_behind in removed, left_behind
+    readme = (root / "README.md").read_text()
+    assert ".venv-compat/" in readme  # the 80 MB folder is explained where people look
