@@ -19,6 +19,7 @@ from upscale_stream.inputs import (
     SUPPORTED_MIME,
     ImageSource,
     PreparedInput,
+    decode_inline,
     is_uuid,
     needs_thread,
     prepare_input,
@@ -469,3 +470,37 @@ def test_arbitrary_strings_give_a_prepared_input_or_invalid_task(text: str) -> N
         assert error.parameter == "inputImage"
         return
     assert prepared.value is text
+
+
+# -- decode_inline: the one decoder of inline images (client checks and server tasks) -------
+
+
+def test_decode_inline_gives_the_bytes_and_type_of_a_data_uri_and_of_bare_base64() -> None:
+    raw = image_bytes("PNG", (6, 4))
+    text = base64.b64encode(raw).decode("ascii")
+    assert decode_inline(f"data:image/png;base64,{text}") == (raw, "image/png")
+    assert decode_inline(text) == (raw, "image/png")
+
+
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [
+        pytest.param("data:text/plain;base64,{png}", "invalidInputImage", id="text/plain URI"),
+        pytest.param("data:image/jpeg;base64,{png}", "invalidInputImage", id="declared jpeg"),
+        pytest.param("{wrapped}", "invalidInputImage", id="line breaks"),
+        pytest.param("data:image/png,{png}", "invalidInputImage", id="not base64 URI"),
+        pytest.param("{gif}", "unsupportedImageFormat", id="gif"),
+        pytest.param("", "invalidInputImage", id="empty"),
+    ],
+)
+def test_decode_inline_refuses_what_the_client_refuses(value: str, code: str) -> None:
+    png = base64.b64encode(image_bytes("PNG", (40, 40))).decode("ascii")
+    gif = base64.b64encode(image_bytes("GIF", (4, 4))).decode("ascii")
+    wrapped = "\n".join(png[i : i + 76] for i in range(0, len(png), 76))
+    text = value.format(png=png, gif=gif, wrapped=wrapped)
+    with pytest.raises(InvalidTask) as server_side:
+        decode_inline(text, parameter="media")
+    assert (server_side.value.code, server_side.value.parameter) == (code, "media")
+    if text:
+        with pytest.raises(InvalidTask):  # the client's check agrees
+            prepare_input(text)

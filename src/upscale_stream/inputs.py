@@ -30,6 +30,7 @@ __all__ = [
     "SUPPORTED_MIME",
     "ImageSource",
     "PreparedInput",
+    "decode_inline",
     "is_uuid",
     "needs_thread",
     "prepare_input",
@@ -224,12 +225,68 @@ def _from_url(text: str, scheme: str) -> PreparedInput:
     return PreparedInput(text, "url")
 
 
-def _from_data_uri(text: str, verify: bool, max_bytes: int, shown: str) -> PreparedInput:
+def decode_inline(
+    text: str, *, max_bytes: int = 50 * 1024 * 1024, parameter: str = _PARAMETER
+) -> tuple[bytes, str]:
+    """The image bytes and MIME type of an inline input: a data URI or bare base64 text.
+
+    This is the one decoder of inline images: the client's checks (:func:`prepare_input`) and
+    the reference server's tasks (``inputImage``, ``imageUpload.image``, ``mediaStorage.media``)
+    all apply its rule, so what one accepts the other accepts:
+
+    * ``data:image/<png|jpeg|jpg|webp>;base64,<payload>``, whose declared type must be the
+      type of the bytes (``data:text/plain;base64,<png>`` is refused), or bare base64;
+    * the payload is standard base64 with its padding, without spaces or line breaks (what
+      every SDK's encoder writes);
+    * the bytes are PNG, JPEG or WEBP by their magic bytes. Decoding the pixels is the
+      caller's next step (the server does it in a worker thread).
+
+    Args:
+        text: The inline value as sent.
+        max_bytes: The largest decoded image accepted, in bytes.
+        parameter: The wire field the value came in, for error messages.
+
+    Returns:
+        The decoded bytes and their MIME type (``image/png``, ``image/jpeg``, ``image/webp``).
+
+    Raises:
+        InvalidTask: ``invalidInputImage`` (not a data URI of an image, not base64, a
+            declared type that is not the data's), ``unsupportedImageFormat`` or
+            ``imageTooLarge``; ``parameter`` names the field.
+    """
+    try:
+        return _decode_inline(text, max_bytes)
+    except InvalidTask as exc:
+        if parameter == _PARAMETER:
+            raise
+        raise InvalidTask(exc.reason, parameter=parameter, value=exc.value, code=exc.code) from None
+
+
+def _decode_inline(text: str, max_bytes: int) -> tuple[bytes, str]:
+    shown = _shorten(text)
+    payload, declared = _split_inline(text, shown)
+    if (estimate := len(payload) * 3 // 4) > max_bytes:  # refuse before decoding
+        raise _too_large(estimate, max_bytes, shown)
+    raw = _decode_base64(payload)
+    if raw is None:
+        raise _invalid("the value is not valid base64 (no spaces or line breaks)", shown)
+    mime, _, _ = _inspect(raw, False, max_bytes, shown, declared)
+    return raw, mime
+
+
+def _split_inline(text: str, shown: str) -> tuple[str, str | None]:
+    """The base64 payload of an inline value and the MIME type its data URI declares."""
+    if text[:5].lower() != "data:":
+        return text, None
     match = _DATA_URI_RE.fullmatch(text)
     if match is None:
         reason = "a data URI must look like data:image/<png|jpeg|jpg|webp>;base64,<payload>"
         raise _invalid(reason, shown)
-    payload = match.group(2)
+    return match.group(2), _DECLARED_MIME[match.group(1)]
+
+
+def _from_data_uri(text: str, verify: bool, max_bytes: int, shown: str) -> PreparedInput:
+    payload, declared = _split_inline(text, shown)
     if (estimate := len(payload) * 3 // 4) > max_bytes:  # refuse before decoding
         raise _too_large(estimate, max_bytes, shown)
     # Text the caller already encoded is checked by its head (format and declared MIME), not
@@ -238,7 +295,6 @@ def _from_data_uri(text: str, verify: bool, max_bytes: int, shown: str) -> Prepa
     raw = _decode_base64(payload[:_HEAD_CHARS] if len(payload) > _HEAD_CHARS else payload)
     if raw is None:
         raise _invalid("the data URI payload is not valid base64 (no spaces or line breaks)", shown)
-    declared = _DECLARED_MIME[match.group(1)]
     if len(payload) <= _HEAD_CHARS:
         mime, width, height = _inspect(raw, verify, max_bytes, shown, declared)
     else:

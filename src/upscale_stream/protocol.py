@@ -573,40 +573,33 @@ class ClientSession(RecoveryRules):
         return idle
 
     def _pack(self, encoded: list[bytes]) -> list[bytes]:
-        frames: list[bytes] = []
-        batch = self.limits.max_batch
-        for start in range(0, len(encoded), batch):
-            frames.append(wire.join_frame(encoded[start : start + batch]))
-        return frames
+        parts = wire.frame_slices(
+            [len(item) for item in encoded], max_items=self.limits.max_batch, max_bytes=None
+        )
+        return [wire.join_frame(encoded[part]) for part in parts]
 
     def _pack_tasks(self) -> list[bytes]:
-        frames: list[bytes] = []
         queue = self._queue
-        max_batch = self.limits.max_batch
-        max_bytes = self.limits.max_frame_bytes
         queued = TaskState.QUEUED
         in_flight = TaskState.IN_FLIGHT
-        parts: list[bytes] = []
-        size = 2
+        payloads: list[bytes] = []
         sent = self.tasks_sent
         while queue:
             task = queue.popleft()
             if task.state is not queued or self._tasks.get(task.key) is not task:
                 continue  # cancelled or finished while queued
-            length = len(task.payload) + 1
-            if parts and (len(parts) >= max_batch or size + length > max_bytes):
-                frames.append(wire.join_frame(parts))
-                parts, size = [], 2
-            parts.append(task.payload)
-            size += length
+            payloads.append(task.payload)
             task.state = in_flight
             sent += 1
             task.sent_seq = sent
         self._on_wire += sent - self.tasks_sent
         self.tasks_sent = sent
-        if parts:
-            frames.append(wire.join_frame(parts))
-        return frames
+        parts = wire.frame_slices(
+            [len(payload) for payload in payloads],
+            max_items=self.limits.max_batch,
+            max_bytes=self.limits.max_frame_bytes,
+        )
+        return [wire.join_frame(payloads[part]) for part in parts]
 
     def _heartbeat_timer(self, now: float) -> None:
         if self._ping_sent_at is not None:

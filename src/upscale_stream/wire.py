@@ -28,6 +28,7 @@ __all__ = [
     "data_frame",
     "encoded_frame",
     "errors_frame",
+    "frame_slices",
     "get_response_item",
     "get_task_details_item",
     "join_frame",
@@ -72,6 +73,40 @@ def get_task_details_item(task_uuid: str) -> dict[str, Any]:
     """A ``getTaskDetails`` request for the task ``task_uuid`` (protocol.md section 6): its
     reply carries the original ``request`` array and ``response`` envelope."""
     return {"taskType": GET_TASK_DETAILS, "taskUUID": task_uuid}
+
+
+def frame_slices(
+    sizes: Sequence[int], *, max_items: int, max_bytes: int | None, overhead: int = 2
+) -> list[slice]:
+    """The one frame packer: split encoded items, in order, into frames within both caps.
+
+    Client and server both pack with it (tasks and polls out, answers back). A frame holds at
+    most ``max_items`` items and, counting ``overhead`` bytes for its brackets and one comma
+    per item, at most ``max_bytes`` bytes; an item larger than that goes alone in its frame.
+
+    Args:
+        sizes: The encoded size of each item, in order.
+        max_items: Most items per frame (at least 1).
+        max_bytes: Most bytes per frame, or ``None`` for no byte cap.
+        overhead: Bytes of the frame around its items (``2`` for ``[...]``).
+
+    Returns:
+        One slice of ``sizes`` (and so of the items) per frame, covering them all in order.
+    """
+    slices: list[slice] = []
+    start = 0
+    total = overhead
+    for index, size in enumerate(sizes):
+        count = index - start
+        if count and (
+            count >= max_items or (max_bytes is not None and total + size + 1 > max_bytes)
+        ):
+            slices.append(slice(start, index))
+            start, total = index, overhead
+        total += size + 1
+    if start < len(sizes):
+        slices.append(slice(start, len(sizes)))
+    return slices
 
 
 def join_frame(encoded_items: Sequence[bytes]) -> bytes:

@@ -403,3 +403,55 @@ async def test_runware_sdk_with_a_wrong_key_raises_an_auth_error_at_connect(
     assert server.counts.authentications == 0
     assert server.counts.received_total == 0
     assert_auth_failures_logged_without_the_key(caplog)
+
+
+async def test_runware_sdk_keeps_its_other_tasks_when_a_frame_level_error_arrives(
+    runware_sdk_python, input_png
+):
+    # issue 10: an errors item without taskUUID made runware-sdk fail every pending task (3
+    # pending tasks failed at 0.5 s). The server now reports frame-level problems in one
+    # data item that names no task, which the SDK skips.
+    config = ServerConfig(api_keys=frozenset({KEY}), port=0, task_delay=1.5)
+    async with ReferenceServer(config) as server:
+        report = await run_driver(
+            runware_sdk_python,
+            "drive_runware_sdk.py",
+            server,
+            "--image",
+            str(input_png),
+            "--scenario",
+            "stray",
+            "--tasks",
+            "3",
+            "--stray-after",
+            "0.5",
+        )
+        assert report["error"] is None, report["error"]
+        assert len(report["results"]) == 3
+        for result in report["results"]:
+            await assert_upscaled(server, result)
+        assert server.counts.executions_total == 3
+
+
+async def test_runware_sdk_uploads_with_media_storage_then_upscales_the_media_uuid(
+    runware_sdk_python, server, input_png
+):
+    report = await run_driver(
+        runware_sdk_python,
+        "drive_runware_sdk.py",
+        server,
+        "--image",
+        str(input_png),
+        "--scenario",
+        "media",
+        "--delivery",
+        "sync",
+    )
+
+    result = single_result(report)
+    (stored,) = report["media"]
+    assert stored["operation"] == "upload" and stored["taskType"] == "mediaStorage"
+    assert stored["mediaURL"].endswith(f"/image/{stored['mediaUUID']}.png")
+    assert result["inputImageUUID"] == stored["mediaUUID"]
+    assert result["mediaUUID"] == result["imageUUID"]  # inputs.image: both spellings
+    await assert_upscaled(server, result)

@@ -164,7 +164,9 @@ async def test_serve_logs_start_up_auth_failures_and_task_errors_without_secrets
         assert served.url == f"ws://127.0.0.1:{started['port']}/v1"
 
         async with connect(served.url) as ws:
-            await ws.send(orjson.dumps([{"taskType": "authentication", "apiKey": WRONG_KEY}]))
+            await ws.send(
+                orjson.dumps([{"taskType": "authentication", "apiKey": WRONG_KEY}]), text=True
+            )
             rejected = orjson.loads(await ws.recv())
         assert rejected["errors"][0]["code"] == "invalidApiKey"
 
@@ -179,10 +181,11 @@ async def test_serve_logs_start_up_auth_failures_and_task_errors_without_secrets
             },
         ]
         async with connect(served.url) as ws:
-            await ws.send(orjson.dumps([{"taskType": "authentication", "apiKey": KEY}]))
+            await ws.send(orjson.dumps([{"taskType": "authentication", "apiKey": KEY}]), text=True)
             await ws.recv()
             await ws.send(
-                orjson.dumps([{"taskType": "upscale", "upscaleFactor": 2, **t} for t in tasks])
+                orjson.dumps([{"taskType": "upscale", "upscaleFactor": 2, **t} for t in tasks]),
+                text=True,
             )
             answered: set[str] = set()
             async with asyncio.timeout(20):
@@ -204,3 +207,39 @@ async def test_serve_logs_start_up_auth_failures_and_task_errors_without_secrets
     everything = "".join(served.raw_stderr)
     for secret in (KEY, WRONG_KEY, TOKEN):
         assert secret not in everything
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        pytest.param(["--port", "70000"], "must be from 0 to 65535", id="port over 65535"),
+        pytest.param(["--port", "abc"], "--port", id="port not a number"),
+        pytest.param(
+            ["--host", "no-such-host.invalid", "--port", "0"], "cannot listen", id="unknown host"
+        ),
+        pytest.param(["--port", "IN_USE"], "cannot listen", id="port in use"),
+    ],
+)
+async def test_serve_where_it_cannot_listen_is_a_clean_usage_error(entry_point, where, expected):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        arguments = [port if arg == "IN_USE" else arg for arg in where]
+        process = await asyncio.create_subprocess_exec(
+            str(entry_point),
+            "serve",
+            "--api-key",
+            KEY,
+            *arguments,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(60):
+            stdout, stderr = await process.communicate()
+    text = stderr.decode()
+    assert process.returncode == 2, text
+    assert expected in text and "Traceback" not in text, text
+    assert KEY not in text + stdout.decode()

@@ -108,6 +108,7 @@ async def test_bad_key_gets_an_errors_item_and_the_socket_stays_unauthenticated(
                     "message": frame["errors"][0]["message"],
                     "parameter": "apiKey",
                     "taskType": "authentication",
+                    "documentation": "https://runware.ai/docs/models-api/authentication",
                 }
             ]
         }
@@ -259,9 +260,9 @@ async def test_tasks_before_authentication_get_errors_and_are_not_run(server, cl
     async with client_for(server) as client:
         await client.send([task, PING])
         frame = await client.recv()
-        codes = {item["code"] for item in frame["errors"]}
-        assert codes == {"authenticationRequired"}
-        assert frame["errors"][0]["taskUUID"] == task["taskUUID"]
+        (error,) = frame["errors"]  # one error for the frame, naming its first task
+        assert error["code"] == "authenticationRequired"
+        assert (error["taskUUID"], error["taskType"]) == (task["taskUUID"], "upscale")
         await client.authenticate()
     assert server.executions[task["taskUUID"]] == 0
 
@@ -349,9 +350,10 @@ async def test_a_task_without_task_uuid_is_refused(client):
     task = upscale()
     del task["taskUUID"]
     await client.send([task])
-    frame = await client.recv()
-    assert frame["errors"][0]["code"] == "missingTaskUUID"
-    assert frame["errors"][0]["taskType"] == "upscale"
+    (notice,) = (await client.recv())["data"]  # nothing to route an errors item to
+    assert notice["taskType"] == "frameError" and notice["refused"] == 1
+    assert notice["errors"][0]["code"] == "missingTaskUUID"
+    assert notice["errors"][0]["taskType"] == "upscale"
 
 
 async def test_duplicate_task_uuid_gets_conflict_and_runs_once(server, client):
@@ -369,6 +371,7 @@ async def test_duplicate_task_uuid_gets_conflict_and_runs_once(server, client):
         "parameter": "taskUUID",
         "taskType": "upscale",
         "taskUUID": task["taskUUID"],
+        "documentation": "https://runware.ai/docs/en/tools/upscale",
     }
     assert sorted("code" in item for item in answers) == [False, True]
     assert server.executions[task["taskUUID"]] == 1
@@ -659,12 +662,16 @@ async def test_health_answers_ok_and_plain_get_elsewhere_is_not_upgraded(server)
 # -- framing, malformed input and limits (section 4) -------------------------------------------
 
 
-async def test_malformed_frames_get_an_error_item_and_the_connection_stays_up(client):
-    for text in ("this is not JSON", '{"taskType":"ping"}', "[1, 2]"):
+async def test_malformed_frames_get_one_notice_and_the_connection_stays_up(client):
+    for text, code in (
+        ("this is not JSON", "invalidJSON"),
+        ('{"taskType":"ping"}', "invalidRequest"),
+        ("[1, 2]", "invalidRequest"),
+    ):
         await client.send_text(text)
-        frame = await client.recv()
-        assert frame["errors"][0]["code"] == "invalidRequest"
-        assert "taskUUID" not in frame["errors"][0]
+        (notice,) = (await client.recv())["data"]
+        assert notice["taskType"] == "frameError" and notice["error"]["code"] == code
+        assert "taskUUID" not in notice
     await client.send([PING])
     assert await client.recv() == PONG
 

@@ -66,7 +66,7 @@ def assert_runware_error(item: dict[str, Any], code: str, task: Any) -> None:
         assert item.get("taskType") == (
             task.get("taskType") if isinstance(task.get("taskType"), str) else None
         )
-        if isinstance(task.get("taskUUID"), str):
+        if _name_of(task) is not None:
             assert item["taskUUID"] == task["taskUUID"]
         else:
             assert "taskUUID" not in item
@@ -75,14 +75,15 @@ def assert_runware_error(item: dict[str, Any], code: str, task: Any) -> None:
 async def answers_for(client: WireClient, frame: list[Any], timeout: float = 20.0) -> list[Any]:
     """Send ``[good, *frame, good]``; return the answer of each item of ``frame``, in order.
 
-    Items without a string taskUUID are matched, in order, with the errors that carry none.
+    Items without a usable taskUUID are matched, in order, with the item errors quoted by the
+    frame's notice (an ``errors`` item never comes without a taskUUID: protocol.md section 4).
     The good tasks must succeed and the connection must still answer a ping afterwards.
     """
     first, last = upscale(), upscale()
     await client.send([first, *frame, last])
-    named = [item.get("taskUUID") if isinstance(item, dict) else None for item in frame]
-    wanted = {u for u in named if isinstance(u, str)} | {first["taskUUID"], last["taskUUID"]}
-    anonymous_wanted = sum(1 for u in named if not isinstance(u, str))
+    named = [_name_of(item) for item in frame]
+    wanted = {u for u in named if u is not None} | {first["taskUUID"], last["taskUUID"]}
+    anonymous_wanted = sum(1 for u in named if u is None)
     by_uuid: dict[str, dict[str, Any]] = {}
     anonymous: list[dict[str, Any]] = []
     while not (wanted <= by_uuid.keys() and len(anonymous) >= anonymous_wanted):
@@ -90,8 +91,10 @@ async def answers_for(client: WireClient, frame: list[Any], timeout: float = 20.
         for key in ("data", "errors"):
             for item in received.get(key, []):
                 task_uuid = item.get("taskUUID")
-                if task_uuid is None and key == "errors":
-                    anonymous.append(item)
+                assert key == "data" or task_uuid is not None, f"an unroutable error: {item}"
+                if key == "data" and item.get("taskType") == "frameError":
+                    assert item["refused"] == len(item["errors"]) == anonymous_wanted
+                    anonymous.extend(item["errors"])
                 elif task_uuid in wanted and (key == "errors" or "imageUUID" in item):
                     assert task_uuid not in by_uuid, f"answered twice: {item}"
                     by_uuid[task_uuid] = item
@@ -99,7 +102,13 @@ async def answers_for(client: WireClient, frame: list[Any], timeout: float = 20.
     await client.send([PING])
     assert await client.recv(timeout) == PONG
     unnamed = iter(anonymous)
-    return [by_uuid[u] if isinstance(u, str) else next(unnamed) for u in named]
+    return [by_uuid[u] if u is not None else next(unnamed) for u in named]
+
+
+def _name_of(item: Any) -> str | None:
+    """The taskUUID an answer to ``item`` can carry: a non-empty string of at most 64."""
+    task_uuid = item.get("taskUUID") if isinstance(item, dict) else None
+    return task_uuid if isinstance(task_uuid, str) and 0 < len(task_uuid) <= 64 else None
 
 
 async def answer_for(client: WireClient, item: Any) -> dict[str, Any]:
@@ -275,17 +284,18 @@ async def test_a_frame_over_max_message_bytes_gets_frame_too_large_and_the_socke
     async with client_for(server) as client:
         await client.authenticate()
         await client.send([big, ping_without_uuid, 7])
-        errors = (await client.recv())["errors"]
-        assert [item["code"] for item in errors] == ["frameTooLarge"] * 3
+        errors = (await client.recv())["errors"]  # scoped: only the item that names a task
+        assert [item["code"] for item in errors] == ["frameTooLarge"]
         assert_runware_error(errors[0], "frameTooLarge", big)
-        assert_runware_error(errors[1], "frameTooLarge", ping_without_uuid)
-        assert_runware_error(errors[2], "frameTooLarge", 7)
         assert "parameter" not in errors[0]  # null: no parameter is at fault
         assert str(MiB) in errors[0]["message"] and "bytes" in errors[0]["message"]
+        (notice,) = (await client.recv())["data"]  # and one notice for the frame
+        assert notice["taskType"] == "frameError" and "taskUUID" not in notice
+        assert notice["error"]["code"] == "frameTooLarge"
 
         await client.send_text("[" + " " * (2 * MiB) + "not JSON")
-        (error,) = (await client.recv())["errors"]
-        assert error["code"] == "frameTooLarge" and "taskUUID" not in error
+        (notice,) = (await client.recv())["data"]
+        assert notice["error"]["code"] == "frameTooLarge" and "taskUUID" not in notice
 
         assert await answers_for(client, []) == []  # a normal frame on the same socket works
     assert server.received[big["taskUUID"]] == 0 and server.executions[big["taskUUID"]] == 0
@@ -328,7 +338,7 @@ async def test_a_missing_task_uuid_gets_missing_task_uuid(client: WireClient) ->
     assert_runware_error(await answer_for(client, task), "missingTaskUUID", task)
 
 
-@pytest.mark.parametrize("task_type", ["imageInference", "UPSCALE", "", 7, None])
+@pytest.mark.parametrize("task_type", ["imageInference", "UPSCALE", "", 7])
 async def test_an_unknown_task_type_gets_unsupported_task_type(
     client: WireClient, task_type: Any
 ) -> None:
@@ -336,11 +346,21 @@ async def test_an_unknown_task_type_gets_unsupported_task_type(
     answer = await answer_for(client, task)
     assert_runware_error(answer, "unsupportedTaskType", task)
     assert answer["parameter"] == "taskType"
+    assert "'" not in answer["message"] and "supported: upscale" in answer["message"]
+
+
+async def test_a_null_task_type_is_a_missing_task_type_not_a_python_none(
+    client: WireClient,
+) -> None:
+    task = upscale(taskType=None)
+    answer = await answer_for(client, task)
+    assert_runware_error(answer, "missingTaskType", task)
+    assert "None" not in answer["message"]
 
 
 @pytest.mark.parametrize(
     ("field", "code"),
-    [("inputImage", "missingInputImage"), ("taskType", "unsupportedTaskType")],
+    [("inputImage", "missingInputImage"), ("taskType", "missingTaskType")],
 )
 async def test_a_missing_required_field_is_named_in_its_error(
     client: WireClient, field: str, code: str
@@ -401,15 +421,34 @@ async def test_an_item_that_is_not_an_object_gets_invalid_request(
 
 
 @pytest.mark.parametrize(
-    "text", ["not JSON at all", '{"taskType": "upscale"}', '"a string"', "42", "\x00\x01"]
+    ("text", "code"),
+    [
+        ("not JSON at all", "invalidJSON"),
+        ("\x00\x01", "invalidJSON"),
+        ('[{"taskType": "upscale"', "invalidJSON"),
+        ('{"taskType": "upscale"}', "invalidRequest"),
+        ('"a string"', "invalidRequest"),
+        ("42", "invalidRequest"),
+        ("[]", "emptyRequest"),
+    ],
 )
-async def test_a_frame_that_is_not_a_json_array_gets_invalid_request(
-    client: WireClient, text: str
+async def test_a_frame_that_is_not_a_json_array_of_tasks_gets_one_notice(
+    client: WireClient, text: str, code: str
 ) -> None:
     await client.send_text(text)
-    answer = (await client.recv())["errors"][0]
-    assert_runware_error(answer, "invalidRequest", None)
-    assert "taskUUID" not in answer
+    frame = await client.recv()
+    assert list(frame) == ["data"]  # no errors item without a taskUUID (protocol.md section 4)
+    (notice,) = frame["data"]
+    assert notice["taskType"] == "frameError" and notice["status"] == "error"
+    assert notice["error"]["code"] == code and "taskUUID" not in notice
+    assert notice["error"]["documentation"].startswith("https://runware.ai/docs")
+    assert (await answer_for(client, upscale()))["imageURL"]
+
+
+async def test_a_binary_frame_is_refused_without_being_parsed(client: WireClient) -> None:
+    await client.ws.send(b'[{"taskType":"ping","ping":true}]')  # valid JSON, but binary
+    (notice,) = (await client.recv())["data"]
+    assert notice["error"]["code"] == "unsupportedFrame"
     assert (await answer_for(client, upscale()))["imageURL"]
 
 
@@ -423,3 +462,30 @@ async def test_ten_thousand_invalid_tasks_leave_no_state_behind(
     assert len(server.registry.tasks) == 2  # the good tasks; refusals are never registered
     assert server.counts.executions_total == 2
     assert len(orjson.dumps(answers)) < 9_998 * 400  # one short error item each
+
+
+# -- the one inline decoder, on the live path (issue 10) ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("task_type", "field"),
+    [("upscale", "inputImage"), ("imageUpload", "image"), ("mediaStorage", "media")],
+)
+@pytest.mark.parametrize("form", ["text/plain data URI", "line breaks"])
+async def test_inline_images_follow_the_one_shared_decoder_on_every_task(
+    client: WireClient, task_type: str, field: str, form: str
+) -> None:
+    text = base64.b64encode(png_bytes(40, 40)).decode()
+    value = (
+        f"data:text/plain;base64,{text}"
+        if form == "text/plain data URI"
+        else "\n".join(text[i : i + 76] for i in range(0, len(text), 76))
+    )
+    task: dict[str, Any] = {"taskType": task_type, "taskUUID": new_uuid(), field: value}
+    if task_type == "upscale":
+        task["upscaleFactor"] = 2
+    if task_type == "mediaStorage":
+        task["operation"] = "upload"
+    answer = await answer_for(client, task)
+    assert_runware_error(answer, "invalidInputImage", task)
+    assert answer["parameter"] == field

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import io
 import pickle
 import random
@@ -23,7 +22,6 @@ from upscale_stream.server.imaging import (
     Rendered,
     cost_of,
     decode_image,
-    decode_input_string,
     encode_output,
     fit_within_cap,
     render,
@@ -371,51 +369,6 @@ def test_damaged_files_either_decode_or_raise_imaging_error(
         assert exc.code in {"corruptImage", "imageTooLarge", "unsupportedImageFormat"}
     else:
         assert image.width * image.height > 0
-
-
-# --- inline input strings -------------------------------------------------------------------------
-
-
-def test_a_data_uri_and_bare_base64_decode_to_the_same_image(noisy_png: bytes) -> None:
-    text = base64.b64encode(noisy_png).decode("ascii")
-
-    from_uri = decode_input_string(f"data:image/png;base64,{text}")
-    from_bare = decode_input_string(text)
-
-    assert from_uri.tobytes() == from_bare.tobytes() == noisy_image().tobytes()
-
-
-def test_base64_with_line_breaks_and_no_padding_is_tolerated(noisy_png: bytes) -> None:
-    text = base64.b64encode(noisy_png).decode("ascii").rstrip("=")
-    wrapped = "\n".join(text[i : i + 76] for i in range(0, len(text), 76))
-
-    assert decode_input_string(wrapped).size == (32, 32)
-
-
-@pytest.mark.parametrize(
-    "value",
-    [
-        "this is not base64!",
-        "data:image/png,not-base64-encoded",
-        "data:text/plain;base64,aGVsbG8=",
-        "",
-    ],
-)
-def test_bad_inline_input_is_refused_as_invalid_input_image(value: str) -> None:
-    with pytest.raises(ImagingError) as caught:
-        decode_input_string(value)
-
-    assert caught.value.code == "invalidInputImage"
-
-
-def test_a_data_uri_of_a_gif_is_refused_naming_gif() -> None:
-    text = base64.b64encode(encode(noisy_image(), "GIF")).decode("ascii")
-
-    with pytest.raises(ImagingError) as caught:
-        decode_input_string(f"data:image/gif;base64,{text}")
-
-    assert caught.value.code == "unsupportedImageFormat"
-    assert "GIF" in caught.value.message
 
 
 # --- prices and errors ----------------------------------------------------------------------------

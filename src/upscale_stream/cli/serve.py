@@ -71,6 +71,22 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    value = parse_number(text, int, "a port number")
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"must be from 0 to 65535 (0 picks a free one), got {value}"
+        )
+    return value
+
+
+def _rate(text: str) -> float:
+    value = parse_number(text, float, "a number")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
 def _count(text: str) -> int:
     value = parse_number(text, int, "a whole number")
     if value < 0:
@@ -101,7 +117,7 @@ def _default_text(value: Any) -> str:
 
 _FLAGS: tuple[_Flag, ...] = (
     _Flag("host", "--host", None, "HOST", "Interface to bind; 0.0.0.0 for every interface."),
-    _Flag("port", "--port", _count, "PORT", "TCP port; 0 picks a free one."),
+    _Flag("port", "--port", _port, "PORT", "TCP port; 0 picks a free one."),
     _Flag(
         "public_url",
         "--public-url",
@@ -247,6 +263,27 @@ _FLAGS: tuple[_Flag, ...] = (
         "SECONDS",
         "Seconds between background sweeps that free expired sessions and images.",
     ),
+    _Flag(
+        "auth_failure_burst",
+        "--auth-failure-burst",
+        _count,
+        "N",
+        "Failed authentications one client address may have before it is throttled.",
+    ),
+    _Flag(
+        "auth_failures_per_minute",
+        "--auth-failures-per-minute",
+        _rate,
+        "N",
+        "Failed authentications a minute a throttled address regains.",
+    ),
+    _Flag(
+        "max_counted_uuids",
+        "--max-counted-uuids",
+        _count,
+        "N",
+        "Distinct taskUUIDs each test counter remembers (the oldest go first).",
+    ),
     _Flag("fault_seed", "--fault-seed", _count, "N", "Seed of the fault-injection generator."),
     _Flag(
         "status_shows_results",
@@ -386,7 +423,18 @@ async def _serve(config: Any, generated: str | None, streams: Streams) -> None:
     loop = asyncio.get_running_loop()
     with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
         loop.add_signal_handler(signal.SIGTERM, current.cancel)
-    async with ReferenceServer(config) as server:
+    server = ReferenceServer(config)
+    try:
+        await server.start()
+    except OSError as exc:
+        # A port in use, an address not on this machine, a host name that does not resolve:
+        # the command line is at fault, so the same clean usage error (exit 2) as --port abc.
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise UsageError(
+            f"--host {config.host} --port {config.port}: cannot listen there ({reason}); "
+            "pick a free port (0 picks one) and an address of this machine"
+        ) from None
+    try:
         print(f"serving {server.url} (output images at {server.http_url})", file=streams.stdout)
         print(
             f"playground: {server.http_url}/  status: {server.http_url}/status", file=streams.stdout
@@ -399,3 +447,5 @@ async def _serve(config: Any, generated: str | None, streams: Streams) -> None:
             )
         print("press Ctrl-C to stop", file=streams.stdout, flush=True)
         await asyncio.Future()
+    finally:
+        await server.stop()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import http
 import logging
 import threading
@@ -36,6 +37,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from ..log import get_logger, register_secret
+from .auth_guard import AuthGuard
 from .client_socket import ClientSocket
 from .config import ServerConfig
 from .faults import Faults
@@ -109,8 +111,11 @@ class ReferenceServer:
         self.faults = faults if faults is not None else Faults(seed=config.fault_seed)
         self.registry = SessionRegistry(hold_time=config.hold_time, retention=config.retention)
         self.images = ImageStore(config.image_store_bytes)
-        self.counts = TaskCounts()
+        self.counts = TaskCounts(max_keys=config.max_counted_uuids)
         self.status = StatusBoard(config.clock)  # the figures of /status and /status.json
+        self.auth_guard = AuthGuard(
+            burst=config.auth_failure_burst, per_minute=config.auth_failures_per_minute
+        )
         self.handlers = TaskHandlers(self)
         self._connections: set[ClientSocket] = set()
         self._carriers: dict[str, ClientSocket] = {}
@@ -174,17 +179,23 @@ class ReferenceServer:
         self._executor = ThreadPoolExecutor(
             max_workers=config.workers, thread_name_prefix="upscale-server"
         )
-        self._server = await serve(
-            self._serve_connection,
-            config.host,
-            config.port,
-            process_request=self._process_request,
-            compression="deflate" if config.compression else None,
-            ping_interval=None,
-            max_size=config.max_size,
-            close_timeout=config.close_timeout,
-            logger=_websockets_log,
-        )
+        try:
+            self._server = await serve(
+                self._serve_connection,
+                config.host,
+                config.port,
+                process_request=self._process_request,
+                compression="deflate" if config.compression else None,
+                ping_interval=None,
+                max_size=config.max_size,
+                close_timeout=config.close_timeout,
+                logger=_websockets_log,
+            )
+        except BaseException:
+            # Nothing is listening (port in use, unknown host): leave no worker threads behind.
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+            raise
         self._port = int(self._server.sockets[0].getsockname()[1])
         self._sweeper = asyncio.create_task(self._sweep())
         if config.accept_any_key:
@@ -464,11 +475,36 @@ class ReferenceServer:
         return page or http_response(request, self.images, self.config.clock())
 
     async def _sweep(self) -> None:
+        freed_since_trim = 0
+        last_trim = 0.0
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.config.sweep_interval)
             now = self.config.clock()
-            self.registry.expire(now)
-            self.images.expire(now)
+            freed_since_trim += self.registry.expire(now) + self.images.expire(now)
+            # After a load, glibc keeps the freed memory in its arenas: RSS stays at the peak
+            # though Python holds little (docs/reliability.md has the figures). Hand it back
+            # to the system once enough was freed, at most every TRIM_INTERVAL seconds, in a
+            # worker thread (ctypes releases the GIL; the event loop goes on).
+            if freed_since_trim >= TRIM_AFTER_FREED and loop.time() - last_trim >= TRIM_INTERVAL:
+                freed_since_trim, last_trim = 0, loop.time()
+                if self._executor is not None:
+                    await loop.run_in_executor(self._executor, trim_heap)
+
+
+TRIM_AFTER_FREED = 1_000
+"""Records and images freed by the sweeps before the heap is trimmed."""
+TRIM_INTERVAL = 10.0
+"""Fewest seconds between two heap trims."""
+
+
+def trim_heap() -> bool:
+    """Return free heap memory to the system (glibc's ``malloc_trim``); False elsewhere."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.malloc_trim(0))
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to do
+        return False
 
 
 def _display_host(host: str) -> str:

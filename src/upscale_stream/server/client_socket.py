@@ -26,6 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import math
+import re
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -43,10 +46,12 @@ from ..wire import (
     data_frame,
     encoded_frame,
     errors_frame,
+    frame_slices,
 )
 from .faults import STRAY_ERROR, crossings
 from .handlers import KeyRejected, error_item
-from .sessions import Kind, Outgoing, Session
+from .refusals import SCOPED_REFUSALS, FrameRefusals, bounded_uuid, frame_notice, scoped_error
+from .sessions import Kind, Outgoing, Session, compact_json
 
 if TYPE_CHECKING:
     from .app import ReferenceServer
@@ -59,35 +64,62 @@ AUTH_TIMEOUT_CODE = 1008
 IDLE_CLOSE_CODE = 1000
 MAX_AUTH_ATTEMPTS = 3
 """Rejected keys a socket may offer before it is closed (with 1008)."""
+_TASK_UUID = re.compile(
+    r'"taskUUID"\s*:\s*"([0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12})"'
+)
+_TASK_TYPE = re.compile(r'"taskType"\s*:\s*"([A-Za-z]{1,40})"')
+_SCAN_CHARS = 64 * 1024
+PRE_AUTH_LIMIT = 1024 * 1024
+"""The largest message an unauthenticated socket may send; bigger ones are not parsed."""
 
 
 def pack_frames(
     items: Sequence[Outgoing], *, max_items: int, max_bytes: int | None
 ) -> list[list[Outgoing]]:
-    """Split answers into frames: runs of one kind, at most ``max_items`` and ``max_bytes`` each.
+    """Split answers into frames: runs of one kind, each packed by :func:`wire.frame_slices`.
 
-    The order is kept. A single item larger than ``max_bytes`` gets a frame of its own.
+    The order is kept, ``data`` and ``errors`` never share a frame (protocol.md section 4),
+    and a single item larger than ``max_bytes`` gets a frame of its own.
     """
     frames: list[list[Outgoing]] = []
-    current: list[Outgoing] = []
-    size = 0
-    for item in items:
-        if current and (
-            item.kind != current[0].kind
-            or len(current) >= max_items
-            or (max_bytes is not None and size + len(item.body) > max_bytes)
+    start = 0
+    for index in range(1, len(items) + 1):
+        if index < len(items) and items[index].kind == items[start].kind:
+            continue
+        run = items[start:index]
+        sizes = [len(item.body) for item in run]
+        overhead = len(run[0].kind) + 6  # {"data":[...]}
+        for part in frame_slices(
+            sizes, max_items=max_items, max_bytes=max_bytes, overhead=overhead
         ):
-            frames.append(current)
-            current, size = [], 0
-        current.append(item)
-        size += len(item.body) + 1
-    if current:
-        frames.append(current)
+            frames.append(list(run[part]))
+        start = index
     return frames
 
 
 def _encode(frame: Sequence[Outgoing]) -> bytes:
     return encoded_frame(frame[0].kind, [item.body for item in frame])
+
+
+def _encoded(kind: Kind, item: Mapping[str, Any]) -> Outgoing:
+    return Outgoing(kind, compact_json(item), 0.0)
+
+
+def _utf8_size(text: str) -> int:
+    """The size of ``text`` in UTF-8, without encoding it when the answer is plain."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _json_type(value: object) -> str:
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if value is None:
+        return "null"
+    return "number"
 
 
 class ClientSocket:
@@ -111,6 +143,7 @@ class ClientSocket:
         self.received_tasks = 0
         self.dropped = False
         self._auth_attempts = 0
+        self._refusals: FrameRefusals | None = None
         self._pongs = 0
         self._replies: deque[Outgoing] = deque()
         self._wake = asyncio.Event()
@@ -120,16 +153,45 @@ class ClientSocket:
     # -- Peer --------------------------------------------------------------------------------
 
     def reply(self, kind: Kind, item: Mapping[str, Any]) -> None:
-        """Queue an answer for this socket only (it is not held if the socket drops)."""
+        """Queue an answer for this socket only (it is not held if the socket drops).
+
+        An ``errors`` item that names no task (no usable ``taskUUID``) is not sent as one: the
+        ``runware-sdk`` and TypeScript clients fail *every* pending task on such an item
+        (protocol.md section 4). After authentication it is folded into the frame's one
+        notice instead (:class:`FrameRefusals`); authentication errors keep their shape.
+        """
         if kind == "errors":
             self.server.status.error_sent(item)
-        self._replies.append(Outgoing(kind, orjson.dumps(item), 0.0))
+        if (
+            kind == "errors"
+            and self._refusals is not None
+            and item.get("taskType") != AUTH
+            and bounded_uuid(item.get("taskUUID")) is None
+        ):
+            self._refusals.add(item)
+            return
+        self._replies.append(_encoded(kind, item))
         self._wake.set()
 
     def pong(self) -> None:
-        """Queue a pong; it goes out before anything else, alone in its frame."""
+        """Queue a pong; it goes out before anything else, alone in its frame.
+
+        Pings are indistinguishable, so one frame's pings get one pong together: a frame of
+        a million pings costs one frame of output, not a million.
+        """
+        if self._refusals is not None:
+            if self._refusals.ponged:
+                return
+            self._refusals.ponged = True
         self._pongs += 1
         self._wake.set()
+
+    def refuse_unrouted(self, count: int, error: Mapping[str, Any]) -> None:
+        """Count ``count`` refused items of the current frame in its notice, unanswered."""
+        if self._refusals is None or count <= 0:
+            return
+        self._refusals.add(error)
+        self._refusals.count += count - 1
 
     def wake(self) -> None:
         """The session's outbox has answers: let the sender run."""
@@ -193,7 +255,8 @@ class ClientSocket:
             deadline = since + limit
             try:
                 async with asyncio.timeout_at(deadline):
-                    message = await self.ws.recv(decode=False)
+                    # Text frames come as str, binary frames as bytes (which are refused).
+                    message = await self.ws.recv()
             except TimeoutError:
                 reason = "idle timeout" if authenticated else "authentication timeout"
                 log.info("connection.timeout", reason=reason, session=self.session_id)
@@ -213,30 +276,61 @@ class ClientSocket:
             await self._on_message(message)
 
     async def _on_message(self, message: bytes | str) -> None:
-        limit = self.server.config.message_limit
-        if len(message) > limit:
-            self._refuse_oversized(message, limit)
+        """Handle one message; the work it causes is bounded before any item is looked at.
+
+        A binary frame, a frame too large, invalid JSON, a frame that is not an array, an
+        empty array, and (before authentication) any frame that does not start with the
+        ``authentication`` task each get exactly one answer, whatever their content.
+        """
+        if isinstance(message, bytes):
+            self._refuse_frame(
+                "unsupportedFrame",
+                "binary WebSocket frames are not read: send the JSON array as a text frame",
+            )
+            return
+        config = self.server.config
+        size = _utf8_size(message)
+        authenticated = self.session_id is not None
+        if size > config.message_limit or (not authenticated and size > PRE_AUTH_LIMIT):
+            self._refuse_oversized(message, size, authenticated)
             return
         try:
             items = orjson.loads(message)
-        except orjson.JSONDecodeError:
-            items = None
+        except orjson.JSONDecodeError as exc:
+            self._refuse_frame(
+                "invalidJSON",
+                f"the frame is not valid JSON ({exc.msg} at character {exc.pos}); "
+                "send a JSON array of task objects",
+            )
+            return
         if not isinstance(items, list):
-            message_text = "a frame must be a JSON array of task objects"
-            self.reply("errors", error_item("invalidRequest", message_text))
+            self._refuse_frame(
+                "invalidRequest",
+                f"a frame must be a JSON array of task objects, not a JSON {_json_type(items)}",
+            )
             return
         if not items:
+            self._refuse_frame("emptyRequest", "the frame is an empty JSON array: it holds no task")
             return
         server = self.server
-        if self.session_id is None:
+        if not authenticated:
             first = items[0]
             if not (isinstance(first, dict) and first.get("taskType") == AUTH):
-                self._refuse_unauthenticated(items)
+                self._refuse_unauthenticated(
+                    first=first if isinstance(first, dict) else None, count=len(items)
+                )
                 return
             if not await self._authenticate(first) or self.dropped:
                 return
             items = items[1:]
-        counted = server.handlers.dispatch(self, items, server.config.clock())
+        self._refusals = FrameRefusals()
+        try:
+            counted = server.handlers.dispatch(self, items, config.clock())
+        finally:
+            refusals, self._refusals = self._refusals, None
+        if refusals.count:
+            self._replies.append(_encoded("data", refusals.notice()))
+            self._wake.set()
         self.received_tasks += counted
         server.notify_progress()
         faults = server.faults
@@ -248,44 +342,62 @@ class ClientSocket:
             log.info("fault.drop", session=self.session_id, after_tasks=self.received_tasks)
             await self.drop(faults.close_code)
 
-    def _refuse_oversized(self, message: bytes | str, limit: int) -> None:
-        """Answer a message over ``max_message_bytes`` without handling any of it."""
-        size = len(message)
+    def _refuse_frame(self, code: str, message: str) -> None:
+        """Answer a frame that names no task with one notice (see :func:`frame_notice`)."""
+        if self.session_id is None:
+            # Before authentication no task can be pending on this socket, and every SDK
+            # treats an ``errors`` item of taskType authentication as "authenticate first".
+            self.reply("errors", error_item(code, message, task_type=AUTH))
+            return
+        self._replies.append(_encoded("data", frame_notice(code, message)))
+        self._wake.set()
+
+    def _refuse_oversized(self, message: str, size: int, authenticated: bool) -> None:
+        """Answer a message over the size limit without running any of it.
+
+        Before authentication it is not even parsed (one error). After, one notice for the
+        frame, plus a scoped ``frameTooLarge`` error for each of its first
+        :data:`SCOPED_REFUSALS` tasks, so their senders do not wait for them.
+        """
+        limit = self.server.config.message_limit if authenticated else PRE_AUTH_LIMIT
         text = (
             f"the message is {size} bytes, over this server's limit of {limit} bytes "
             "(max_message_bytes); nothing in it was run: send its tasks in smaller messages"
         )
-        try:
-            items = orjson.loads(message)
-        except orjson.JSONDecodeError:
-            items = None
         log.warning("connection.message_too_large", session=self.session_id, size=size, limit=limit)
-        if not isinstance(items, list) or not items:
-            self.reply("errors", error_item("frameTooLarge", text))
+        if not authenticated:
+            self._refuse_unauthenticated(f"{text}; and authenticate first")
             return
-        for item in items:
-            fields = item if isinstance(item, dict) else {}
-            error = error_item(
-                "frameTooLarge",
-                text,
-                task_type=fields.get("taskType"),
-                task_uuid=fields.get("taskUUID"),
-            )
-            self.reply("errors", error)
+        # Not parsed: a message over the limit could hold millions of tiny objects. The tasks
+        # it names are found by a bounded scan for their taskUUIDs instead.
+        task_type = _TASK_TYPE.search(message, 0, _SCAN_CHARS)
+        kind = {"taskType": task_type[1] if task_type else "upscale"}
+        for match in itertools.islice(_TASK_UUID.finditer(message), SCOPED_REFUSALS):
+            item = {**kind, "taskUUID": match[1]}
+            self.reply("errors", scoped_error(item, "frameTooLarge", text))
+        self._refuse_frame("frameTooLarge", text)
 
-    def _refuse_unauthenticated(self, items: list[Any]) -> None:
-        message = 'authenticate first: send [{"taskType":"authentication","apiKey":"..."}]'
-        for item in items:
-            fields = item if isinstance(item, dict) else {}
-            self.reply(
-                "errors",
-                error_item(
-                    "authenticationRequired",
-                    message,
-                    task_type=fields.get("taskType"),
-                    task_uuid=fields.get("taskUUID"),
-                ),
-            )
+    def _refuse_unauthenticated(
+        self, why: str | None = None, *, first: Mapping[str, Any] | None = None, count: int = 0
+    ) -> None:
+        """One ``authenticationRequired`` error for the whole frame, whatever it holds.
+
+        It names the frame's first task when there is one (a raw client learns which frame it
+        was); no item is looked at beyond the first.
+        """
+        message = why or (
+            'authenticate first: send [{"taskType":"authentication","apiKey":"..."}]; '
+            f"nothing in this frame ({count} item{'' if count == 1 else 's'}) was run"
+        )
+        named = first or {}
+        task_type = named.get("taskType") if bounded_uuid(named.get("taskUUID")) else AUTH
+        error = error_item(
+            "authenticationRequired",
+            message,
+            task_type=task_type if isinstance(task_type, str) else AUTH,
+            task_uuid=named.get("taskUUID"),
+        )
+        self.reply("errors", error)
 
     async def _authenticate(self, item: Mapping[str, Any]) -> bool:
         """Answer the authentication item; returns whether the socket may go on."""
@@ -294,16 +406,37 @@ class ClientSocket:
             log.info("fault.drop_during_auth")
             await self.drop(server.faults.close_code)
             return False
-        outcome = server.handlers.authenticate(item, server.config.clock())
+        now = server.config.clock()
+        address = _peer(self.ws)
+        guard = server.auth_guard
+        if (wait := guard.blocked(address, now)) > 0:
+            # Throttled: the key is not even checked (see :mod:`.auth_guard`).
+            verdict = guard.failed(address, now)
+            if verdict.log:
+                log.warning("auth.throttled", peer=address, unlogged=verdict.unlogged)
+            message = (
+                "too many failed authentications from this address; "
+                f"try again in {math.ceil(wait)} s"
+            )
+            error = error_item("rateLimitExceeded", message, parameter="apiKey", task_type=AUTH)
+            with contextlib.suppress(ConnectionClosed):
+                await self.ws.send(errors_frame([error]), text=True)
+                await self.ws.close(AUTH_TIMEOUT_CODE, "too many failed authentications")
+            return False
+        outcome = server.handlers.authenticate(item, now)
         if isinstance(outcome, KeyRejected):
             self._auth_attempts += 1
-            # Never log the key, not even a prefix: only why it was refused and by whom.
-            log.warning(
-                "auth.rejected",
-                reason=outcome.reason,
-                peer=_peer(self.ws),
-                attempt=self._auth_attempts,
-            )
+            verdict = guard.failed(address, now)
+            # Never log the key, not even a prefix: only why it was refused and by whom. At
+            # most one line per address per log interval, with the count of the others.
+            if verdict.log:
+                log.warning(
+                    "auth.rejected",
+                    reason=outcome.reason,
+                    peer=address,
+                    attempt=self._auth_attempts,
+                    unlogged=verdict.unlogged,
+                )
             # The socket stays open, unauthenticated, until auth_timeout (counted from the
             # handshake) or MAX_AUTH_ATTEMPTS. Closing at once breaks ``runware`` 0.5.24: it
             # takes the close for a drop and reconnects in the background while its caller

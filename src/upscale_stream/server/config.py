@@ -64,6 +64,11 @@ class ServerConfig:
         max_frame_items: Most items the server puts in one outgoing frame.
         max_frame_bytes: Most bytes the server puts in one outgoing frame (a bigger item still
             goes, alone). Under the 1 MiB that ``runware-sdk`` accepts by default.
+        auth_failure_burst: Failed authentications a client address may have before it is
+            throttled (its next attempts get ``rateLimitExceeded`` unchecked).
+        auth_failures_per_minute: Failed authentications a minute an address regains.
+        max_counted_uuids: Most distinct taskUUIDs each test counter (``received``,
+            ``executions``, ``polls``) remembers; the oldest are forgotten first.
         sweep_interval: Real seconds between background expiry sweeps.
         fault_seed: Seed of the fault-injection random generator.
         status_shows_results: Let ``/status`` and ``/status.json`` show the latest output
@@ -98,6 +103,9 @@ class ServerConfig:
     max_in_flight: int = 5_000
     max_frame_items: int = 500
     max_frame_bytes: int = 900 * 1024
+    auth_failure_burst: int = 10
+    auth_failures_per_minute: float = 10.0
+    max_counted_uuids: int = 250_000
     sweep_interval: float = 1.0
     fault_seed: int = 0
     status_shows_results: bool = False
@@ -112,7 +120,14 @@ class ServerConfig:
             raise ValueError("give api_keys=... or set accept_any_key=True (development only)")
         if any(not key for key in self.api_keys):
             raise ValueError("api_keys must not contain an empty key")
-        for name in ("workers", "max_tasks_per_frame", "max_in_flight", "max_frame_items"):
+        for name in (
+            "workers",
+            "max_tasks_per_frame",
+            "max_in_flight",
+            "max_frame_items",
+            "auth_failure_burst",
+            "max_counted_uuids",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         limit, transport = self.max_message_bytes, self.max_size

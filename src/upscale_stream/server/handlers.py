@@ -1,19 +1,20 @@
-"""What the reference server does with each item of a frame, and the work of each task.
+"""What the reference server does with each item of a frame: validate, admit, start, answer.
 
 :class:`TaskHandlers` is called by the socket shell (:mod:`.client_socket`) with the decoded items
 of one frame. It never blocks: the immediate replies to a frame (pongs, async ACKs, validation,
 conflict and limit errors, ``getResponse`` answers) are queued on the socket the frame came on,
-and the work of ``upscale`` and ``imageUpload`` is spawned as asyncio tasks whose CPU-bound parts
-run in the server's worker threads. A task's final answer (its result, or the error it failed
-with) goes to its session through :meth:`.SessionRegistry.finish`, so it is held for a resume if
-the socket is gone (see :mod:`.sessions`).
+and the work of accepted tasks (:mod:`.task_work`) is spawned as asyncio tasks whose CPU-bound
+parts run in the server's worker threads (:mod:`.worker`). A task's final answer (its result,
+or the error it failed with) goes to its session through :meth:`.SessionRegistry.finish`, so it
+is held for a resume if the socket is gone (see :mod:`.sessions`).
 
 Task types (protocol.md sections 2, 3, 5 and 6):
 
 * ``authentication``: :meth:`TaskHandlers.authenticate`, called by the shell for the first frame.
 * ``ping``: a pong in a frame of its own, at once.
 * ``upscale`` / ``imageUpscale``: normalised (``inputs.image`` -> ``inputImage``, pass-through
-  fields dropped, ``2.0`` -> ``2``), validated with :class:`~upscale_stream.models.UpscaleTask`,
+  fields dropped, ``2.0`` -> ``2``), model and factor checked by the registry
+  (:mod:`.upscalers`), the rest validated with :class:`~upscale_stream.models.UpscaleTask`,
   de-duplicated by ``taskUUID``, then run. Input: a stored image UUID, an http(s) URL (this
   server's own image URLs are read from the store, not fetched), a data URI or bare base64.
   The answer echoes the request's ``taskType``.
@@ -41,34 +42,31 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
-from urllib.parse import urlsplit
 
 import orjson
 
 from ..errors import InvalidTask
 from ..inputs import is_uuid
 from ..log import get_logger
-from ..models import ErrorItem, UpscaleTask
-from ..wire import AUTH, GET_RESPONSE, IMAGE_UPLOAD, PING, UPSCALE, UPSCALE_TASK_TYPES
-from . import imaging
+from ..models import UpscaleTask
+from ..wire import AUTH, GET_RESPONSE, IMAGE_UPLOAD, PING, UPSCALE_TASK_TYPES
 from .config import ServerConfig
 from .faults import Faults
-from .image_store import ImageStore, StoredImage
-from .outbound import OutboundError, fetch_url, post_webhook, put_upload
-from .routes import image_uuid_of
-from .sessions import Kind, Session, SessionRegistry, TaskCounts, TaskRecord
+from .image_store import ImageStore
+from .refusals import SCOPED_REFUSALS, bounded_uuid, error_item, scoped_error
+from .sessions import Kind, Session, SessionRegistry, TaskCounts, TaskRecord, compact_json
 from .status import StatusBoard
-from .worker import DecodeJob, RenderJob, TaskFailure
+from .task_work import TaskWork
+from .upscalers import check_upscale, normalise_upscale
+from .worker import TaskFailure
 
 __all__ = [
-    "PASS_THROUGH_FIELDS",
     "Host",
     "KeyAccepted",
     "KeyRejected",
     "Peer",
     "TaskHandlers",
     "error_item",
-    "normalise_upscale",
 ]
 
 T = TypeVar("T")
@@ -77,31 +75,6 @@ GET_TASK_DETAILS = "getTaskDetails"
 MEDIA_STORAGE = "mediaStorage"
 
 log = get_logger(__name__)
-
-PASS_THROUGH_FIELDS = frozenset(
-    {"routing", "providerSettings", "safety", "targetMegapixels", "numberResults"}
-)
-"""Upscale fields the real API accepts that our model does not know; dropped, not rejected."""
-
-_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
-
-
-def error_item(
-    code: str,
-    message: str,
-    *,
-    parameter: str | None = None,
-    task_type: object = None,
-    task_uuid: object = None,
-) -> dict[str, Any]:
-    """An ``errors`` item; ``taskType`` and ``taskUUID`` are included when they are strings."""
-    return ErrorItem(
-        code=code,
-        message=message,
-        parameter=parameter,
-        task_type=task_type if isinstance(task_type, str) else None,
-        task_uuid=task_uuid if isinstance(task_uuid, str) else None,
-    ).to_wire()
 
 
 class Peer(Protocol):
@@ -116,6 +89,9 @@ class Peer(Protocol):
 
     def pong(self) -> None:
         """Queue a pong, sent alone in its frame ahead of everything else."""
+
+    def refuse_unrouted(self, count: int, error: Mapping[str, Any]) -> None:
+        """Count ``count`` refused items that get no answer of their own (the frame notice)."""
 
 
 class Host(Protocol):
@@ -162,34 +138,6 @@ class KeyRejected:
     reason: str
 
 
-def normalise_upscale(item: Mapping[str, Any]) -> dict[str, Any]:
-    """Turn a received upscale item into fields :meth:`UpscaleTask.from_wire` accepts.
-
-    ``imageUpscale`` becomes ``upscale``, ``inputs.image`` becomes ``inputImage``, the
-    :data:`PASS_THROUGH_FIELDS` are dropped and a whole float ``upscaleFactor`` becomes an int.
-
-    Raises:
-        InvalidTask: ``inputs`` is not an object.
-    """
-    fields = {key: value for key, value in item.items() if key not in PASS_THROUGH_FIELDS}
-    fields["taskType"] = UPSCALE
-    inputs = fields.pop("inputs", None)
-    if inputs is not None:
-        if not isinstance(inputs, dict):
-            raise InvalidTask(
-                'must be an object like {"image": ...}',
-                parameter="inputs",
-                value=inputs,
-                code="invalidInputs",
-            )
-        if "inputImage" not in fields and "image" in inputs:
-            fields["inputImage"] = inputs["image"]
-    factor = fields.get("upscaleFactor")
-    if isinstance(factor, float) and factor.is_integer():
-        fields["upscaleFactor"] = int(factor)
-    return fields
-
-
 class TaskHandlers:
     """Handles authentication and the items of every frame for one server.
 
@@ -203,6 +151,7 @@ class TaskHandlers:
         # Tenants are keyed digests of the API keys: stable for this process, never the key,
         # and not reversible without this secret (which never leaves memory).
         self._tenant_secret = os.urandom(32)
+        self.work = TaskWork(host)
 
     def tenant_of(self, key: str) -> str:
         """The opaque tenant id of an API key (the owner of its sessions, tasks and images)."""
@@ -248,14 +197,27 @@ class TaskHandlers:
     def dispatch(self, peer: Peer, items: list[Any], now: float) -> int:
         """Handle the items of one frame from an authenticated socket.
 
+        At most ``max_tasks_per_frame`` items (of any kind) are handled; of the rest, the
+        first :data:`~.refusals.SCOPED_REFUSALS` tasks get a scoped ``tooManyTasks`` error and
+        the others are only counted in the frame's notice, so the work and the output one
+        frame can cause are bounded whatever it holds.
+
         Returns:
-            How many tasks the frame held (authentication, ping and getResponse do not count).
+            How many tasks the frame held (authentication, ping and polls do not count).
         """
         counted = 0
         limit = self.host.config.max_tasks_per_frame
-        for item in items:
+        for index, item in enumerate(items):
+            if index >= limit:
+                counted += self._refuse_excess(peer, items, index, limit)
+                break
             if not isinstance(item, dict):
-                peer.reply("errors", error_item("invalidRequest", _NOT_AN_OBJECT))
+                error = error_item(
+                    "invalidRequest",
+                    f"item {index} of the frame is a JSON {_json_type(item)}; "
+                    "each task must be a JSON object",
+                )
+                peer.reply("errors", error)
                 continue
             task_type = item.get("taskType")
             if task_type == PING:
@@ -271,22 +233,36 @@ class TaskHandlers:
                 self._already_authenticated(peer, item)
                 continue
             counted += 1
-            task_uuid = item.get("taskUUID")
-            self.host.counts.count_received(task_uuid)
-            if counted > limit:
-                message = f"a frame may hold at most {limit} tasks; send the rest in another"
-                peer.reply("errors", _task_error(item, "tooManyTasks", message))
-            elif task_type in UPSCALE_TASK_TYPES:
+            self.host.counts.count_received(bounded_uuid(item.get("taskUUID")))
+            if task_type in UPSCALE_TASK_TYPES:
                 self._submit_upscale(peer, item, now)
             elif task_type == IMAGE_UPLOAD:
                 self._submit_upload(peer, item, now)
             elif task_type == MEDIA_STORAGE:
                 self._submit_media(peer, item, now)
+            elif task_type is None:
+                message = f"taskType is required; supported: {_SUPPORTED}"
+                peer.reply("errors", _task_error(item, "missingTaskType", message, "taskType"))
             else:
-                message = f"taskType {str(task_type)[:60]!r} is not supported by this server"
-                error = _task_error(item, "unsupportedTaskType", message, parameter="taskType")
+                message = f"taskType {_shown(task_type)} is not supported; supported: {_SUPPORTED}"
+                error = _task_error(item, "unsupportedTaskType", message, "taskType")
                 peer.reply("errors", error)
         return counted
+
+    def _refuse_excess(self, peer: Peer, items: list[Any], start: int, limit: int) -> int:
+        """Refuse ``items[start:]`` (over the per-frame limit); returns how many were tasks."""
+        message = (
+            f"a frame may hold at most {limit} items and this one holds {len(items)}; "
+            "nothing past that was run: send the rest in another frame"
+        )
+        scoped = 0
+        for item in items[start : start + SCOPED_REFUSALS]:
+            if isinstance(item, dict) and bounded_uuid(item.get("taskUUID")) is not None:
+                self.host.counts.count_received(item["taskUUID"])
+                peer.reply("errors", _task_error(item, "tooManyTasks", message))
+                scoped += 1
+        peer.refuse_unrouted(len(items) - start - scoped, error_item("tooManyTasks", message))
+        return scoped
 
     def _ping(self, peer: Peer) -> None:
         if self.host.faults.withhold_pongs:
@@ -320,7 +296,7 @@ class TaskHandlers:
 
     def _get_response(self, peer: Peer, item: Mapping[str, Any], now: float) -> None:
         task_uuid = item.get("taskUUID")
-        if not isinstance(task_uuid, str):
+        if bounded_uuid(task_uuid) is None or not isinstance(task_uuid, str):
             error = error_item(
                 "missingTaskUUID",
                 "getResponse needs the taskUUID of the task to look up",
@@ -329,7 +305,7 @@ class TaskHandlers:
             )
             peer.reply("errors", error)
             return
-        self.host.counts.polls[task_uuid] += 1
+        self.host.counts.count_poll(task_uuid)
         record = self.host.registry.lookup(task_uuid, now, tenant=peer.tenant or "")
         if record is None:
             retention = self.host.config.retention
@@ -347,7 +323,7 @@ class TaskHandlers:
 
     def _get_task_details(self, peer: Peer, item: Mapping[str, Any], now: float) -> None:
         task_uuid = item.get("taskUUID")
-        if not isinstance(task_uuid, str):
+        if bounded_uuid(task_uuid) is None or not isinstance(task_uuid, str):
             error = error_item(
                 "missingTaskUUID",
                 "getTaskDetails needs the taskUUID of the task to look up",
@@ -395,13 +371,18 @@ class TaskHandlers:
 
     def _submit_upscale(self, peer: Peer, item: Mapping[str, Any], now: float) -> None:
         task_uuid = item.get("taskUUID")
-        if not isinstance(task_uuid, str):
+        if bounded_uuid(task_uuid) is None or not isinstance(task_uuid, str):
             peer.reply("errors", _missing_uuid(item))
             return
         try:
-            task = UpscaleTask.from_wire(normalise_upscale(item))
+            fields = normalise_upscale(item)
+            model, factor = check_upscale(fields)
+            # The registry decided the model and the factor (Clarity takes fractions, which
+            # the client's model, bound to the seed's 2 | 4, does not); the rest of the task
+            # is validated by the client's model, so client and server share those rules.
+            task = UpscaleTask.from_wire({**fields, "upscaleFactor": 2})
         except InvalidTask as exc:
-            error = _task_error(item, exc.code, str(exc), parameter=exc.parameter)
+            error = _task_error(item, exc.code, _wire_message(exc), parameter=exc.parameter)
             log.info("task.invalid", task_uuid=task_uuid, code=exc.code, parameter=exc.parameter)
             peer.reply("errors", error)
             return
@@ -416,93 +397,18 @@ class TaskHandlers:
             ack = {"taskType": record.task_type, "taskUUID": task_uuid}
             peer.reply("data", ack)
         via_inputs = isinstance(item.get("inputs"), dict) and "inputImage" not in item
-        self._start(peer, record, task.webhook_url, lambda: self._upscale(task, record, via_inputs))
-
-    async def _upscale(
-        self, task: UpscaleTask, record: TaskRecord, via_inputs: bool
-    ) -> dict[str, Any]:
-        config = self.host.config
-        source = await self._resolve_input(task.input_image, record.tenant, "inputImage")
-        output_type = task.output_type or "URL"
-        job = RenderJob(
-            stored=source.data,
-            inline=source.inline,
-            model=task.model,
-            factor=task.upscale_factor,
-            settings=task.settings.wire_names() if task.settings else None,
-            output_format=task.output_format or "JPG",
-            quality=task.output_quality or 95,
-            max_pixels=config.max_pixels,
-            encode_text=output_type != "URL",
+        self._start(
+            peer,
+            record,
+            task.webhook_url,
+            lambda: self.work.upscale(task, model.air, factor, record, via_inputs),
         )
-        done = await self.host.run_in_worker(job.run)
-        now = config.clock()
-        input_uuid = source.image_uuid
-        if input_uuid is None:
-            input_uuid = self._store(
-                done.input_data, done.input_mime, config.url_ttl, now, record.tenant
-            )
-        rendered = done.rendered
-        ttl = float(task.ttl) if task.ttl is not None else config.url_ttl
-        image_uuid = self._store(rendered.data, rendered.mime, ttl, now, record.tenant)
-        if task.upload_endpoint is not None:
-            await self._put_upload(task.upload_endpoint, rendered.data, rendered.mime)
-        result: dict[str, Any] = {
-            "taskType": record.task_type,
-            "taskUUID": record.task_uuid,
-            "imageUUID": image_uuid,
-            "inputImageUUID": input_uuid,
-        }
-        url = self._url(image_uuid, rendered.extension)
-        if output_type == "URL":
-            result["imageURL"] = url
-        elif output_type == "base64Data":
-            result["imageBase64Data"] = done.text
-        else:
-            result["imageDataURI"] = f"data:{rendered.mime};base64,{done.text}"
-        if via_inputs:
-            # protocol.md section 5.3: the JS SDK documents mediaUUID/mediaURL for requests
-            # that use inputs.image, the Python SDKs and the docs imageUUID/imageURL. Both are
-            # sent, naming the same image, so every client finds the spelling it reads.
-            result["mediaUUID"] = image_uuid
-            if output_type == "URL":
-                result["mediaURL"] = url
-        if task.include_cost:
-            result["cost"] = imaging.cost_of(task.model, rendered.width, rendered.height)
-        return result
-
-    async def _resolve_input(self, value: str, tenant: str, parameter: str) -> _Source:
-        if is_uuid(value):
-            image_uuid = value.lower()
-            stored = self.host.images.owned(image_uuid, tenant, self.host.config.clock())
-            if stored is None:
-                # The same answer whether the image never existed, expired or belongs to
-                # another API key: nothing tells one key about another's images.
-                raise TaskFailure(
-                    "invalidInputImage",
-                    f"no image {value} is stored for this API key (uploads and results expire)",
-                    parameter=parameter,
-                )
-            return _Source(data=stored.data, image_uuid=image_uuid)
-        if urlsplit(value).scheme.lower() in ("http", "https"):
-            own = self._own_image(value)
-            if own is not None:
-                return await self._resolve_input(own, tenant, parameter)
-            return _Source(data=await self._fetch(value, parameter))
-        return _Source(inline=value)
-
-    def _own_image(self, url: str) -> str | None:
-        """The image UUID when ``url`` is one of this server's own image URLs."""
-        base = self.host.image_base_url
-        if not url.startswith(base + "/"):
-            return None
-        return image_uuid_of(urlsplit(url).path)
 
     # -- imageUpload and mediaStorage --------------------------------------------------------
 
     def _submit_upload(self, peer: Peer, item: Mapping[str, Any], now: float) -> None:
         task_uuid = item.get("taskUUID")
-        if not isinstance(task_uuid, str):
+        if bounded_uuid(task_uuid) is None or not isinstance(task_uuid, str):
             peer.reply("errors", _missing_uuid(item))
             return
         image = item.get("image")
@@ -513,11 +419,11 @@ class TaskHandlers:
             return
         record = self._admit(peer, item, task_uuid, "sync", now)
         if record is not None:
-            self._start(peer, record, None, lambda: self._upload(image, record, "image"))
+            self._start(peer, record, None, lambda: self.work.upload(image, record, "image"))
 
     def _submit_media(self, peer: Peer, item: Mapping[str, Any], now: float) -> None:
         task_uuid = item.get("taskUUID")
-        if not isinstance(task_uuid, str):
+        if bounded_uuid(task_uuid) is None or not isinstance(task_uuid, str):
             peer.reply("errors", _missing_uuid(item))
             return
         operation = item.get("operation")
@@ -529,7 +435,7 @@ class TaskHandlers:
                 return
             upload = self._admit(peer, item, task_uuid, "sync", now)
             if upload is not None:
-                self._start(peer, upload, None, lambda: self._upload(media, upload, "media"))
+                self._start(peer, upload, None, lambda: self.work.upload(media, upload, "media"))
             return
         if operation == "delete":
             media_uuid = item.get("mediaUUID")
@@ -540,39 +446,12 @@ class TaskHandlers:
                 return
             delete = self._admit(peer, item, task_uuid, "sync", now)
             if delete is not None:
-                self._start(peer, delete, None, lambda: self._delete(media_uuid.lower(), delete))
+                self._start(
+                    peer, delete, None, lambda: self.work.delete(media_uuid.lower(), delete)
+                )
             return
         message = f"operation must be 'upload' or 'delete', not {_shown(operation)}"
         peer.reply("errors", _task_error(item, "invalidOperation", message, parameter="operation"))
-
-    async def _upload(self, value: str, record: TaskRecord, parameter: str) -> dict[str, Any]:
-        config = self.host.config
-        if urlsplit(value).scheme.lower() in ("http", "https"):
-            job = DecodeJob(data=await self._fetch(value, parameter), max_pixels=config.max_pixels)
-        else:
-            job = DecodeJob(inline=value, max_pixels=config.max_pixels)
-        try:
-            data, mime = await self.host.run_in_worker(job.run)
-        except TaskFailure as exc:
-            if exc.parameter == "inputImage":
-                exc.parameter = parameter
-            raise
-        image_uuid = self._store(data, mime, config.url_ttl, config.clock(), record.tenant)
-        url = self._url(image_uuid, _EXTENSIONS[mime])
-        identity = {"taskType": record.task_type, "taskUUID": record.task_uuid}
-        if parameter == "media":
-            return {**identity, "operation": "upload", "mediaUUID": image_uuid, "mediaURL": url}
-        return {**identity, "imageUUID": image_uuid, "imageURL": url}
-
-    async def _delete(self, media_uuid: str, record: TaskRecord) -> dict[str, Any]:
-        if not self.host.images.delete(media_uuid, record.tenant, self.host.config.clock()):
-            raise TaskFailure(
-                "mediaNotFound",
-                f"no media {media_uuid} is stored for this API key",
-                parameter="mediaUUID",
-            )
-        identity = {"taskType": record.task_type, "taskUUID": record.task_uuid}
-        return {**identity, "operation": "delete", "mediaUUID": media_uuid}
 
     # -- running a task ----------------------------------------------------------------------
 
@@ -633,42 +512,14 @@ class TaskHandlers:
         if session is not None:
             host.wake_session(session.session_id)
         host.notify_progress()
-        if webhook_url is not None:
+        if webhook_url is not None and answer.get("parameter") != "webhookURL":
             envelope = {"errors" if failed else "data": [answer]}
-            host.spawn(self._post_webhook(webhook_url, envelope))
-
-    # -- storage and outbound HTTP -----------------------------------------------------------
-
-    def _store(self, data: bytes, mime: str, ttl: float, now: float, owner: str) -> str:
-        image_uuid = str(uuid.uuid4())
-        stored = StoredImage(data, mime, _EXTENSIONS[mime], now + ttl, owner)
-        self.host.images.put(image_uuid, stored)
-        return image_uuid
-
-    def _url(self, image_uuid: str, extension: str) -> str:
-        return f"{self.host.image_base_url}/image/{image_uuid}.{extension}"
-
-    async def _fetch(self, url: str, parameter: str) -> bytes:
-        try:
-            return await fetch_url(url, self.host.config.outbound_policy())
-        except OutboundError as exc:
-            raise TaskFailure(exc.code, exc.message, parameter=parameter) from None
-
-    async def _put_upload(self, url: str, data: bytes, mime: str) -> None:
-        try:
-            await put_upload(url, data, mime, self.host.config.outbound_policy())
-        except OutboundError as exc:
-            raise TaskFailure(exc.code, exc.message, parameter="uploadEndpoint") from None
-
-    async def _post_webhook(self, url: str, payload: Mapping[str, Any]) -> None:
-        try:
-            await post_webhook(url, payload, self.host.config.outbound_policy())
-        except OutboundError as exc:
-            # The URL may carry a token in its query: log the host only.
-            log.warning("webhook.failed", host=urlsplit(url).hostname, code=exc.code)
+            host.spawn(self.work.post_webhook(webhook_url, envelope))
 
 
-_NOT_AN_OBJECT = "each task must be a JSON object"
+_SUPPORTED = ", ".join(
+    ("upscale", "imageUpscale", IMAGE_UPLOAD, MEDIA_STORAGE, GET_RESPONSE, GET_TASK_DETAILS, PING)
+)
 
 
 _LONG_STRING = 4096
@@ -683,7 +534,7 @@ def _request_of(item: Mapping[str, Any]) -> bytes:
     record lives for ``retention`` seconds, and holding every inline input that long would let
     one client pin gigabytes. The image itself is kept in the store (``inputImageUUID``).
     """
-    return orjson.dumps(_elide(item))
+    return compact_json(_elide(item))
 
 
 def _elide(value: Any) -> Any:
@@ -694,6 +545,13 @@ def _elide(value: Any) -> Any:
     if isinstance(value, list):
         return [_elide(inner) for inner in value]
     return value
+
+
+def _wire_message(exc: InvalidTask) -> str:
+    """The message of a validation error, quoting values as JSON (not Python reprs)."""
+    if exc.value is None and exc.code.startswith("missing"):
+        return f"{exc.parameter} is required"
+    return f"{exc.parameter} {_shown(exc.value)}: {exc.reason}"
 
 
 def _shown(value: object) -> str:
@@ -709,28 +567,23 @@ def _identity(record: TaskRecord) -> dict[str, Any]:
     return {"taskType": record.task_type, "taskUUID": record.task_uuid}
 
 
-def _task_error(
-    item: Mapping[str, Any], code: str, message: str, *, parameter: str | None = None
-) -> dict[str, Any]:
-    return error_item(
-        code,
-        message,
-        parameter=parameter,
-        task_type=item.get("taskType"),
-        task_uuid=item.get("taskUUID"),
-    )
+_task_error = scoped_error
+
+
+def _json_type(value: object) -> str:
+    """The JSON name of a decoded value's type, for messages that quote the wire."""
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    return "null" if value is None else "number"
 
 
 def _missing_uuid(item: Mapping[str, Any]) -> dict[str, Any]:
     present = "taskUUID" in item
     code = "invalidTaskUUID" if present else "missingTaskUUID"
     return _task_error(item, code, "taskUUID must be a UUID v4 string", parameter="taskUUID")
-
-
-@dataclass(frozen=True, slots=True)
-class _Source:
-    """A resolved input: stored or downloaded bytes, or inline text still to decode."""
-
-    data: bytes | None = None
-    inline: str | None = None
-    image_uuid: str | None = None

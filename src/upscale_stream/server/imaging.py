@@ -51,8 +51,6 @@ transparency. EXIF orientation is not applied.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 import random
 from collections.abc import Callable, Mapping
@@ -74,7 +72,6 @@ __all__ = [
     "Rendered",
     "cost_of",
     "decode_image",
-    "decode_input_string",
     "encode_output",
     "fit_within_cap",
     "render",
@@ -227,54 +224,6 @@ def decode_image(raw: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.I
     return image
 
 
-def decode_input_string(value: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode an ``inputImage`` given inline: a base64 data URI or bare base64.
-
-    UUIDs and URLs are not handled here; the caller resolves them to bytes and calls
-    :func:`decode_image`.
-
-    Args:
-        value: ``data:image/<type>;base64,<data>`` or ``<data>``. Line breaks inside the base64
-            text and missing ``=`` padding are tolerated.
-        max_pixels: As for :func:`decode_image`.
-
-    Returns:
-        The decoded, fully loaded image.
-
-    Raises:
-        ImagingError: ``invalidInputImage`` when the text is not base64 or not an image data
-            URI, then anything :func:`decode_image` raises.
-    """
-    payload = value
-    if value[:5].lower() == "data:":
-        header, sep, payload = value.partition(",")
-        media_type, _, encoding = header[5:].partition(";")
-        if not sep or encoding.strip().lower() != "base64":
-            raise ImagingError(
-                "invalidInputImage", "the data URI must be base64 (data:<type>;base64,)"
-            )
-        if not media_type.lower().startswith("image/"):
-            raise ImagingError(
-                "invalidInputImage", f"the data URI type {media_type[:40]!r} is not image/*"
-            )
-    return decode_image(_base64_bytes(payload), max_pixels=max_pixels)
-
-
-def _base64_bytes(text: str) -> bytes:
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        compact = "".join(text.split())
-        compact += "=" * (-len(compact) % 4)
-        try:
-            raw = base64.b64decode(compact, validate=True)
-        except (binascii.Error, ValueError):
-            raise ImagingError("invalidInputImage", "inputImage is not valid base64") from None
-    if not raw:
-        raise ImagingError("invalidInputImage", "inputImage is empty")
-    return raw
-
-
 _MAGIC: Mapping[bytes, str] = {
     # leading bytes of formats people send by mistake
     b"GIF87a": "GIF",
@@ -327,7 +276,7 @@ def _corrupt(name: str, exc: BaseException) -> ImagingError:
 # --- sizes ----------------------------------------------------------------------------------------
 
 
-def fit_within_cap(image: Image.Image, factor: int) -> Image.Image:
+def fit_within_cap(image: Image.Image, factor: float) -> Image.Image:
     """Shrink ``image`` so that ``factor`` times its size fits in 4096x4096.
 
     The seed: "a 2048x2048 image with an upscaleFactor of 4 will first be reduced to 1024x1024".
@@ -341,10 +290,10 @@ def fit_within_cap(image: Image.Image, factor: int) -> Image.Image:
         ``image`` itself, or a reduced RGB/RGBA copy whose longer side is ``4096 // factor``.
 
     Raises:
-        ImagingError: ``invalidUpscaleFactor`` when ``factor`` is not an integer from 1 to 4096.
+        ImagingError: ``invalidUpscaleFactor`` when ``factor`` is not a number from 1 to 4096.
     """
     _check_factor(factor)
-    limit = MAX_OUTPUT_SIDE // factor
+    limit = int(MAX_OUTPUT_SIDE // factor)
     width, height = image.size
     if width <= limit and height <= limit:
         return image
@@ -353,11 +302,13 @@ def fit_within_cap(image: Image.Image, factor: int) -> Image.Image:
     return _to_working_mode(image).resize(size, Image.Resampling.LANCZOS)
 
 
-def _check_factor(factor: int) -> None:
-    if type(factor) is not int or not 1 <= factor <= MAX_OUTPUT_SIDE:
+def _check_factor(factor: float) -> None:
+    # Clarity takes fractional factors (docs/server.md); the model registry
+    # (server/upscalers.py) decides which factor each model takes, this only bounds the size.
+    if type(factor) not in (int, float) or not 1 <= factor <= MAX_OUTPUT_SIDE:
         raise ImagingError(
             "invalidUpscaleFactor",
-            f"upscaleFactor must be a whole number, not {factor!r}",
+            f"upscaleFactor must be a number from 1 to {MAX_OUTPUT_SIDE}, not {factor}",
             parameter="upscaleFactor",
         )
 
@@ -376,7 +327,7 @@ class _Pipeline:
 
 
 def upscale_image(
-    image: Image.Image, *, model: str, factor: int, settings: Mapping[str, Any] | None
+    image: Image.Image, *, model: str, factor: float, settings: Mapping[str, Any] | None
 ) -> Image.Image:
     """Upscale ``image`` by exactly ``factor`` with the pipeline of ``model``.
 
@@ -400,7 +351,7 @@ def upscale_image(
     options = _Options.from_settings(settings)
     pipeline = _PIPELINES.get(model, _PLAIN)
     work = _to_working_mode(image)
-    size = (work.width * factor, work.height * factor)
+    size = (max(1, round(work.width * factor)), max(1, round(work.height * factor)))
     resized = pipeline.resize(work, size, options)
     if pipeline.refine is None:
         return resized
@@ -601,7 +552,7 @@ def render(
     raw_or_image: bytes | Image.Image,
     *,
     model: str,
-    factor: int,
+    factor: float,
     settings: Mapping[str, Any] | None,
     output_format: str = "JPG",
     quality: int = 95,

@@ -9,12 +9,12 @@ Failures are :class:`TaskFailure`, which becomes the task's error item.
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..inputs import sniff_mime
+from ..errors import InvalidTask
+from ..inputs import decode_inline, sniff_mime
 from . import imaging
 
 __all__ = ["DecodeJob", "RenderJob", "RenderOutput", "TaskFailure", "inline_bytes"]
@@ -53,7 +53,7 @@ class RenderJob:
     stored: bytes | None
     inline: str | None
     model: str
-    factor: int
+    factor: float
     settings: Mapping[str, Any] | None
     output_format: str
     quality: int
@@ -87,10 +87,13 @@ class DecodeJob:
     data: bytes | None = None
     inline: str | None = None
     max_pixels: int = 40_000_000
+    parameter: str = "image"
 
     def run(self) -> tuple[bytes, str]:
         """The image bytes and their MIME type; raises :class:`TaskFailure` if unusable."""
-        raw = self.data if self.data is not None else inline_bytes(self.inline or "")
+        raw = (
+            self.data if self.data is not None else inline_bytes(self.inline or "", self.parameter)
+        )
         try:
             imaging.decode_image(raw, max_pixels=self.max_pixels).close()
         except imaging.ImagingError as exc:
@@ -98,27 +101,17 @@ class DecodeJob:
         return raw, sniff_mime(raw[:12]) or "image/png"
 
 
-def inline_bytes(value: str) -> bytes:
-    """The bytes of a data URI or bare base64 text (line breaks and lost padding tolerated)."""
-    payload = value
-    if value[:5].lower() == "data:":
-        header, comma, payload = value.partition(",")
-        if not comma or not header.lower().endswith(";base64"):
-            raise TaskFailure(
-                "invalidInputImage",
-                "a data URI input must look like data:image/png;base64,...",
-                parameter="inputImage",
-            )
-    compact = "".join(payload.split())
-    compact += "=" * (-len(compact) % 4)
+def inline_bytes(value: str, parameter: str = "inputImage") -> bytes:
+    """The bytes of an inline image (data URI or bare base64), by the one shared decoder.
+
+    :func:`upscale_stream.inputs.decode_inline` is the rule the client checks inputs with
+    too; a refusal becomes a :class:`TaskFailure` naming ``parameter``.
+    """
     try:
-        raw = base64.b64decode(compact, validate=True)
-    except (binascii.Error, ValueError):
-        raise TaskFailure(
-            "invalidInputImage",
-            "inputImage is not an image UUID, an http(s) URL, a data URI or base64",
-            parameter="inputImage",
-        ) from None
-    if not raw:
-        raise TaskFailure("invalidInputImage", "inputImage is empty", parameter="inputImage")
-    return raw
+        return decode_inline(value, parameter=parameter)[0]
+    except InvalidTask as exc:
+        raise TaskFailure(exc.code, _message(exc), parameter=parameter) from None
+
+
+def _message(exc: InvalidTask) -> str:
+    return f"{exc.parameter}: {exc.reason}"

@@ -16,6 +16,15 @@ instead of blocking the test. An audit hook refuses any connection (and any DNS 
 host that is not loopback and lists it under ``blocked``: the SDK must need nothing but the
 server under test.
 
+``--scenario`` picks what runs after connecting:
+
+* ``upscale`` (default): the one task above;
+* ``stray``: ``--tasks`` sync upscales at once; once they are all pending, a frame-level
+  error is provoked on the same socket (an invalid-JSON frame sent through the SDK's own
+  connection). Every task must still finish (issue 10: the SDK used to fail them all);
+* ``media``: ``media_storage`` uploads the image (``operation: "upload"``), then the upscale
+  runs on the returned ``mediaUUID``; the upload's answer is reported under ``media``.
+
 The report (one line on stdout) has the keys ``sdk``, ``version``, ``connected``,
 ``session_id``, ``results`` (the result dicts), ``error`` (``type``, ``message``, ``code``,
 ``parameter``, ``task_uuid``, ``step``, or ``null``), ``blocked`` and ``elapsed_s``.
@@ -56,7 +65,9 @@ def task_params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def scenario(args: argparse.Namespace, report: dict[str, Any]) -> None:
-    """Connect, run one ``upscale`` through ``client.run()``, fill ``report``."""
+    """Connect, run the ``--scenario`` through the SDK's public calls, fill ``report``."""
+    import asyncio
+
     from runware import RunOptions, Runware
 
     client = Runware(api_key=args.api_key, ws_base_url=args.url)
@@ -68,7 +79,29 @@ async def scenario(args: argparse.Namespace, report: dict[str, Any]) -> None:
         report["session_id"] = getattr(transport, "session_id", None)
         step = "run"
         options = RunOptions(timeout=int(args.step_timeout * 1000))
-        results = await bounded(step, client.run(task_params(args), options), args.step_timeout)
+        params = task_params(args)
+        if args.scenario == "media":
+            step = "media_storage"
+            upload = {"operation": "upload", "media": params["inputs"]["image"]}
+            stored = await bounded(step, client.media_storage(upload, options), args.step_timeout)
+            report["media"] = [dict(item) for item in stored]
+            params["inputs"] = {"image": stored[0]["mediaUUID"]}
+            step = "run"
+        if args.scenario == "stray":
+            runs = [
+                asyncio.ensure_future(client.run({**params, "deliveryMethod": "sync"}, options))
+                for _ in range(args.tasks)
+            ]
+            step = "stray"
+            # The tasks are pending (the server delays them); provoke a frame-level error on
+            # the SDK's own socket, as a stray frame would.
+            await asyncio.sleep(args.stray_after)
+            await bounded(step, transport._ws.send("this is not JSON"), args.step_timeout)  # type: ignore[union-attr]
+            step = "run"
+            batches = await bounded(step, asyncio.gather(*runs), args.step_timeout)
+            report["results"] = [dict(item) for batch in batches for item in batch]
+            return
+        results = await bounded(step, client.run(params, options), args.step_timeout)
         report["results"] = [dict(item) for item in results]
     except Exception as exc:
         report["error"] = describe_error(exc, step)
@@ -94,6 +127,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--include-cost", action="store_true")
     parser.add_argument("--delivery", choices=("sync", "async"), default="async")
     parser.add_argument("--step-timeout", type=float, default=30.0)
+    parser.add_argument("--scenario", choices=("upscale", "stray", "media"), default="upscale")
+    parser.add_argument("--tasks", type=int, default=3, help="tasks of the stray scenario")
+    parser.add_argument(
+        "--stray-after", type=float, default=0.3, help="seconds before the stray frame"
+    )
     return parser.parse_args(argv)
 
 
