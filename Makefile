@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # Every extra that some test needs: a skipped test proves nothing.
 TEST_EXTRAS := dev,ray,otel,fast,sr,browser
 
-.PHONY: venv demo test lint typecheck unit bench bench-quick chaos serve clean
+.PHONY: venv demo test lint typecheck unit bench bench-quick bench-ray chaos serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# make demo ENGINE=neural: the embedded server upscales with Real-ESRGAN (docs/engines.md).
+ENGINE ?= pillow
+
 demo: $(STAMP)
-	$(BIN)/upscale-stream demo
+	$(BIN)/upscale-stream demo --engine $(ENGINE)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
@@ -43,6 +46,9 @@ bench: $(BENCH_STAMP)
 
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.harness --quick
+
+bench-ray: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.ray_scaling --write benchmarks/ray_scaling.json
 
 chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos.runner --tasks 200000 --seed 1

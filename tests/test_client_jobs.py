@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 from websockets.asyncio.server import ServerConnection, serve
 
-from upscale_stream import Client, JobMismatch, Polling, Retry, UpscaleClient
+from upscale_stream import Client, JobMismatch, Polling, Retry, TaskRetry, UpscaleClient
 from upscale_stream.jobs import JobTask, input_key, options_digest
 from upscale_stream.models import TaskTemplate
 from upscale_stream.server import ReferenceServer, ServerConfig
@@ -161,3 +161,23 @@ async def test_a_task_the_server_forgot_goes_again_under_the_next_attempts_task_
         ("upscale", job.task_uuid(1)),
     ]
     assert result.task_uuid == job.task_uuid(1)
+
+
+async def test_a_rerun_after_a_transient_retry_runs_the_input_once_across_attempts(
+    server: ReferenceServer,
+) -> None:
+    # The first attempt of every input draws a transient error; its retry goes through. The
+    # reference server, like a real one that refuses before it runs, keeps no record of the
+    # refused taskUUID. A process that retried under attempt 1 and then died left attempt 0
+    # unknown to the server: its rerun would send attempt 0 again, unrefused, and the input
+    # would run a second time (under another taskUUID). Retrying under the same taskUUID
+    # keeps one taskUUID per input, whatever the server remembers of refusals.
+    server.faults.transient_error_every = 1
+    fast = TaskRetry(initial=0.01, max_delay=0.02, jitter=0.0)
+    async with client_for(server, task_retry=fast) as first:
+        done = await first.upscale(INPUTS[0], job_id="job-5")
+    assert server.faults.fired["transient_error"] >= 1
+    async with client_for(server, task_retry=fast) as rerun:
+        again = await rerun.upscale(INPUTS[0], job_id="job-5")
+    assert again.task_uuid == done.task_uuid
+    assert sum(server.executions.values()) == 1  # one run of the input, under any taskUUID

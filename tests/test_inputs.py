@@ -298,7 +298,6 @@ def test_a_data_uri_whose_declared_mime_lies_is_rejected(verify: bool) -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        data_uri(image_bytes("GIF"), "image/gif"),
         data_uri(image_bytes("PNG"), "image/PNG"),
         "data:image/png," + "iVBORw0KGgo",
         "data:image/png;base64,not base64!",
@@ -307,6 +306,11 @@ def test_a_data_uri_whose_declared_mime_lies_is_rejected(verify: bool) -> None:
 )
 def test_malformed_data_uris_are_rejected(text: str) -> None:
     rejected(text, "invalidInputImage")
+
+
+def test_a_data_uri_of_another_image_format_is_unsupported_naming_it() -> None:
+    error = rejected(data_uri(image_bytes("GIF"), "image/gif"), "unsupportedImageFormat")
+    assert "image/gif" in error.reason
 
 
 def test_a_data_uri_with_an_empty_payload_is_rejected() -> None:

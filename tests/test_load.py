@@ -121,8 +121,9 @@ async def run_connection(url: str, image_uuid: str, seed: int) -> tuple[list[str
     # 25,000 tasks in flight against one server on a shared 2-core box: its read loop reaches
     # a ping only after every task frame queued before it, so pongs come late. The busy-link
     # rule (a silent link with tasks in flight is dead within 20 s, issue 13) would drop live
-    # links here; this test is about overload, so it keeps the idle rule's patience.
-    heartbeat = Heartbeat(busy_interval=30.0, pong_timeout=20.0)
+    # links here, and on a box shared at load 13 even the old 30 s + 20 s did: this test is
+    # about overload, not dead links, so its heartbeat is patient.
+    heartbeat = Heartbeat(interval=60.0, busy_interval=60.0, pong_timeout=60.0)
     async with UpscaleClient(
         api_key=KEY, url=url, retry=retry, heartbeat=heartbeat, seed=seed
     ) as client:

@@ -147,12 +147,14 @@ def test_not_found_sends_the_task_again_under_the_next_attempts_task_uuid() -> N
     sent(session, 0.1)
     gone = {"taskType": "getTaskDetails", "taskUUID": U0, "code": "taskFailedOrNotFound"}
     session.receive_text(errors(gone), 0.2)
-    assert session.events_received() == []
+    (retrying,) = session.events_received()
+    assert isinstance(retrying, TaskRetrying) and retrying.delay == 0.0
+    assert (retrying.old_uuid, retrying.new_uuid, retrying.attempt) == (U0, U1, 2)
     (again,) = sent(session, 0.2)
     assert again["taskUUID"] == U1 and again["inputImage"] == IMAGE
     session.receive_text(data(result_item(U1)), 0.3)
     (done,) = session.events_received()
-    assert isinstance(done, TaskResult) and done.task_uuid == U0 and done.attempts == 2
+    assert isinstance(done, TaskResult) and done.task_uuid == U0
 
 
 def test_an_echoed_transient_error_goes_again_under_the_next_attempt() -> None:

@@ -117,6 +117,7 @@ class Connection:
         self._rng = rng or random.Random()
         self._loop = asyncio.get_running_loop()
         self._waiters: dict[str, TaskCallback] = {}
+        self._attempts: dict[str, int] = {}  # tries of retried tasks only, by key
         self.window = Window(session.limits.max_in_flight)
         """The adaptive in-flight window; ``window.size`` is the current limit."""
         self._slots = InFlightWindow(self.window, self._loop)
@@ -202,7 +203,8 @@ class Connection:
             else "the client was closed before this task finished"
         )
         for key in pending:
-            self._resolve(key, None, ClientClosed(reason), 0)
+            self._resolve(key, None, ClientClosed(reason), self._attempts.get(key, 1))
+        self._attempts.clear()
         self._slots.fail_waiters(ClientClosed("the client was closed while waiting for a slot"))
         self._cancel_timer()
         self._report_throttled()
@@ -276,6 +278,8 @@ class Connection:
         if self._waiters.pop(task_uuid, None) is None:
             return False
         self.metrics.task_forgotten(task_uuid)
+        if self._attempts:
+            self._attempts.pop(task_uuid, None)
         self.session.cancel(task_uuid)
         self._check_drained()
         return True
@@ -483,20 +487,21 @@ class Connection:
         window = self.window
         for event in self.session.events_received():
             if type(event) is TaskResult:
+                key = event.task_uuid
+                tries = self._attempts.pop(key, 1) if self._attempts else 1
                 try:
                     result = factory(event.item)
                 except Exception as exc:  # a result we cannot read fails its task only
-                    error = InvalidResult(
-                        f"task {event.task_uuid}: unreadable result: {exc}",
-                        task_uuid=event.task_uuid,
-                    )
-                    resolve(event.task_uuid, None, error, event.attempts)
+                    error = InvalidResult(f"task {key}: unreadable result: {exc}", task_uuid=key)
+                    resolve(key, None, error, tries)
                 else:
-                    resolve(event.task_uuid, result, None, event.attempts)
+                    resolve(key, result, None, tries)
                 window.on_success()
                 if not self._proven:
                     self._check_health()
             elif type(event) is TaskFailed:
+                if self._attempts:
+                    self._attempts.pop(event.task_uuid, None)
                 resolve(event.task_uuid, None, event.error, event.attempts)
             else:
                 self._session_event(event)
@@ -521,6 +526,7 @@ class Connection:
         match event:
             case TaskRetrying():
                 self.retries += 1
+                self._attempts[event.task_uuid] = event.attempt
                 if event.rate_limited:
                     self.rate_limited += 1
                     if self.window.on_rate_limited(event.sent_seq, self.session.tasks_sent):
@@ -615,7 +621,8 @@ class Connection:
                 task_error.__cause__ = error.__cause__
             else:
                 task_error = error
-            self._resolve(uuid, None, task_error, 0)
+            self._resolve(uuid, None, task_error, self._attempts.get(uuid, 1))
+        self._attempts.clear()
         self._slots.fail_waiters(error)
         self._check_drained()
         self._cancel_timer()

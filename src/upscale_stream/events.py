@@ -58,12 +58,12 @@ class TaskResult:
     """A task finished; ``item`` is the server's result item (a dict with wire names).
 
     ``task_uuid`` is the task's key (its first taskUUID); the item's ``taskUUID`` is the
-    final attempt's. ``attempts`` counts the tries, this one included.
+    final attempt's. Tries before this one were announced by :class:`TaskRetrying` (kept out
+    of this event: it is made once per task on the hot path).
     """
 
     task_uuid: str
     item: dict[str, Any]
-    attempts: int = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,7 @@ _UUID_RE = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _BASE64_RE = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _DATA_URI_RE = re.compile(r"data:image/(png|jpeg|jpg|webp);base64,(.*)", re.DOTALL)
+_OTHER_IMAGE_URI_RE = re.compile(r"data:image/([a-z0-9.+-]{1,20});base64,")
 _DECLARED_MIME = {"png": _PNG, "jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp"}
 _FORMAT_OF_MIME = {mime: name for name, mime in SUPPORTED_MIME.items()}
 _PNG_MODES = frozenset({"1", "L", "LA", "I;16", "I;16B", "P", "RGB", "RGBA"})
@@ -280,6 +281,9 @@ def _split_inline(text: str, shown: str) -> tuple[str, str | None]:
         return text, None
     match = _DATA_URI_RE.fullmatch(text)
     if match is None:
+        other = _OTHER_IMAGE_URI_RE.match(text)
+        if other is not None:  # a well-formed data URI of a format the API does not take
+            raise _unsupported(f"the data URI declares image/{other.group(1)}", shown)
         reason = "a data URI must look like data:image/<png|jpeg|jpg|webp>;base64,<payload>"
         raise _invalid(reason, shown)
     return match.group(2), _DECLARED_MIME[match.group(1)]

@@ -28,7 +28,8 @@ Task lifecycle (:class:`TaskState`), protocol.md sections 2, 4 and 6::
     AWAITING_REPLAY --resume grace over, or session not resumed--> QUEUED (resent, same taskUUID)
     ACKNOWLEDGED / RECOVERING --session not resumed (server restart)--> QUEUED (resent)
     resent task --conflictTaskUUID--> RECOVERING --getResponse polls--> (forgotten)
-    IN_FLIGHT --transient error answer--> RETRY_WAIT --delay--> QUEUED (next attempt's taskUUID)
+    IN_FLIGHT --transient error answer--> RETRY_WAIT --delay--> QUEUED (next attempt's taskUUID;
+                                                                  a job task keeps its own)
 
 Rules that keep every task resolved exactly once and never run twice:
 
@@ -37,7 +38,10 @@ Rules that keep every task resolved exactly once and never run twice:
   (:data:`~upscale_stream.policy.RETRYABLE_CODES`): then the server is known not to have run
   it, and the next attempt's taskUUID comes from :func:`~upscale_stream.jobs.attempt_task_uuid`
   (random, or derived for a job). A taskUUID sent more than once may be running from its first
-  send, so its retry keeps that taskUUID (the chaos run found this). The shell
+  send, so its retry keeps that taskUUID (the chaos run found this). A task of a job keeps
+  its taskUUID on retry too, until the server's record says the attempt failed: a refusal
+  may leave no record, and a later process of the job starts again from attempt 0
+  (docs/jobs.md, "Retries after an error answer keep the taskUUID"). The shell
   keeps knowing the task by its first taskUUID (its *key*); events carry the key, result items
   the final taskUUID.
 * After a drop, the shell re-authenticates with the old ``connectionSessionUUID``. If the server
@@ -96,7 +100,7 @@ from .events import (
 from .jobs import JobTask
 from .models import ErrorItem, new_task_uuid
 from .policy import backoff
-from .records import Phase, Schedule, TaskRecord, TaskState
+from .records import Phase, Schedule, SessionSettings, TaskRecord, TaskState
 from .recovery import POLL_TYPES, RecoveryRules, task_error
 
 __all__ = [
@@ -153,12 +157,18 @@ class ClientSession(RecoveryRules):
         new_uuid: Callable[[], str] = new_task_uuid,
     ) -> None:
         self.limits = limits or Limits()
-        self.heartbeat = heartbeat or Heartbeat()
-        self.polling = polling or Polling()
-        self.retry = retry or Retry()
-        self.task_retry = task_retry or TaskRetry()
-        self._rng = rng or random.Random()
-        self._new_uuid = new_uuid
+        # The rarely read settings share one attribute: CPython 3.11 keeps fast attribute
+        # access only for instances of at most 30 attributes (its shared-key dicts).
+        self._settings = SessionSettings(
+            heartbeat or Heartbeat(),
+            polling or Polling(),
+            retry or Retry(),
+            task_retry or TaskRetry(),
+            auth_timeout,
+            task_timeout,
+            rng or random.Random(),
+            new_uuid,
+        )
         self.error: BaseException | None = None
         """The unexpected exception that moved the core to :attr:`Phase.ERROR`."""
         self.tasks_sent = 0
@@ -169,8 +179,6 @@ class ClientSession(RecoveryRules):
         all at once. ``None``: no cap."""
         self._on_wire = 0
         self._retry_ready: deque[TaskRecord] = deque()
-        self.auth_timeout = auth_timeout
-        self.task_timeout = task_timeout
         self.phase = Phase.IDLE
         self.session_id: str | None = None
         self._tasks: dict[str, TaskRecord] = {}  # by key (the first taskUUID)
@@ -197,6 +205,36 @@ class ClientSession(RecoveryRules):
         self.deadline_version = 0
         """Bumped whenever a deadline may have moved *earlier*; the shell re-arms its timer only
         then (other deadlines, like the heartbeat's, only ever move later)."""
+
+    @property
+    def heartbeat(self) -> Heartbeat:
+        """Ping-after-silence intervals and the pong deadline."""
+        return self._settings.heartbeat
+
+    @property
+    def polling(self) -> Polling:
+        """``getResponse`` / ``getTaskDetails`` backoff."""
+        return self._settings.polling
+
+    @property
+    def retry(self) -> Retry:
+        """Reconnect settings (``resume_grace`` is used here)."""
+        return self._settings.retry
+
+    @property
+    def task_retry(self) -> TaskRetry:
+        """Retries of tasks answered with a transient error."""
+        return self._settings.task_retry
+
+    @property
+    def auth_timeout(self) -> float:
+        """Seconds to wait for the answer to the authentication frame."""
+        return self._settings.auth_timeout
+
+    @property
+    def task_timeout(self) -> float | None:
+        """Default seconds from :meth:`submit` to a task's end."""
+        return self._settings.task_timeout
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -250,7 +288,7 @@ class ClientSession(RecoveryRules):
         self._check_open()
         if task_uuid in self._tasks or task_uuid in self._renamed:
             raise DuplicateTaskUUID(task_uuid)
-        seconds = self.task_timeout if timeout is None else timeout
+        seconds = self._settings.task_timeout if timeout is None else timeout
         deadline = None if seconds is None else now + seconds
         task = TaskRecord(task_uuid, task_uuid, payload, is_async, seconds, deadline, job)
         self._tasks[task_uuid] = task
@@ -330,7 +368,7 @@ class ClientSession(RecoveryRules):
         Raises:
             InternalError: the core failed (now or earlier); it refuses every later call.
         """
-        if self.phase is Phase.ERROR:
+        if self.phase is _ERROR:
             self._check_open()
         try:
             self._receive_text(text, now)
@@ -527,13 +565,15 @@ class ClientSession(RecoveryRules):
     # -- internals -----------------------------------------------------------------------------
 
     def _check_open(self) -> None:
-        if self.phase is Phase.CLOSED:
+        phase = self.phase
+        if phase is not _CLOSED and phase is not _ERROR:
+            return
+        if phase is _CLOSED:
             raise RuntimeError("the session is closed")
-        if self.phase is Phase.ERROR:
-            raise InternalError(
-                "the client core failed earlier and refuses further calls; "
-                "create a new client (and please report the first error)"
-            ) from self.error
+        raise InternalError(
+            "the client core failed earlier and refuses further calls; "
+            "create a new client (and please report the first error)"
+        ) from self.error
 
     def _broken(self, exc: BaseException) -> BaseException:
         """Enter the terminal ERROR state after an unexpected exception (h11's rule).
@@ -629,7 +669,7 @@ class ClientSession(RecoveryRules):
         self.deadline_version += 1
 
     def _forget(self, task: TaskRecord) -> None:
-        if task.state is TaskState.IN_FLIGHT:
+        if task.state is _IN_FLIGHT:
             self._on_wire -= 1
         del self._tasks[task.key]
         if task.uuid is not task.key:
@@ -717,7 +757,7 @@ class ClientSession(RecoveryRules):
             elif state is TaskState.AWAITING_REPLAY:
                 self.replayed_count += 1
             self._forget(task)
-            self._events.append(TaskResult(task.key, item, task.attempts))
+            self._events.append(TaskResult(task.key, item))
         elif status == "success":
             # "success" with no image is not a result: the caller would only find out at
             # save() time. It fails its task now.
@@ -816,6 +856,12 @@ class ClientSession(RecoveryRules):
                 )
             )
         )
+
+
+# Module constants: an enum attribute lookup costs ~90 ns, too much per task.
+_IN_FLIGHT = TaskState.IN_FLIGHT
+_CLOSED = Phase.CLOSED
+_ERROR = Phase.ERROR
 
 
 def _sample(value: Any, limit: int = 120) -> str:

@@ -9,11 +9,14 @@ from __future__ import annotations
 import enum
 import heapq
 import math
+import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from .config import Heartbeat, Polling, Retry, TaskRetry
 from .jobs import JobTask
 
-__all__ = ["Phase", "Schedule", "TaskRecord", "TaskState"]
+__all__ = ["Phase", "Schedule", "SessionSettings", "TaskRecord", "TaskState"]
 
 
 class Phase(enum.Enum):
@@ -101,3 +104,17 @@ class Schedule:
             slot = heapq.heappop(self._heap)
             due.extend(self._buckets.pop(slot, ()))
         return due
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """The core's settings that are read rarely (not per task), kept in one attribute."""
+
+    heartbeat: Heartbeat
+    polling: Polling
+    retry: Retry
+    task_retry: TaskRetry
+    auth_timeout: float
+    task_timeout: float | None
+    rng: random.Random
+    new_uuid: Callable[[], str]

@@ -5,7 +5,8 @@ one state machine; this module only keeps its recovery half readable). It decide
 pure policies of :mod:`upscale_stream.policy`:
 
 * an error answer: retry (after a delay, under the next attempt's taskUUID when the server
-  proved the old one did not run; else under the same) or fail;
+  proved the old one did not run and the task belongs to no job; else under the same) or
+  fail;
 * a ``conflictTaskUUID`` that the core can explain (a resend, or a task of a job that an
   earlier process sent): recover the result with ``getResponse`` or ``getTaskDetails``;
 * a ``getTaskDetails`` reply: check the echoed request against ours (a difference is a
@@ -18,21 +19,18 @@ Why none of this can run a task twice is written down in docs/jobs.md and in the
 
 from __future__ import annotations
 
-import random
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from . import wire
-from .config import TaskRetry
 from .errors import APIError, InvalidResult, JobMismatch, UpscaleError
 from .events import Event, TaskRetrying
 from .jobs import attempt_task_uuid
 from .models import ErrorItem
 from .policy import is_not_found, is_rate_limit, is_retryable_code, task_retry_delay
-from .records import Schedule, TaskRecord, TaskState
+from .records import Schedule, SessionSettings, TaskRecord, TaskState
 
 __all__ = ["POLL_TYPES", "RecoveryRules", "first_difference", "task_error"]
 
@@ -41,10 +39,8 @@ class RecoveryRules:
     """The recovery half of the core; mixed into ``ClientSession``, which owns the state."""
 
     # State owned by ClientSession (declared here for the type checker).
-    task_retry: TaskRetry
+    _settings: SessionSettings
     deadline_version: int
-    _rng: random.Random
-    _new_uuid: Callable[[], str]
     _tasks: dict[str, TaskRecord]
     _renamed: dict[str, TaskRecord]
     _queue: deque[TaskRecord]
@@ -79,10 +75,16 @@ class RecoveryRules:
         """
         if is_not_found(error.code) and task.job is not None:
             self._stop_polling(task)
-            self._rename(task, attempt_task_uuid(task.job, task.attempts, self._new_uuid))
+            old = task.uuid
+            self._rename(task, attempt_task_uuid(task.job, task.attempts, self._settings.new_uuid))
             task.attempts += 1
             task.state = TaskState.QUEUED
             self._queue.append(task)
+            self._events.append(
+                TaskRetrying(
+                    task.key, old, task.uuid, task.attempts, 0.0, error, False, task.sent_seq
+                )
+            )
         elif not is_retryable_code(error.code):
             self._fail(task, error)
         # else: a transient refusal of the poll; the next poll is already scheduled
@@ -154,7 +156,11 @@ class RecoveryRules:
         if rate_limited:
             task.rate_limited += 1
         delay = task_retry_delay(
-            self.task_retry, task.attempts, task.rate_limited, error.code, self._rng
+            self._settings.task_retry,
+            task.attempts,
+            task.rate_limited,
+            error.code,
+            self._settings.rng,
         )
         if delay is None:
             self._fail(task, error)
@@ -163,13 +169,19 @@ class RecoveryRules:
             self._fail(task, error)  # the retry could not finish in time anyway
             return
         old = task.uuid
-        if task.resent and not known_failed:
+        if (task.resent or task.job is not None) and not known_failed:
             # This taskUUID went out more than once: the error may answer the resend while
             # the first send runs (or ran). Only the same taskUUID is safe then; a server
             # that has it answers conflictTaskUUID and the core recovers the result.
+            # A job task keeps its taskUUID too: a server that refused it (rate limit,
+            # transient error) may keep no record of the refusal, so a later process of the
+            # job, starting again from attempt 0, would run the input a second time if this
+            # one had moved on to attempt 1. The next attempt's taskUUID is used only once
+            # the server's own record says this one failed (``known_failed``).
             new = old
+            task.resent = True  # a conflict on it now means "the server has it": recover
         else:
-            new = attempt_task_uuid(task.job, task.attempts, self._new_uuid)
+            new = attempt_task_uuid(task.job, task.attempts, self._settings.new_uuid)
             if new in self._tasks or new in self._renamed:
                 self._fail(task, error)  # cannot happen with random or derived UUIDs
                 return

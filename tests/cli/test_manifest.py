@@ -1,15 +1,28 @@
-"""The resume manifest: digests, lines, damaged lines, and what counts as done."""
+"""The output folder's state: digests, lines, what counts as done, the order of a write,
+part files and their recovery, file modes, and the job id."""
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import os
 from pathlib import Path, PurePosixPath
+from typing import Any
 
+import pytest
+
+from upscale_stream.cli import manifest as manifest_module
 from upscale_stream.cli.manifest import (
     Entry,
     ManifestWriter,
     is_done,
+    job_id_for,
     options_digest,
+    part_path,
     read_manifest,
+    recover_outputs,
+    remove_part_files,
+    write_file_atomic,
 )
 
 
@@ -93,3 +106,96 @@ def test_done_needs_the_same_options_the_same_output_and_the_file_still_there(
     assert not is_done(entries, "/in/a.png", "d2", output, tmp_path)
     assert not is_done(entries, "/in/a.png", "d1", PurePosixPath("a@2x.jpg"), tmp_path)
     assert not is_done(entries, "/in/b.png", "d1", output, tmp_path)
+
+
+# -- the order of a write, part files, recovery, the job id ------------------------------------
+
+
+def test_commit_writes_the_part_file_then_the_line_then_renames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[str] = []
+    real_replace = os.replace
+
+    def replace(source: Any, target: Any) -> None:
+        # At the rename, the line is already in the manifest and the bytes in the part file.
+        seen.append(Path(source).name)
+        assert read_manifest(tmp_path / "m.jsonl")[("/in/a.png", "d1")].sha256
+        assert Path(source).read_bytes() == b"image bytes"
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with ManifestWriter(tmp_path / "m.jsonl") as writer:
+        writer.commit(tmp_path, entry(output="sub/a.jpg"), b"image bytes")
+
+    assert (tmp_path / "sub" / "a.jpg").read_bytes() == b"image bytes"
+    assert seen == [f".a.jpg.{entry().task_uuid}.part"]
+    [line] = read_manifest(tmp_path / "m.jsonl").values()
+    assert (line.bytes_out, line.sha256) == (11, hashlib.sha256(b"image bytes").hexdigest())
+
+
+def test_a_failed_part_write_leaves_no_line_and_no_part_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(path: Path, content: bytes) -> None:
+        path.write_bytes(content[:3])
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(manifest_module, "_write_new_file", full)
+    with ManifestWriter(tmp_path / "m.jsonl") as writer, pytest.raises(OSError):
+        writer.commit(tmp_path, entry(), b"image bytes")
+
+    assert read_manifest(tmp_path / "m.jsonl") == {}
+    assert [p.name for p in tmp_path.iterdir()] == ["m.jsonl"]
+
+
+def test_a_line_and_a_matching_part_file_are_recovered_and_a_mismatch_is_not(
+    tmp_path: Path,
+) -> None:
+    good = Entry(**{**_fields(entry(output="a.jpg")), "sha256": _sha(b"abc"), "bytes_out": 3})
+    bad = Entry(
+        **{
+            **_fields(entry(input="/in/b.png", output="b.jpg")),
+            "sha256": _sha(b"xyz"),
+            "bytes_out": 3,
+        }
+    )
+    (tmp_path / part_path(PurePosixPath("a.jpg"), good.task_uuid)).write_bytes(b"abc")
+    (tmp_path / part_path(PurePosixPath("b.jpg"), bad.task_uuid)).write_bytes(b"xy!")
+    entries = {(good.input, good.options): good, (bad.input, bad.options): bad}
+
+    assert recover_outputs(entries, tmp_path) == 1
+    assert (tmp_path / "a.jpg").read_bytes() == b"abc"
+    assert not (tmp_path / "b.jpg").exists()
+    assert remove_part_files(tmp_path) == 1
+    assert list(tmp_path.iterdir()) == [tmp_path / "a.jpg"]
+
+
+def test_files_get_the_mode_the_umask_allows_not_0600(tmp_path: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        write_file_atomic(tmp_path / "s.json", b"{}")
+        with ManifestWriter(tmp_path / "m.jsonl") as writer:
+            writer.commit(tmp_path, entry(), b"bytes")
+    finally:
+        os.umask(old)
+    assert oct((tmp_path / "s.json").stat().st_mode & 0o777) == "0o640"
+    assert oct((tmp_path / "a.jpg").stat().st_mode & 0o777) == "0o640"
+
+
+def test_the_job_id_is_kept_in_the_folder_and_new_job_replaces_it(tmp_path: Path) -> None:
+    first, created = job_id_for(tmp_path / "state", new_job=False)
+    again, created_again = job_id_for(tmp_path / "state", new_job=False)
+    fresh, created_fresh = job_id_for(tmp_path / "state", new_job=True)
+
+    assert (created, created_again, created_fresh) == (True, False, True)
+    assert again == first != fresh
+    assert job_id_for(tmp_path / "state", new_job=False) == (fresh, False)
+
+
+def _fields(value: Entry) -> dict[str, Any]:
+    return {name: getattr(value, name) for name in Entry.__dataclass_fields__}
+
+
+def _sha(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()

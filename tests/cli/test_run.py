@@ -20,10 +20,12 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 from upscale_stream.cli import main
-from upscale_stream.cli.run import choose_endpoint
+from upscale_stream.cli.run import choose_endpoint, display_url
 from upscale_stream.config import DEFAULT_URL
 from upscale_stream.models import CCSR, CLARITY, SD_LATENT_UPSCALER, SWINIR
 from upscale_stream.testing import TEST_API_KEY, LocalServer
@@ -320,19 +322,19 @@ async def test_bad_inputs_fail_alone_with_the_reason_and_the_exit_code_is_1(
     unknown_uuid = "0f8fad5b-d9cb-469f-a165-70867728950e"
     out = tmp_path / "out"
 
-    argv = ["run", str(source), str(tmp_path / "missing.png"), unknown_uuid, "--out", str(out)]
+    argv = ["run", str(source), unknown_uuid, "--out", str(out)]
     code = await run_cli([*argv, *server_args(upscale_server, TEST_API_KEY)])
 
     assert code == 1
     assert image_size(out / "good.jpg") == (20, 20)
     failures = {Path(f["input"]).name: f for f in summary_of(out)["failures"]}
     assert failures["corrupt.png"]["code"] == "corruptImage"
-    assert failures["missing.png"]["code"] == "inputImageNotFound"
+    assert failures["corrupt.png"]["taskUUID"] is None  # rejected before it was sent
     by_server = failures[unknown_uuid]
     assert by_server["code"] == "invalidInputImage"
     assert "no image" in by_server["message"] and by_server["taskUUID"]
     text = capsys.readouterr().out
-    assert "done: 4 inputs: 1 succeeded, 3 failed" in text
+    assert "done: 3 inputs: 1 succeeded, 2 failed" in text
     assert f"{unknown_uuid}: invalidInputImage: {by_server['message']}" in text
 
 
@@ -598,3 +600,49 @@ def test_outputs_keep_transparency_when_the_format_can_hold_it(tmp_path: Path) -
 
     with Image.open(tmp_path / "o" / "alpha.png") as image:
         assert image.mode == "RGBA" and image.size == (12, 12)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("wss://ws-api.runware.ai/v1?apiKey=sk-123", "wss://ws-api.runware.ai/v1?apiKey=***"),
+        ("ws://user:pw@127.0.0.1:8765/v1?a=1&b=2", "ws://127.0.0.1:8765/v1?a=***&b=***"),
+        ("ws://127.0.0.1:8765/v1", "ws://127.0.0.1:8765/v1"),
+    ],
+)
+def test_a_url_is_shown_without_its_password_or_query_values(url: str, shown: str) -> None:
+    assert display_url(url) == shown
+
+
+def test_ray_address_without_engine_ray_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_image(tmp_path / "a.png")
+    code = main(
+        ["run", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--ray-address", "auto"]
+    )
+    assert code == 2
+    assert "--ray-address auto: only with --engine ray" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.text(
+                alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_",
+                min_size=1,
+                max_size=8,
+            ),
+            st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-._~", min_size=4, max_size=24),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_no_query_value_of_a_url_survives_display(pairs: list[tuple[str, str]]) -> None:
+    query = "&".join(f"{name}={value}" for name, value in pairs)
+    shown = display_url(f"wss://ws-api.runware.ai/v1?{query}")
+    assert shown.startswith("wss://ws-api.runware.ai/v1?")
+    for _, value in pairs:
+        assert f"={value}" not in shown

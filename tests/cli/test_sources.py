@@ -49,12 +49,22 @@ def test_a_file_given_directly_keeps_only_its_name(tree: Path) -> None:
     assert stems(found) == ["e"]
 
 
-def test_a_missing_or_unsupported_file_is_kept_so_it_fails_alone_with_its_reason(
-    tmp_path: Path,
-) -> None:
-    found = discover([str(tmp_path / "missing.png"), str(tmp_path)], stdin=io.StringIO())
-    assert stems(found) == ["missing"]
-    assert found[0].size is None
+def test_an_unsupported_file_is_kept_so_it_fails_alone_with_its_reason(tmp_path: Path) -> None:
+    (tmp_path / "notes.png").write_text("not an image")
+    found = discover([str(tmp_path / "notes.png")], stdin=io.StringIO())
+    assert stems(found) == ["notes"]
+
+
+def test_a_missing_path_is_a_usage_error_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "missing_dir"
+    with pytest.raises(UsageError, match=r"INPUT .*missing_dir: no such file or folder"):
+        discover([str(missing)], stdin=io.StringIO())
+
+
+def test_a_missing_path_in_a_list_is_a_usage_error_naming_the_list(tmp_path: Path) -> None:
+    (tmp_path / "list.txt").write_text(f"{tmp_path / 'gone.png'}\n")
+    with pytest.raises(UsageError, match=r"INPUT @.*list.txt: .*gone.png: no such file"):
+        discover([f"@{tmp_path / 'list.txt'}"], stdin=io.StringIO())
 
 
 def test_urls_are_named_after_their_path_or_a_hash() -> None:

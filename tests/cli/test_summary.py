@@ -147,3 +147,11 @@ def test_the_client_figures_appear_in_the_json_and_the_text() -> None:
     assert "client: 1 frames out (2 KB), 1 in (800 B), 1 reconnects" in text
     assert "latency p50 " in text and " ms, p99 " in text
     assert "client" not in summary().to_dict()
+
+
+def test_the_summary_names_the_job_the_engine_and_what_was_recovered() -> None:
+    summary = RunSummary(
+        out_dir="out", server="embedded", started_at="t", job_id="j-1", engine="ray", recovered=2
+    )
+    body = summary.to_dict()
+    assert (body["jobId"], body["engine"], body["recovered"]) == ("j-1", "ray", 2)

@@ -48,7 +48,9 @@ def png_uri() -> str:
 def report(stage: str, server: ReferenceServer) -> None:
     gc.collect()
     traced = tracemalloc.get_traced_memory()[0] / MiB if tracemalloc.is_tracing() else 0.0
-    records = len(server.registry.tasks)
+    # server.store is the pre-issue-10 name, so the probe also runs on the old tree.
+    registry = getattr(server, "registry", None) or server.store
+    records = len(registry.tasks)
     images = len(server.images)
     print(
         f"{stage:<28} rss {rss():7.1f} MiB  python {traced:7.1f} MiB  "
@@ -104,7 +106,7 @@ async def main(tasks: int, clients: int, trace: bool) -> None:
         print(f"{tasks} tasks in {time.perf_counter() - started:.1f} s")
         report("after load (clients gone)", server)
         clock_offset[0] = config.retention + config.url_ttl + 1  # records and images expire
-        server.registry.expire(config.clock())
+        (getattr(server, "registry", None) or server.store).expire(config.clock())
         server.images.expire(config.clock())
         report("after expiry", server)
         libc = ctypes.CDLL("libc.so.6")

@@ -1,14 +1,15 @@
 """``upscale-stream demo``: upscale a folder of varied sample images with the CLI, then check them.
 
-Run as ``upscale-stream demo [FOLDER]`` (default: ``./demo``), from a source checkout (``make
-demo``) or from an installed wheel alike: everything it needs is in the package. It
+Run as ``upscale-stream demo [FOLDER] [--engine pillow|neural]`` (default: ``./demo``,
+``pillow``; ``make demo ENGINE=neural`` passes the engine, see docs/engines.md), from a source
+checkout or from an installed wheel alike: everything it needs is in the package. It
 
 1. writes sample images to ``FOLDER/samples/`` unless some exist already: several sizes and
    formats (PNG, JPEG, WEBP), a PNG and a WEBP with transparency, a nested sub-folder, a text
    file that is skipped, and ``corrupt.png``, a PNG cut short;
-2. runs ``upscale-stream run FOLDER/samples --out FOLDER/out --embedded --format png``
-   in this process, so the embedded reference server really upscales them and the progress
-   bar shows on a terminal;
+2. runs ``upscale-stream run FOLDER/samples --out FOLDER/out --embedded --format png
+   --server-engine ENGINE`` in this process, so the embedded reference server really
+   upscales them and the progress bar shows on a terminal;
 3. checks that every valid sample has an output exactly twice its size (keeping its
    transparency), and that ``corrupt.png`` is reported as a failure with its reason;
 4. prints a table of the checks (the run itself has printed where the outputs and the summary
@@ -170,24 +171,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FOLDER",
         help="Where the samples and outputs go (default: ./demo). Existing samples are reused.",
     )
+    parser.add_argument(
+        "--engine",
+        choices=("pillow", "neural"),
+        default="pillow",
+        help="How the embedded server upscales: pillow (default) or neural (the sr extra).",
+    )
     parser.set_defaults(handler=lambda args, streams: demo_command(args, streams))
 
 
 def demo_command(args: argparse.Namespace, streams: Streams) -> int:
     """The ``demo`` sub-command's handler."""
-    return main([args.folder])
+    return main([str(args.folder), "--engine", args.engine])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; returns 0 when every check passes.
 
     Args:
-        argv: Optionally one argument, the demo folder (default: ``./demo``).
+        argv: Optionally the demo folder (default: ``./demo``) and ``--engine NAME``.
     """
     from .app import main as cli_main  # the CLI imports this module for its sub-command
 
-    arguments = list(sys.argv[1:] if argv is None else argv)
-    root = Path(arguments[0]) if arguments else Path("demo")
+    parser = argparse.ArgumentParser(prog="upscale-stream demo")
+    parser.add_argument("folder", nargs="?", type=Path, default=Path("demo"))
+    parser.add_argument("--engine", choices=("pillow", "neural"), default="pillow")
+    arguments = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    root, engine = arguments.folder, arguments.engine
     samples, out = root / "samples", root / "out"
     console = Console()
     if not console.is_terminal:  # a log file or a pipe: do not squeeze the table into 80 columns
@@ -205,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"using the samples in {samples}/", soft_wrap=True)
     console.print(
         f"$ upscale-stream run {samples} --out {out} --embedded --format png "
-        f"--factor {FACTOR} --no-resume\n",
+        f"--factor {FACTOR} --no-resume --server-engine {engine}\n",
         soft_wrap=True,
     )
     code = cli_main(
@@ -220,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--factor",
             str(FACTOR),
             "--no-resume",
+            "--server-engine",
+            engine,
         ]
     )
     checks = [_check_sample(samples, out, path) for path in _sample_images(samples)]
@@ -234,7 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         None,
     )
 
-    table = Table(title=f"\nchecked: upscaled x{FACTOR} by the embedded reference server")
+    table = Table(
+        title=f"\nchecked: upscaled x{FACTOR} by the embedded reference server ({engine})"
+    )
     for column in ("sample", "input", "output", "size", "check"):
         table.add_column(column, overflow="fold")
     for check in checks:

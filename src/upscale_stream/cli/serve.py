@@ -30,6 +30,7 @@ __all__ = [
     "ENV_SERVER_KEYS",
     "FLAG_OF_FIELD",
     "add_arguments",
+    "check_engine",
     "parse_size",
     "serve_command",
     "server_config_from_args",
@@ -191,6 +192,14 @@ _FLAGS: tuple[_Flag, ...] = (
         "Simulated latency added to every upscale and upload.",
     ),
     _Flag("workers", "--workers", _count, "N", "Threads doing the image work."),
+    _Flag(
+        "engine",
+        "--engine",
+        None,
+        "NAME",
+        "What upscales: pillow (classical filters) or neural (Real-ESRGAN on the CPU for "
+        "SwinIR x2/x4 and CCSR; needs pip install 'upscale-stream[sr]'). See docs/engines.md.",
+    ),
     _Flag(
         "allow_private_urls",
         "--allow-private-urls",
@@ -392,7 +401,22 @@ def server_config_from_args(
         message = str(exc)
         flag = next((f for name, f in FLAG_OF_FIELD.items() if message.startswith(name)), None)
         raise UsageError(f"{flag}: {message}" if flag else message) from None
+    check_engine(config.engine, "--engine")
     return config, generated
+
+
+def check_engine(name: str, flag: str) -> None:
+    """Load the engine now, so a missing extra is a usage error, not a failed first task.
+
+    Raises:
+        UsageError: the engine cannot run here; the message names ``flag`` and the extra.
+    """
+    from ..server.engines import EngineUnavailable, get_engine
+
+    try:
+        get_engine(name)
+    except EngineUnavailable as exc:
+        raise UsageError(f"{flag} {name}: {exc}") from None
 
 
 def serve_command(args: argparse.Namespace, streams: Streams) -> int:

@@ -2,7 +2,8 @@
 
 An INPUT argument is one of:
 
-* a file: sent as is (a file that is missing or not an image fails alone, with its reason);
+* a file: sent as is (a file that is not an image fails alone, with its reason; a path that
+  does not exist is a usage error, raised before anything starts);
 * a folder: every PNG, JPG/JPEG and WEBP file below it, recursively, in sorted order; hidden
   folders and the output folder are skipped;
 * an ``http(s)://`` URL or an image UUID: passed to the server as is;
@@ -30,6 +31,7 @@ from typing import TextIO
 from urllib.parse import unquote, urlsplit
 
 from ..inputs import is_uuid
+from ..jobs import input_key
 from .errors import UsageError
 
 __all__ = ["IMAGE_SUFFIXES", "Planned", "Source", "discover", "plan_outputs"]
@@ -58,6 +60,12 @@ class Source:
     stem: PurePosixPath
     size: int | None = None
 
+    @property
+    def job_key(self) -> str:
+        """The input's key for its taskUUID (:func:`upscale_stream.jobs.input_key`): the
+        absolute path, the URL or the UUID, so a rerun from another folder is the same job."""
+        return input_key(Path(self.key) if isinstance(self.image, Path) else self.key)
+
 
 @dataclass(frozen=True, slots=True)
 class Planned:
@@ -84,8 +92,8 @@ def discover(inputs: Sequence[str], *, stdin: TextIO, exclude: Path | None = Non
         Every source, first occurrence first.
 
     Raises:
-        UsageError: a list file cannot be read, a list names another list, or nothing at all
-            was found.
+        UsageError: a path does not exist, a list file cannot be read, a list names another
+            list, or nothing at all was found.
     """
     excluded = exclude.resolve() if exclude is not None else None
     seen: set[str] = set()
@@ -165,6 +173,9 @@ def _expand_entry(entry: str, exclude: Path | None, *, origin: str | None) -> It
         yield from _walk(path, exclude)
         return
     size = _size(path)
+    if size is None and not path.exists():
+        where = f"INPUT {entry}" if origin is None else f"INPUT {origin}: {entry}"
+        raise UsageError(f"{where}: no such file or folder (check the path; nothing was started)")
     yield Source(str(path.absolute()), path, PurePosixPath(path.stem or "image"), size)
 
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import orjson
 
-from ..download import save_atomic
 from ..errors import (
     APIError,
     ClientClosed,
@@ -23,6 +22,7 @@ from ..errors import (
     UpscaleTimeout,
 )
 from ..metrics import Stats
+from .manifest import write_file_atomic
 from .progress import client_figures, describe_client, format_duration, format_mb
 
 __all__ = ["Failure", "RunSummary", "failure_from", "render_text", "write_summary"]
@@ -102,6 +102,9 @@ class RunSummary:
         failures: Every failure, in the order they happened.
         error: A failure of the whole run (the server refused the key, could not connect).
         exit_code: The process exit code.
+        job_id: The job id the taskUUIDs were derived from (not a secret).
+        engine: ``local`` or ``ray``.
+        recovered: Outputs a killed run had written but not renamed, put in place at the start.
         client: The client's figures at the end (``client.stats()``), once it connected.
     """
 
@@ -122,6 +125,9 @@ class RunSummary:
     failures: list[Failure] = field(default_factory=list)
     error: str | None = None
     exit_code: int = 0
+    job_id: str = ""
+    engine: str = "local"
+    recovered: int = 0
     client: Stats | None = None
 
     @property
@@ -135,10 +141,13 @@ class RunSummary:
         body: dict[str, Any] = {
             "outDir": self.out_dir,
             "server": self.server,
+            "jobId": self.job_id,
+            "engine": self.engine,
             "startedAt": self.started_at,
             "wallSeconds": round(self.wall_seconds, 3),
             "inputs": self.inputs,
             "skipped": self.skipped,
+            "recovered": self.recovered,
             "succeeded": self.succeeded,
             "failed": self.failed,
             "pending": len(self.pending),
@@ -165,8 +174,12 @@ class RunSummary:
 
 
 def write_summary(path: Path, summary: RunSummary) -> Path:
-    """Write ``summary.json`` atomically; returns its path."""
-    return save_atomic(path, summary.to_json())
+    """Write ``summary.json`` atomically (mode 0644 under umask 022); returns its path.
+
+    Raises:
+        OSError: it could not be written (a full disk).
+    """
+    return write_file_atomic(path, summary.to_json())
 
 
 def render_text(summary: RunSummary, *, summary_path: Path | None, quiet: bool = False) -> str:

@@ -40,6 +40,7 @@ from ..log import get_logger, register_secret
 from .auth_guard import AuthGuard
 from .client_socket import ClientSocket
 from .config import ServerConfig
+from .engines import get_engine
 from .faults import Faults
 from .handlers import TaskHandlers
 from .image_store import ImageStore
@@ -170,10 +171,15 @@ class ReferenceServer:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Bind the port and start serving. Then read :attr:`url`."""
+        """Bind the port and start serving. Then read :attr:`url`.
+
+        Raises:
+            EngineUnavailable: ``config.engine`` cannot run here (the ``sr`` extra is missing).
+        """
         if self._server is not None:
             raise RuntimeError("the server is already started")
         config = self.config
+        get_engine(config.engine)  # a missing sr extra fails here, not at the first task
         for key in config.api_keys:
             register_secret(key)
         self._executor = ThreadPoolExecutor(
@@ -204,7 +210,14 @@ class ReferenceServer:
                 detail="development mode: EVERY API key is accepted; never expose this server",
             )
         auth = "any key" if config.accept_any_key else f"{len(config.api_keys)} API key(s)"
-        log.info("server.started", host=config.host, port=self._port, url=self.url, auth=auth)
+        log.info(
+            "server.started",
+            host=config.host,
+            port=self._port,
+            url=self.url,
+            auth=auth,
+            engine=config.engine,
+        )
 
     async def stop(self) -> None:
         """Close every connection (1001), stop the background work and free the port."""

@@ -390,11 +390,13 @@ class ClientSocket:
             f"nothing in this frame ({count} item{'' if count == 1 else 's'}) was run"
         )
         named = first or {}
-        task_type = named.get("taskType") if bounded_uuid(named.get("taskUUID")) else AUTH
+        # The first item's own taskType, never "authentication": runware 0.5.24 pings right
+        # after a rejected key, and an error of taskType authentication for that ping would
+        # replace the key's rejection as the error it reports (official-sdks.md W6).
         error = error_item(
             "authenticationRequired",
             message,
-            task_type=task_type if isinstance(task_type, str) else AUTH,
+            task_type=named.get("taskType") if first is not None else AUTH,
             task_uuid=named.get("taskUUID"),
         )
         self.reply("errors", error)

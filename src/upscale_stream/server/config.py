@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from .engines.registry import ENGINE_NAMES
 from .outbound import OutboundPolicy
 
 __all__ = ["ServerConfig"]
@@ -51,6 +52,9 @@ class ServerConfig:
         compression: Negotiate permessage-deflate (off: images do not compress).
         task_delay: Simulated latency added to every upscale and upload (asyncio sleep).
         workers: Threads for the image work.
+        engine: What upscales: ``"pillow"`` (classical pipelines) or ``"neural"``
+            (Real-ESRGAN on the CPU for the pairs in ``engines.NEURAL_ROUTES``; needs
+            ``pip install 'upscale-stream[sr]'``). See docs/engines.md.
         allow_private_urls: Let URL inputs and webhooks reach private and loopback addresses.
         fetch_timeout: Timeout of each outbound HTTP request (URL inputs, webhooks, uploads).
         max_fetch_bytes: Largest URL input downloaded.
@@ -92,6 +96,7 @@ class ServerConfig:
     compression: bool = False
     task_delay: float = 0.0
     workers: int = 4
+    engine: str = "pillow"
     allow_private_urls: bool = False
     fetch_timeout: float = 10.0
     max_fetch_bytes: int = 32 * MiB
@@ -130,6 +135,10 @@ class ServerConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.engine not in ENGINE_NAMES:
+            raise ValueError(
+                f"engine must be one of {', '.join(ENGINE_NAMES)}, not {self.engine!r}"
+            )
         limit, transport = self.max_message_bytes, self.max_size
         if limit is not None:
             if limit < 1:

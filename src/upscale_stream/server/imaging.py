@@ -58,6 +58,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+import orjson
 from PIL import Image, ImageChops, ImageEnhance, ImageFilter
 
 from upscale_stream.inputs import sniff_mime
@@ -407,7 +408,7 @@ def _number(settings: Mapping[str, Any], name: str, default: float, high: float)
 def _bad_setting(name: str, value: object, kind: str) -> ImagingError:
     return ImagingError(
         f"invalid{name[:1].upper()}{name[1:]}",
-        f"settings.{name} must be {kind}, not {value!r}"[:200],
+        f"settings.{name} must be {kind}, not {_json(value)}"[:200],
         parameter=f"settings.{name}",
     )
 
@@ -529,7 +530,7 @@ def _output_name(output_format: str) -> OutputFormat:
     if name is None:
         raise ImagingError(
             "invalidOutputFormat",
-            f"outputFormat must be JPG, PNG or WEBP, not {output_format!r}"[:200],
+            f"outputFormat must be JPG, PNG or WEBP, not {_json(output_format)}"[:200],
             parameter="outputFormat",
         )
     return name
@@ -540,7 +541,7 @@ def _check_quality(quality: int) -> None:
         raise ImagingError(
             "invalidOutputQuality",
             f"outputQuality must be a whole number from {_MIN_QUALITY} to {_MAX_QUALITY}, "
-            f"not {quality!r}"[:200],
+            f"not {_json(quality)}"[:200],
             parameter="outputQuality",
         )
 
@@ -617,3 +618,11 @@ def cost_of(model: str, width: int, height: int) -> float:
     """
     per_megapixel = PRICES.get(model, DEFAULT_PRICE)
     return round(per_megapixel * width * height / 1_000_000, 6)
+
+
+def _json(value: object) -> str:
+    """A value as the wire would show it (JSON), for messages that reach clients."""
+    try:
+        return orjson.dumps(value).decode()[:60]
+    except TypeError:
+        return type(value).__name__

@@ -71,6 +71,7 @@ class TaskWork:
             quality=task.output_quality or 95,
             max_pixels=config.max_pixels,
             encode_text=output_type != "URL",
+            engine=config.engine,
         )
         done = await self.host.run_in_worker(job.run)
         now = config.clock()

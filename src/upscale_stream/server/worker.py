@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import InvalidTask
 from ..inputs import decode_inline, sniff_mime
 from . import imaging
+from .engines import get_engine
 
 __all__ = ["DecodeJob", "RenderJob", "RenderOutput", "TaskFailure", "inline_bytes"]
 
@@ -59,13 +60,14 @@ class RenderJob:
     quality: int
     max_pixels: int
     encode_text: bool
+    engine: str = "pillow"
 
     def run(self) -> RenderOutput:
         """Decode, render and encode; raises :class:`TaskFailure` for unusable input."""
         raw = self.stored if self.stored is not None else inline_bytes(self.inline or "")
         try:
             image = imaging.decode_image(raw, max_pixels=self.max_pixels)
-            rendered = imaging.render(
+            rendered = get_engine(self.engine).render(
                 image,
                 model=self.model,
                 factor=self.factor,
