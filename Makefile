@@ -22,7 +22,7 @@ venv: $(STAMP)
 ENGINE ?= pillow
 
 demo: $(STAMP)
-	$(BIN)/python -m upscale_stream.demo --engine $(ENGINE)
+	$(BIN)/upscale-stream demo --engine $(ENGINE)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
@@ -59,4 +59,5 @@ serve: $(STAMP)
 	$(BIN)/upscale-stream serve --host 127.0.0.1 --port 8765
 
 clean:
-	rm -rf $(VENV) .venv-compat .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-compat .mypy_cache .ruff_cache .pytest_cache .hypothesis demo
+	find . -name __pycache__ -type d -not -path "./.git/*" -prune -exec rm -rf {} +

@@ -140,3 +140,24 @@ def test_shared_methods_take_the_same_parameters() -> None:
         assert [(p.name, p.kind, p.default) for p in async_params.values()] == [
             (p.name, p.kind, p.default) for p in sync_params.values()
         ], name
+
+
+def test_a_blocking_client_used_unconnected_says_how_to_connect_it_in_a_notebook() -> None:
+    client = Client("k" * 8, url="ws://127.0.0.1:9/v1")
+    try:
+        with pytest.raises(ClientClosed) as caught:
+            client.upscale(png(4, 4), factor=2)
+    finally:
+        client.close()
+    message = str(caught.value)
+    assert "async with" not in message  # the async client's advice does not fit here
+    assert "with Client(...) as client:" in message
+    assert "client = Client(...).connect()" in message and "client.close()" in message
+
+
+def test_connect_returns_the_client_for_one_line_notebook_use(upscale_server_url) -> None:
+    client = Client(api_key=TEST_API_KEY, url=upscale_server_url).connect()
+    try:
+        assert isinstance(client, Client) and client.session_id is not None
+    finally:
+        client.close()

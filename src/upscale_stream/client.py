@@ -37,6 +37,7 @@ from .errors import ClientClosed, InvalidLimits, InvalidTask, UpscaleError
 from .inputs import ImageSource
 from .jobs import JobTask, check_job_id, input_key, options_digest
 from .log import get_logger
+from .metrics import Metrics, Stats
 from .models import SWINIR, UUID_V4, TaskTemplate, UpscaleResult, UpscaleTask, new_task_uuid
 from .options import Factor, TaskOptions
 from .protocol import ClientSession
@@ -117,6 +118,8 @@ class UpscaleClient:
         self._connection: Connection | None = None
         self._closed = False
         self._templates: dict[Any, TaskTemplate] = {}
+        self._metrics = Metrics()
+        self._not_connected = "the client is not connected: use `async with` or connect()"
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._connection else "new"
@@ -166,6 +169,7 @@ class UpscaleClient:
             ssl_context=self._ssl,
             rng=self._rng,
             transport=self._transport,
+            metrics=self._metrics,
         )
         await connection.start()
         self._connection = connection
@@ -230,6 +234,7 @@ class UpscaleClient:
                 finished,
                 is_async=task.delivery_method == "async",
                 timeout=timeout,
+                model=task.model,
             )
         except BaseException:
             connection.release()
@@ -300,6 +305,7 @@ class UpscaleClient:
                 is_async=template.delivery_method == "async",
                 timeout=timeout,
                 job=job,
+                model=model,
             )
             try:
                 return await future
@@ -444,11 +450,29 @@ class UpscaleClient:
         smaller, growing back with successes (AIMD)."""
         return self._connection.window.size if self._connection else self.limits.max_in_flight
 
+    def stats(self) -> Stats:
+        """A frozen snapshot of this client's figures (see :class:`~upscale_stream.metrics.Stats`):
+        tasks by outcome, resends, frames and bytes, reconnects, the window, latency
+        percentiles over the last minute. Cheap enough to call every second."""
+        return self._metrics.snapshot()
+
+    def export_metrics(self, meter_provider: Any = None) -> None:
+        """Report the same figures to OpenTelemetry from now on (``upscale-stream[otel]``).
+
+        Args:
+            meter_provider: An OpenTelemetry ``MeterProvider``; ``None`` for the global one
+                (a no-op until an SDK is configured).
+
+        Raises:
+            ImportError: ``opentelemetry-api`` is not installed (the message names the extra).
+        """
+        self._metrics.export_to(meter_provider)
+
     def _require_connection(self) -> Connection:
         if self._closed:
             raise ClientClosed("the client is closed; create a new one")
         if self._connection is None:
-            raise ClientClosed("the client is not connected: use `async with` or connect()")
+            raise ClientClosed(self._not_connected)
         return self._connection
 
 

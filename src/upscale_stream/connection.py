@@ -49,6 +49,7 @@ from .errors import (
     UpscaleTimeout,
 )
 from .log import Throttle, get_logger, register_secret, scrub_exception, websockets_logger
+from .metrics import Live, Metrics
 from .policy import ReconnectBackoff, Window, process_exception
 from .protocol import (
     Authenticated,
@@ -108,6 +109,7 @@ class Connection:
         ssl_context: ssl_module.SSLContext | None = None,
         rng: random.Random | None = None,
         transport: Transport = "websockets",
+        metrics: Metrics | None = None,
     ) -> None:
         register_secret(api_key)
         self._transport = transport
@@ -146,6 +148,10 @@ class Connection:
         """Rate-limit answers received (every one, retries included)."""
         self.retries = 0
         """Task retries scheduled after transient error answers."""
+        self.metrics = metrics or Metrics()
+        """What ``client.stats()`` reads (:mod:`.metrics`)."""
+        self.metrics.latency.clock = self._loop.time
+        self.metrics.live = self._live_figures
 
     def __repr__(self) -> str:
         return f"<Connection url={self.url!r} live={self.session.live_count}>"
@@ -247,6 +253,7 @@ class Connection:
         is_async: bool,
         timeout: float | None,
         job: Any = None,
+        model: str = "",
     ) -> None:
         """Queue one encoded task; ``callback(task_uuid, result, error, attempts)`` runs once.
 
@@ -261,10 +268,10 @@ class Connection:
             DuplicateTaskUUID: a live task already has this taskUUID.
         """
         self._check_usable()
-        self.session.submit(
-            task_uuid, payload, self._loop.time(), is_async=is_async, timeout=timeout, job=job
-        )
+        now = self._loop.time()
+        self.session.submit(task_uuid, payload, now, is_async=is_async, timeout=timeout, job=job)
         self._waiters[task_uuid] = callback
+        self.metrics.task_submitted(task_uuid, now, model)
         self._wake_writer.set()
         if self._timer is None:
             self._arm_timer()
@@ -276,6 +283,7 @@ class Connection:
         """
         if self._waiters.pop(task_uuid, None) is None:
             return False
+        self.metrics.task_forgotten(task_uuid)
         if self._attempts:
             self._attempts.pop(task_uuid, None)
         self.session.cancel(task_uuid)
@@ -292,6 +300,7 @@ class Connection:
         callback = self._waiters.pop(key, None)
         if callback is None:
             return
+        self.metrics.task_resolved(key, error, self._loop.time())
         try:
             callback(key, result, error, attempts)
         except Exception:
@@ -306,6 +315,19 @@ class Connection:
     def in_flight(self) -> int:
         """Tasks submitted and not yet resolved."""
         return len(self._waiters)
+
+    def _live_figures(self) -> Live:
+        session = self.session
+        queued = session.queued_count
+        return Live(
+            queued=queued,
+            in_flight=max(0, len(self._waiters) - queued),
+            window=self.window.size,
+            retried=self.retries,
+            resent=session.resent_count,
+            replayed=session.replayed_count,
+            fetched=session.fetched_count,
+        )
 
     # -- the socket ------------------------------------------------------------------------------
 
@@ -402,6 +424,7 @@ class Connection:
                     log.info("reconnect failed", attempt=backoff.failures, error=reason)
                     continue
                 self.reconnects += 1
+                self.metrics.reconnected()
                 break
 
     async def _serve(self, ws: Socket) -> str:
@@ -420,9 +443,11 @@ class Connection:
         self._wake_writer.set()
         self._arm_timer()
         writer = asyncio.create_task(self._write_loop(ws), name="upscale-stream-writer")
+        received = self.metrics.frame_received
         try:
             while True:
                 message = await ws.recv(decode=False)
+                received(len(message))
                 session.receive_text(message, loop.time())
                 self._process()
         except ConnectionClosed as exc:
@@ -441,6 +466,7 @@ class Connection:
                 ws.transport.abort()
 
     async def _write_loop(self, ws: Socket) -> None:
+        metrics = self.metrics
         wake = self._wake_writer
         session = self.session
         loop = self._loop
@@ -455,6 +481,7 @@ class Connection:
             try:
                 for frame in frames:
                     await ws.send(frame, text=True)
+                    metrics.frame_sent(len(frame))
             except ConnectionClosed:
                 return  # the reader sees the same close and handles it
             except Exception as exc:

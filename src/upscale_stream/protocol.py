@@ -183,6 +183,12 @@ class ClientSession(RecoveryRules):
         self.session_id: str | None = None
         self._tasks: dict[str, TaskRecord] = {}  # by key (the first taskUUID)
         self._renamed: dict[str, TaskRecord] = {}  # by current taskUUID, for retried tasks only
+        self.resent_count = 0
+        """Tasks sent again with the same taskUUID after a drop (for ``client.stats()``)."""
+        self.replayed_count = 0
+        """Results that came as a replay of a resumed session's held answers."""
+        self.fetched_count = 0
+        """Results fetched with ``getResponse`` (async tasks, recovered resends)."""
         self._queue: deque[TaskRecord] = deque()
         self._timeouts = Schedule(0.05)
         self._polls = Schedule(0.05)
@@ -527,6 +533,11 @@ class ClientSession(RecoveryRules):
         return self._on_wire
 
     @property
+    def queued_count(self) -> int:
+        """Tasks waiting to be packed into a frame."""
+        return len(self._queue)
+
+    @property
     def live_count(self) -> int:
         """Tasks submitted and not yet finished, failed or cancelled."""
         return len(self._tasks)
@@ -644,6 +655,7 @@ class ClientSession(RecoveryRules):
     def _requeue_awaiting(self) -> None:
         """Resend, with the same taskUUID, every task still waiting for a replay (oldest first)."""
         waiting = [t for t in self._tasks.values() if t.state is TaskState.AWAITING_REPLAY]
+        self.resent_count += len(waiting)
         for task in reversed(waiting):
             task.state = TaskState.QUEUED
             task.resent = True
@@ -739,6 +751,11 @@ class ClientSession(RecoveryRules):
             or item.get("imageDataURI")
             or item.get("mediaURL")
         ):  # a finished output (protocol.md section 5.3); checked once per task
+            state = task.state  # for client.stats(): how the result came
+            if state is TaskState.ACKNOWLEDGED or state is TaskState.RECOVERING:
+                self.fetched_count += 1
+            elif state is TaskState.AWAITING_REPLAY:
+                self.replayed_count += 1
             self._forget(task)
             self._events.append(TaskResult(task.key, item))
         elif status == "success":

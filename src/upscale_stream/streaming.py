@@ -214,6 +214,7 @@ class Stream(Generic[S]):
                 is_async=self._is_async,
                 timeout=self._timeout,
                 job=job,
+                model=self._template.options.get("model", ""),
             )
         except UpscaleError as exc:
             del self._pending[task_uuid]

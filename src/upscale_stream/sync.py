@@ -24,6 +24,7 @@ from .client import Outcome, UpscaleClient
 from .config import Heartbeat, Limits, Polling, Retry, TaskRetry, Timeouts
 from .errors import ClientClosed, EventLoopError
 from .inputs import ImageSource
+from .metrics import Stats
 from .models import SWINIR, UpscaleResult, UpscaleTask
 from .options import ClientOptions, Factor, TaskOptions
 
@@ -43,6 +44,11 @@ class Client:
 
     def __init__(self, api_key: str | None = None, **options: Unpack[ClientOptions]) -> None:
         self._async = UpscaleClient(api_key, **options)
+        self._async._not_connected = (  # the facade says how to use the facade
+            "the client is not connected: use `with Client(...) as client:`, or call "
+            "client.connect() first and client.close() when done (in a notebook: "
+            "client = Client(...).connect())"
+        )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="upscale-stream-loop", daemon=True
@@ -74,9 +80,15 @@ class Client:
 
     # -- the same names as UpscaleClient -------------------------------------------------------
 
-    def connect(self) -> None:
-        """Open the socket and authenticate (see :meth:`UpscaleClient.connect`)."""
+    def connect(self) -> Client:
+        """Open the socket and authenticate (see :meth:`UpscaleClient.connect`).
+
+        Returns:
+            The client itself, for ``client = Client(...).connect()`` in a notebook (then
+            ``client.close()`` when done).
+        """
         self._run(self._async.connect())
+        return self
 
     def close(self, *, cancel: bool = False) -> None:
         """Drain or cancel in-flight tasks, close the socket and stop the loop thread."""
@@ -239,6 +251,14 @@ class Client:
     def window(self) -> int:
         """The in-flight window now (see :attr:`UpscaleClient.window`)."""
         return self._async.window
+
+    def stats(self) -> Stats:
+        """A frozen snapshot of the client's figures (see :meth:`UpscaleClient.stats`)."""
+        return self._async.stats()
+
+    def export_metrics(self, meter_provider: Any = None) -> None:
+        """Report the figures to OpenTelemetry (see :meth:`UpscaleClient.export_metrics`)."""
+        self._async.export_metrics(meter_provider)
 
     @property
     def url(self) -> str:

@@ -1,11 +1,20 @@
 """A pytest plugin for users' own test suites: a local Runware-compatible server on a free port.
 
 Installed with the package (entry point ``pytest11``), so the fixtures below are available in any
-test suite that has upscale-stream installed::
+test suite that has upscale-stream installed:
 
-    async def test_my_pipeline(upscale_server):
-        async with UpscaleClient(api_key=upscale_server.api_key, url=upscale_server.url) as client:
-            result = await client.upscale(image_bytes, factor=2)
+* ``upscale_server``: an async fixture (a :class:`LocalServer`) for async tests. It is declared
+  with ``pytest_asyncio.fixture``, so it works in pytest-asyncio's default *strict* mode (mark
+  the test ``@pytest.mark.asyncio``) and in *auto* mode alike::
+
+      @pytest.mark.asyncio
+      async def test_my_pipeline(upscale_server):
+          async with UpscaleClient(api_key=upscale_server.api_key, url=upscale_server.url) as c:
+              result = await c.upscale(image_bytes, factor=2)
+
+* ``upscale_server_url``: a plain fixture (the ``ws://`` URL of a server in a background thread,
+  one per test session) for synchronous tests and code with its own event loop, such as the
+  blocking ``Client``; the key is :data:`TEST_API_KEY`.
 
 The server really upscales with Pillow, so results can be opened and checked. Its fault-injection
 knobs (``upscale_server.server.faults``) let users test their own retry handling.
@@ -22,9 +31,18 @@ import pytest
 if TYPE_CHECKING:
     from .server import ReferenceServer
 
-__all__ = ["LocalServer", "upscale_server", "upscale_server_url"]
+if TYPE_CHECKING:
+    _async_fixture = pytest.fixture
+else:
+    try:  # pytest-asyncio is the users' choice, not our dependency: load without it too
+        from pytest_asyncio import fixture as _async_fixture
+    except ImportError:  # pragma: no cover - the dev extra installs it
+        _async_fixture = pytest.fixture
+
+__all__ = ["TEST_API_KEY", "LocalServer", "upscale_server", "upscale_server_url"]
 
 TEST_API_KEY = "test-key-0123456789"
+"""The key the fixtures' servers accept."""
 
 
 @dataclass(frozen=True)
@@ -56,9 +74,13 @@ def _config(**overrides: Any) -> Any:
     return ServerConfig(**fields)
 
 
-@pytest.fixture
+@_async_fixture
 async def upscale_server() -> AsyncIterator[LocalServer]:
-    """A reference server on 127.0.0.1 and a free port, started in the test's event loop."""
+    """A reference server on 127.0.0.1 and a free port, started in the test's event loop.
+
+    Works in pytest-asyncio's strict mode (the default: mark the test
+    ``@pytest.mark.asyncio``) and in auto mode.
+    """
     from .server import ReferenceServer
 
     async with ReferenceServer(_config()) as server:

@@ -32,12 +32,12 @@ def visible_flags(parser: argparse.ArgumentParser) -> list[str]:
 def test_the_top_level_help_lists_the_three_commands(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for command in ("run", "serve", "bench"):
+    for command in ("run", "serve", "demo"):
         assert re.search(rf"^\s+{command}\s+\w", out, re.M), command
     assert "RUNWARE_API_KEY" in out
 
 
-@pytest.mark.parametrize("command", ["run", "serve", "bench"])
+@pytest.mark.parametrize("command", ["run", "serve", "demo"])
 def test_each_command_help_documents_every_flag_with_a_sentence(
     command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -73,17 +73,17 @@ def test_run_help_gives_defaults_and_allowed_values(capsys: pytest.CaptureFixtur
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--format", "gif"], "argument --format: invalid choice: 'GIF' (choose from"),
-        (["--output-type", "file"], "argument --output-type: invalid choice: 'file' (choose from"),
-        (["--delivery", "later"], "argument --delivery: invalid choice: 'later' (choose from"),
-        (["--factor", "3"], "argument --factor: invalid choice: 3 (choose from 2, 4)"),
-        (["--model", "bogus"], "argument --model: invalid choice: 'bogus' (choose from clarity"),
-        (["--setting", "steps"], "argument --setting: expected key=value, got 'steps'"),
-        (["--setting", "steps=lots"], "argument --setting: steps takes a whole number"),
-        (["--concurrency", "0"], "argument --concurrency: must be at least 1, got 0"),
-        (["--batch", "x"], "argument --batch: expected a whole number, got 'x'"),
-        (["--timeout", "0"], "argument --timeout: must be greater than 0"),
-        (["--quality", "high"], "argument --quality: invalid int value: 'high'"),
+        (["--format", "gif"], "error: --format: invalid choice: 'GIF' (choose from"),
+        (["--output-type", "file"], "error: --output-type: invalid choice: 'file' (choose from"),
+        (["--delivery", "later"], "error: --delivery: invalid choice: 'later' (choose from"),
+        (["--factor", "3"], "error: --factor: invalid choice: 3 (choose from 2, 4)"),
+        (["--model", "bogus"], "error: --model: invalid choice: 'bogus' (choose from clarity"),
+        (["--setting", "steps"], "error: --setting: expected key=value, got 'steps'"),
+        (["--setting", "steps=lots"], "error: --setting: steps takes a whole number"),
+        (["--concurrency", "0"], "error: --concurrency: must be at least 1, got 0"),
+        (["--batch", "x"], "error: --batch: expected a whole number, got 'x'"),
+        (["--timeout", "0"], "error: --timeout: must be greater than 0"),
+        (["--quality", "high"], "error: --quality: expected an integer from 20 to 99, got 'high'"),
         (["--quality", "100"], "error: --quality 100: input should be less than or equal to 99"),
         (["--ttl", "10"], "error: --ttl 10: input should be greater than or equal to 60"),
         (["--model", "ccsr", "--factor", "4"], "error: --factor 4: CCSR (runware:501@1) supports"),
@@ -91,7 +91,7 @@ def test_run_help_gives_defaults_and_allowed_values(capsys: pytest.CaptureFixtur
         (["--url", "ws://h/v1"], "error: --url ws://h/v1: no API key: pass --api-key or set"),
         (
             ["--url", "ws://h/v1", "--embedded"],
-            "argument --embedded: not allowed with argument --url",
+            "error: --embedded: not allowed with argument --url",
         ),
         (["--bogus"], "unrecognized arguments: --bogus"),
     ],
@@ -108,6 +108,12 @@ def test_an_argument_error_names_the_argument_and_what_is_allowed_with_exit_code
     err = capsys.readouterr().err
     assert message in " ".join(err.split())
     assert not out.exists()  # nothing was started or written
+    # One style for every usage error: the error line, then where the help is; never the
+    # whole usage block for some errors and not for others.
+    assert "usage:" not in err
+    lines = err.splitlines()
+    assert lines[0].startswith("upscale-stream run: error: ")
+    assert lines[-1] == "(see 'upscale-stream run --help')"
 
 
 def test_the_allowed_values_are_listed_in_the_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -144,3 +150,11 @@ def test_no_command_prints_the_help_and_exits_with_2(capsys: pytest.CaptureFixtu
 def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--version"]) == 0
     assert re.fullmatch(r"upscale-stream \S+\n", capsys.readouterr().out)
+
+
+def test_bench_is_not_a_command_of_the_installed_package(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The harness lives in benchmarks/ of a checkout (make bench), never in the wheel.
+    assert main(["bench"]) == 2
+    assert "invalid choice: 'bench'" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from upscale_stream.cli.options import (
     check_task_options,
     extension_for,
     parse_model,
+    parse_quality,
     parse_setting,
     task_options_from_args,
 )
@@ -140,6 +141,12 @@ def test_quality_is_accepted_exactly_from_20_to_99(quality: int) -> None:
     else:
         with pytest.raises(UsageError, match=rf"^--quality {quality}: .*from 20 to 99"):
             check_task_options(options)
+
+
+@pytest.mark.parametrize("text", ["abc", "9.5", "", "95%"])
+def test_a_quality_that_is_no_integer_says_the_range(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="expected an integer from 20 to 99"):
+        parse_quality(text)
 
 
 @pytest.mark.parametrize(

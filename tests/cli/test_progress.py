@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from rich.console import Console
 
 from upscale_stream.cli.progress import (
@@ -83,25 +84,57 @@ def test_interval_zero_writes_a_line_per_update_and_no_duplicate_at_the_end() ->
     ]
 
 
-def test_the_rich_bar_shows_counts_rate_megabytes_and_eta_on_a_terminal() -> None:
+def test_the_rich_bar_shows_counts_rate_bytes_and_eta_on_a_terminal() -> None:
     stream = io.StringIO()
     console = Console(file=stream, force_terminal=True, width=160)
     tally = Tally(total=4, started=0.0)
     reporter = RichReporter(tally, console, clock=lambda: 2.0)
     reporter.start()
-    tally.succeeded, tally.failed, tally.bytes_out = 2, 1, 3_000_000
+    tally.succeeded, tally.failed, tally.in_flight, tally.bytes_out = 2, 1, 1, 3_000_000
     reporter.update()
     reporter.note("embedded server at ws://127.0.0.1:1/v1")
     reporter.stop()
     text = stream.getvalue()
     for part in (
         "3/4",
-        "2 ok",
         "1 failed",
-        "1.5 tasks/s",
-        "out 3.0 MB",
+        "1 in flight",
+        "1.5/s",
+        "3.0 MB out",
         "ETA 1s",
         "ws://127.0.0.1",
     ):
         assert part in text
     assert "\x1b[" in text
+
+
+def _last_frame(stream: io.StringIO) -> str:
+    return stream.getvalue().split("\r")[-1]
+
+
+@pytest.mark.parametrize("total", [100, 48_000, 1_000_000, 10_000_000])
+def test_at_80_columns_the_count_the_total_and_the_in_flight_figure_are_never_cut(total) -> None:
+    stream = io.StringIO()
+    console = Console(file=stream, force_terminal=True, width=80, color_system=None)
+    done = total * 48 // 100
+    tally = Tally(total=total, started=0.0, succeeded=done, failed=1234, in_flight=64)
+    tally.bytes_out = 123_456_789_000
+    reporter = RichReporter(tally, console, clock=lambda: 3600.0)
+    reporter.start()
+    reporter.stop()
+    frame = _last_frame(stream)
+    assert "…" not in frame
+    assert f"{done + 1234}/{total}" in frame
+    assert "1234 failed" in frame and "64 in flight" in frame
+    assert "━" in frame  # the bar keeps its place
+    visible = frame.replace("\x1b[2K", "").split("\n")[0]
+    assert len(visible) <= 80
+
+
+def test_byte_counts_use_the_unit_that_reads_best() -> None:
+    assert [format_mb(n) for n in (512, 48_000, 1_250_000, 3_400_000_000)] == [
+        "512 B",
+        "48 KB",
+        "1.2 MB",
+        "3.4 GB",
+    ]

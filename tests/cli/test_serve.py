@@ -116,7 +116,7 @@ def test_sizes_take_binary_and_decimal_units(text: str, size: int) -> None:
 
 def test_a_bad_size_says_what_a_size_looks_like(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--max-fetch-bytes", "lots"]) == 2
-    assert "argument --max-fetch-bytes: expected a size such as 900KiB" in capsys.readouterr().err
+    assert "error: --max-fetch-bytes: expected a size such as 900KiB" in capsys.readouterr().err
 
 
 async def _serve(*argv: str) -> tuple[asyncio.subprocess.Process, str, str]:
@@ -142,6 +142,8 @@ async def test_serve_runs_a_server_the_cli_can_use_and_stops_cleanly_on_ctrl_c(
 ) -> None:
     process, url, banner = await _serve("--api-key", "serve-test-key-1")
     assert "generated" not in banner
+    http = url.replace("ws://", "http://").removesuffix("/v1")
+    assert f"playground: {http}/  status: {http}/status" in banner
     write_image(tmp_path / "a.png", (7, 5))
     out = tmp_path / "out"
 

@@ -126,6 +126,29 @@ def test_the_summary_file_is_written_atomically_as_json(tmp_path: Path) -> None:
     assert [p.name for p in path.parent.iterdir()] == ["summary.json"]
 
 
+def test_the_client_figures_appear_in_the_json_and_the_text() -> None:
+    from upscale_stream.metrics import Live, Metrics
+
+    metrics = Metrics(clock=lambda: 1.0)
+    metrics.live = lambda: Live(window=64)
+    metrics.task_submitted("a", 0.5)
+    metrics.task_submitted("b", 0.5)
+    metrics.task_resolved("a", None, 0.62)
+    metrics.task_resolved("b", UpscaleTimeout("task", seconds=0.5), 1.0)
+    metrics.frame_sent(1500)
+    metrics.frame_received(800)
+    metrics.reconnected()
+    done = summary(client=metrics.snapshot())
+    client = done.to_dict()["client"]
+    assert client["framesSent"] == 1 and client["bytesReceived"] == 800
+    assert client["reconnects"] == 1 and client["failedByCode"] == {"timeout": 1}
+    assert client["latency"]["count"] == 2 and client["window"] == 64
+    text = render_text(done, summary_path=None)
+    assert "client: 1 frames out (2 KB), 1 in (800 B), 1 reconnects" in text
+    assert "latency p50 " in text and " ms, p99 " in text
+    assert "client" not in summary().to_dict()
+
+
 def test_the_summary_names_the_job_the_engine_and_what_was_recovered() -> None:
     summary = RunSummary(
         out_dir="out", server="embedded", started_at="t", job_id="j-1", engine="ray", recovered=2

@@ -1,9 +1,11 @@
 """The ``upscale-stream`` command line: the parser, its sub-commands and :func:`main`.
 
 Each sub-command lives in its own module, which adds its arguments and provides its handler:
-:mod:`.run` (the main job), :mod:`.serve` (the reference server) and :mod:`.bench` (the
-benchmark harness of a source checkout). Exit codes: 0 all succeeded, 1 some inputs failed or
-the server could not be used, 2 usage error, 130 interrupted.
+:mod:`.run` (the main job), :mod:`.serve` (the reference server) and :mod:`.demo` (sample
+images through the embedded server, checked). The benchmark harness is not a sub-command: it
+lives in ``benchmarks/`` of a source checkout (``make bench``), not in the package. Exit codes:
+0 all succeeded, 1 some inputs failed or the server could not be used, 2 usage error, 130
+interrupted.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
+from typing import NoReturn
 
-from . import bench, run, serve
+from . import demo, run, serve
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 from .streams import Streams
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "print_usage_error"]
 
 PROG = "upscale-stream"
 
@@ -51,12 +54,10 @@ examples:
 
 Then: upscale-stream run photos/ --out big/ --url ws://127.0.0.1:8765/v1 --api-key my-dev-key"""
 
-_BENCH_EPILOG = """\
+_DEMO_EPILOG = """\
 examples:
-  upscale-stream bench --quick
-  upscale-stream bench --only zero-g1,lat200 --contenders floor,us-tuned
-  upscale-stream bench --list
-  upscale-stream bench -- --help"""
+  upscale-stream demo              # samples into ./demo, upscaled and checked
+  upscale-stream demo /tmp/try     # elsewhere"""
 
 
 def _version() -> str:
@@ -66,10 +67,31 @@ def _version() -> str:
         return "unknown"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with our one style of usage error: one line naming the flag, then a hint.
+
+    argparse prints its whole usage block before some errors and not others; every usage
+    error (argparse's and :class:`UsageError`) now reads ``upscale-stream run: error: --quality:
+    expected an integer from 20 to 99, got 'abc'`` followed by where the help is. Sub-parsers
+    inherit the class (``add_subparsers`` uses ``type(parser)``).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("argument "):  # "argument --quality: ..." -> "--quality: ..."
+            message = message.removeprefix("argument ")
+        print_usage_error(self.prog, message)
+        raise SystemExit(EXIT_USAGE)
+
+
+def print_usage_error(prog: str, message: str) -> None:
+    """Print a usage error in the CLI's one style (to standard error)."""
+    print(f"{prog}: error: {message}\n(see '{prog} --help')", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The full parser: the program and its ``run``, ``serve`` and ``bench`` sub-commands."""
+    """The full parser: the program and its ``run``, ``serve`` and ``demo`` sub-commands."""
     formatter = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog=PROG, description=_DESCRIPTION, formatter_class=formatter)
+    parser = _Parser(prog=PROG, description=_DESCRIPTION, formatter_class=formatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     run.add_arguments(
@@ -93,15 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=formatter,
         )
     )
-    bench.add_arguments(
+    demo.add_arguments(
         commands.add_parser(
-            "bench",
-            help="run the benchmark harness (source checkout only)",
+            "demo",
+            help="upscale generated sample images on the embedded server and check them",
             description=(
-                "Run python -m benchmarks.harness from the source checkout, passing every\n"
-                "argument through. The harness is not installed with the package."
+                "Write varied sample images (sizes, formats, transparency, one corrupt file),\n"
+                "upscale them with 'run --embedded', and check every output's size."
             ),
-            epilog=_BENCH_EPILOG,
+            epilog=_DEMO_EPILOG,
             formatter_class=formatter,
         )
     )
@@ -116,21 +138,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     arguments = list(sys.argv[1:] if argv is None else argv)
     streams = Streams.system()
-    if arguments[:1] == ["bench"] and arguments[1:] not in (["-h"], ["--help"]):
-        # Everything after 'bench' belongs to the harness, even what looks like our options.
-        return bench.bench_command(arguments[1:], streams)
     parser = build_parser()
     try:
-        args = parser.parse_args(arguments)
+        args, unknown = parser.parse_known_args(arguments)
     except SystemExit as exc:  # --help, --version, or a usage error already printed
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if unknown:  # named by the sub-command they were given to, as every other usage error
+        where = f"{PROG} {args.command}" if args.command else PROG
+        print_usage_error(where, f"unrecognized arguments: {' '.join(unknown)}")
+        return EXIT_USAGE
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
         code: int = args.handler(args, streams)
     except UsageError as exc:
-        print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
+        print_usage_error(f"{PROG} {args.command}", str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -238,11 +238,18 @@ class Job:
             f"cannot write into {self.out_dir}: {reason}: stopped sending new tasks at the "
             "first failed write; free some space and rerun the same command to do the rest"
         )
-        in_flight = self.pulled - len(self.finalized)
+        in_flight = self.in_flight()
         self.reporter.note(
             f"{reason} writing into {self.out_dir}: sending no new tasks; "
             f"waiting for {in_flight} in flight"
         )
+
+    def in_flight(self) -> int:
+        """Tasks sent and not answered: exact for the local engine (the tally), else those
+        taken and not finished (answers still being written count too)."""
+        if self.args.engine == "ray":
+            return self.pulled - len(self.finalized)
+        return self.tally.in_flight
 
     # -- Ctrl-C ----------------------------------------------------------------------------------
 
@@ -251,7 +258,7 @@ class Job:
         self.interrupts += 1
         if self.interrupts == 1:
             self.stop_requested = True
-            in_flight = self.pulled - len(self.finalized)
+            in_flight = self.in_flight()
             if self.args.engine == "ray":  # Ray holds the rows: stop taking them at once
                 self.reporter.note(
                     f"interrupted: stopping Ray; the {in_flight} inputs not back yet are listed "
@@ -306,11 +313,13 @@ async def run_local(job: Job, client: UpscaleClient) -> None:
             )
         except UpscaleError as exc:
             window.release()
+            job.tally.in_flight -= 1
             await job.finish(
                 index, getattr(exc, "task_uuid", None) or job.task_uuid(index), error=exc
             )
             return
         window.release()
+        job.tally.in_flight -= 1
         timeout = job.args.timeout or 60.0
         await job.finish(
             index,
@@ -326,6 +335,7 @@ async def run_local(job: Job, client: UpscaleClient) -> None:
                 window.release()
                 break
             job.pulled += 1
+            job.tally.in_flight += 1
             task = asyncio.create_task(one(index))
             running.add(task)
             task.add_done_callback(running.discard)

@@ -44,6 +44,7 @@ __all__ = [
     "parse_model",
     "parse_output_format",
     "parse_output_type",
+    "parse_quality",
     "parse_setting",
     "positive_float",
     "positive_int",
@@ -139,6 +140,12 @@ def parse_number(text: str, convert: Callable[[str], N], noun: str) -> N:
         return convert(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+
+
+def parse_quality(text: str) -> int:
+    """``--quality``: a whole number; the range (20 to 99) is the task model's rule, checked
+    with the other options, but a non-number already says what is expected."""
+    return parse_number(text, int, "an integer from 20 to 99")
 
 
 def positive_int(text: str) -> int:
@@ -243,7 +250,7 @@ def add_task_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--quality",
         dest="output_quality",
-        type=int,
+        type=parse_quality,
         metavar="20-99",
         help="outputQuality: compression quality, an integer from 20 to 99. Default: not sent "
         "(the API uses 95).",

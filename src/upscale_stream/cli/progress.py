@@ -1,8 +1,9 @@
 """Progress of a run: the counters, a rich progress bar, and the plain fallback.
 
 :class:`Tally` holds the counts and computes rates from a ``now`` it is given, so it is pure.
-A reporter shows it: :class:`RichReporter` draws a live bar (tasks done and failed, tasks/s,
-MB in and out, ETA) when standard output is a terminal; :class:`PlainReporter` writes one line
+A reporter shows it: :class:`RichReporter` draws a live bar (tasks done of the total, failed,
+in flight, tasks/s, bytes out, ETA) laid out to fit 80 columns, the bar taking what is left, when
+standard output is a terminal; :class:`PlainReporter` writes one line
 every ``interval`` seconds to a stream (standard error) otherwise, and with ``--quiet`` or
 ``--json``. Both print notes (a line of status) without breaking the bar, and
 :func:`logging_through` sends the library's log lines through them too.
@@ -18,21 +19,18 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-)
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn
+
+from ..metrics import Stats
 
 __all__ = [
     "PlainReporter",
     "Reporter",
     "RichReporter",
     "Tally",
+    "client_figures",
     "describe",
+    "describe_client",
     "format_duration",
     "format_mb",
     "logging_through",
@@ -48,6 +46,8 @@ class Tally:
         skipped: Inputs skipped because the manifest says they are done.
         succeeded: Outputs written.
         failed: Inputs that failed (rejected, failed by the server, or not written).
+        in_flight: Tasks sent and not answered yet (the run keeps it exact: +1 when an input
+            is handed to the client, -1 when its outcome arrives).
         bytes_in: Input bytes of finished tasks (local files only).
         bytes_out: Output bytes written.
         cost: Sum of the costs the server reported (``--include-cost``).
@@ -58,6 +58,7 @@ class Tally:
     skipped: int = 0
     succeeded: int = 0
     failed: int = 0
+    in_flight: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
     cost: float = 0.0
@@ -86,8 +87,17 @@ class Tally:
 
 
 def format_mb(count: int) -> str:
-    """Bytes as megabytes with one decimal (``1.2 MB``)."""
-    return f"{count / 1_000_000:.1f} MB"
+    """Bytes in the unit that reads best: ``512 B``, ``48 KB``, ``1.2 MB``, ``3.4 GB``.
+
+    (The name stays from when it always said MB, which printed 48 KB as ``0.0 MB``.)
+    """
+    if count < 1000:
+        return f"{count} B"
+    if count < 1_000_000:
+        return f"{count / 1000:.0f} KB"
+    if count < 1_000_000_000:
+        return f"{count / 1_000_000:.1f} MB"
+    return f"{count / 1_000_000_000:.1f} GB"
 
 
 def format_duration(seconds: float | None) -> str:
@@ -109,6 +119,50 @@ def describe(tally: Tally, now: float) -> str:
         f"{tally.failed} failed), {tally.rate(now):.1f} tasks/s, in {format_mb(tally.bytes_in)}, "
         f"out {format_mb(tally.bytes_out)}, ETA {format_duration(tally.eta(now))}"
     )
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
+
+
+def describe_client(stats: Stats) -> str:
+    """The client's figures in one line, for the run's summary (``client.stats()``)."""
+    latency = stats.latency
+    return (
+        f"client: {stats.frames_sent} frames out ({format_mb(stats.bytes_sent)}), "
+        f"{stats.frames_received} in ({format_mb(stats.bytes_received)}), "
+        f"{stats.reconnects} reconnects, {stats.retried} retried, {stats.resent} resent, "
+        f"{stats.replayed} replayed, {stats.fetched} fetched; latency p50 {_ms(latency.p50)}, "
+        f"p90 {_ms(latency.p90)}, p99 {_ms(latency.p99)}"
+    )
+
+
+def client_figures(stats: Stats) -> dict[str, Any]:
+    """The client's figures with the JSON names of ``summary.json`` (camelCase)."""
+    latency = stats.latency
+    return {
+        "submitted": stats.submitted,
+        "succeeded": stats.succeeded,
+        "failed": stats.failed,
+        "failedByCode": dict(stats.failed_by_code),
+        "retried": stats.retried,
+        "resent": stats.resent,
+        "replayed": stats.replayed,
+        "fetched": stats.fetched,
+        "framesSent": stats.frames_sent,
+        "framesReceived": stats.frames_received,
+        "bytesSent": stats.bytes_sent,
+        "bytesReceived": stats.bytes_received,
+        "reconnects": stats.reconnects,
+        "window": stats.window,
+        "latency": {
+            "count": latency.count,
+            "p50": latency.p50,
+            "p90": latency.p90,
+            "p99": latency.p99,
+            "windowSeconds": latency.window,
+        },
+    }
 
 
 class Reporter(Protocol):
@@ -183,7 +237,11 @@ class PlainReporter:
 
 
 class RichReporter:
-    """A live rich progress bar on a terminal.
+    """A live rich progress bar on a terminal, laid out for 80 columns.
+
+    One line: a spinner, the bar, then ``done/total``, failed, in flight, tasks/s, bytes written
+    and the ETA as one text of known width. The bar takes whatever width is left, so at 80
+    columns the counts and the total are never cut (rich would cut a column with ``…``).
 
     Args:
         tally: The counts to show.
@@ -198,25 +256,23 @@ class RichReporter:
         self.clock = clock
         self.progress = Progress(
             SpinnerColumn(),
-            TextColumn("[bold]upscaling"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("[green]{task.fields[ok]} ok[/] [red]{task.fields[failed]} failed[/]"),
-            TextColumn("{task.fields[rate]} tasks/s"),
-            TextColumn("in {task.fields[mb_in]} / out {task.fields[mb_out]}"),
-            TextColumn("ETA {task.fields[eta]}"),
+            BarColumn(bar_width=None),
+            TextColumn("{task.fields[line]}"),
             console=console,
             refresh_per_second=8,
+            expand=True,
         )
         self._task: TaskID | None = None
 
     def start(self) -> None:
-        self._task = self.progress.add_task("upscale", total=self.tally.total, **self._fields())
+        self._task = self.progress.add_task(
+            "upscale", total=max(1, self.tally.total), line=self.line()
+        )
         self.progress.start()
 
     def update(self) -> None:
         if self._task is not None:
-            self.progress.update(self._task, completed=self.tally.finished, **self._fields())
+            self.progress.update(self._task, completed=self.tally.finished, line=self.line())
 
     def tick(self) -> None:
         self.update()
@@ -228,17 +284,43 @@ class RichReporter:
         self.update()
         self.progress.stop()
 
-    def _fields(self) -> dict[str, Any]:
+    def line(self) -> str:
+        """The text right of the bar (rich markup), for example
+        ``48/100 · 2 failed · 64 in flight · 12.5/s · 4.1 MB out · ETA 4s``.
+
+        Fields are dropped from the right end of the priority list (bytes, then rate, then ETA)
+        when the console is too narrow for them and a bar of :data:`MIN_BAR` cells; the count,
+        the total, the failures and the tasks in flight always stay.
+        """
         now = self.clock()
         tally = self.tally
-        return {
-            "ok": tally.succeeded,
-            "failed": tally.failed,
-            "rate": f"{tally.rate(now):.1f}",
-            "mb_in": format_mb(tally.bytes_in),
-            "mb_out": format_mb(tally.bytes_out),
-            "eta": format_duration(tally.eta(now)),
-        }
+        failed = f"[red]{tally.failed} failed[/]" if tally.failed else "0 failed"
+        fields = [
+            (f"[bold]{tally.finished}/{tally.total}[/]", f"{tally.finished}/{tally.total}"),
+            (failed, f"{tally.failed} failed"),
+            (f"{tally.in_flight} in flight", f"{tally.in_flight} in flight"),
+            (f"ETA {format_duration(tally.eta(now))}", ""),
+            (f"{tally.rate(now):.1f}/s", ""),
+            (f"{format_mb(tally.bytes_out)} out", ""),
+        ]
+        room = self.progress.console.width - _SPINNER - MIN_BAR - 2
+        shown: list[str] = []
+        used = -len(_SEP)
+        for markup, plain in fields:
+            width = len(plain or markup) + len(_SEP)
+            if shown and len(shown) >= 3 and used + width > room:
+                break
+            shown.append(markup)
+            used += width
+        if len(shown) > 3:  # ETA reads last, as on every progress bar
+            shown = shown[:3] + shown[4:] + shown[3:4]
+        return _SEP.join(shown)
+
+
+MIN_BAR = 10
+"""The fewest cells the bar keeps; the text gives up fields before the bar goes below it."""
+_SPINNER = 2
+_SEP = " · "
 
 
 class _ReporterHandler(logging.Handler):

@@ -501,6 +501,7 @@ async def _run_locally(job: Job, url: str, api_key: str) -> None:
         await run_local(job, client)
     finally:
         await client.close(cancel=job.cancel_requested)
+        job.summary.client = client.stats()
 
 
 async def _start_embedded(
@@ -516,6 +517,7 @@ async def _start_embedded(
         allow_private_urls=True,
         task_delay=job.args.server_task_delay,
         engine=job.args.server_engine,
+        status_shows_results=True,  # one key, this run's own: its results are the user's
     )
     server = await stack.enter_async_context(ReferenceServer(config))
     how = "Pillow" if config.engine == "pillow" else "neural (Real-ESRGAN)"
@@ -523,4 +525,6 @@ async def _start_embedded(
         f"{reason}: using the embedded local server at {server.url} "
         f"(real {how} upscaling, nothing leaves this machine)"
     )
+    if job.args.verbose:
+        job.reporter.note(f"status page: {server.http_url}/status (live figures)")
     return server.url, api_key

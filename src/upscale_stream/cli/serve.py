@@ -294,6 +294,13 @@ _FLAGS: tuple[_Flag, ...] = (
         "Distinct taskUUIDs each test counter remembers (the oldest go first).",
     ),
     _Flag("fault_seed", "--fault-seed", _count, "N", "Seed of the fault-injection generator."),
+    _Flag(
+        "status_shows_results",
+        "--status-show-results",
+        None,
+        None,
+        "Show the latest output images of every key on /status (off: figures only).",
+    ),
 )
 
 FLAG_OF_FIELD: Mapping[str, str] = {
@@ -453,6 +460,9 @@ async def _serve(config: Any, generated: str | None, streams: Streams) -> None:
         ) from None
     try:
         print(f"serving {server.url} (output images at {server.http_url})", file=streams.stdout)
+        print(
+            f"playground: {server.http_url}/  status: {server.http_url}/status", file=streams.stdout
+        )
         if generated is not None:
             print(
                 f"no --api-key or ${ENV_SERVER_KEYS}: generated the key {generated} "

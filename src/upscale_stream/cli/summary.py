@@ -21,8 +21,9 @@ from ..errors import (
     UpscaleError,
     UpscaleTimeout,
 )
+from ..metrics import Stats
 from .manifest import write_file_atomic
-from .progress import format_duration, format_mb
+from .progress import client_figures, describe_client, format_duration, format_mb
 
 __all__ = ["Failure", "RunSummary", "failure_from", "render_text", "write_summary"]
 
@@ -104,6 +105,7 @@ class RunSummary:
         job_id: The job id the taskUUIDs were derived from (not a secret).
         engine: ``local`` or ``ray``.
         recovered: Outputs a killed run had written but not renamed, put in place at the start.
+        client: The client's figures at the end (``client.stats()``), once it connected.
     """
 
     out_dir: str
@@ -126,6 +128,7 @@ class RunSummary:
     job_id: str = ""
     engine: str = "local"
     recovered: int = 0
+    client: Stats | None = None
 
     @property
     def tasks_per_second(self) -> float:
@@ -161,6 +164,8 @@ class RunSummary:
             body["cost"] = round(self.cost, 6)
         if self.error is not None:
             body["error"] = self.error
+        if self.client is not None:
+            body["client"] = client_figures(self.client)
         return body
 
     def to_json(self) -> bytes:
@@ -205,6 +210,8 @@ def render_text(summary: RunSummary, *, summary_path: Path | None, quiet: bool =
         if summary.cost is not None:
             timing += f", cost ${summary.cost:.4f}"
         lines.append(timing)
+        if summary.client is not None:
+            lines.append(describe_client(summary.client))
         lines.append(f"outputs: {summary.out_dir}")
         if summary_path is not None:
             lines.append(f"summary: {summary_path}")

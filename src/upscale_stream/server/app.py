@@ -44,8 +44,10 @@ from .engines import get_engine
 from .faults import Faults
 from .handlers import TaskHandlers
 from .image_store import ImageStore
+from .pages import page_response
 from .routes import http_response, is_upgrade, plain_response
 from .sessions import Session, SessionRegistry, TaskCounts
+from .status import StatusBoard
 
 __all__ = ["ReferenceServer"]
 
@@ -111,6 +113,7 @@ class ReferenceServer:
         self.registry = SessionRegistry(hold_time=config.hold_time, retention=config.retention)
         self.images = ImageStore(config.image_store_bytes)
         self.counts = TaskCounts(max_keys=config.max_counted_uuids)
+        self.status = StatusBoard(config.clock)  # the figures of /status and /status.json
         self.auth_guard = AuthGuard(
             burst=config.auth_failure_burst, per_minute=config.auth_failures_per_minute
         )
@@ -481,7 +484,8 @@ class ReferenceServer:
                     b"refused by the reference server (fault injection)\n",
                 )
             return None
-        return http_response(request, self.images, self.config.clock())
+        page = page_response(request.path, self)
+        return page or http_response(request, self.images, self.config.clock())
 
     async def _sweep(self) -> None:
         freed_since_trim = 0

@@ -160,6 +160,8 @@ class ClientSocket:
         (protocol.md section 4). After authentication it is folded into the frame's one
         notice instead (:class:`FrameRefusals`); authentication errors keep their shape.
         """
+        if kind == "errors":
+            self.server.status.error_sent(item)
         if (
             kind == "errors"
             and self._refusals is not None

@@ -75,6 +75,9 @@ class ServerConfig:
             ``executions``, ``polls``) remembers; the oldest are forgotten first.
         sweep_interval: Real seconds between background expiry sweeps.
         fault_seed: Seed of the fault-injection random generator.
+        status_shows_results: Let ``/status`` and ``/status.json`` show the latest output
+            images, of every key. Off: they show figures only (and key fingerprints), never a
+            result, since anyone who can reach the port can read them.
         clock: Monotonic time source for expiry (holds, retention, image TTL).
     """
 
@@ -110,6 +113,7 @@ class ServerConfig:
     max_counted_uuids: int = 250_000
     sweep_interval: float = 1.0
     fault_seed: int = 0
+    status_shows_results: bool = False
     clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -55,6 +55,7 @@ from .faults import Faults
 from .image_store import ImageStore
 from .refusals import SCOPED_REFUSALS, bounded_uuid, error_item, scoped_error
 from .sessions import Kind, Session, SessionRegistry, TaskCounts, TaskRecord, compact_json
+from .status import StatusBoard
 from .task_work import TaskWork
 from .upscalers import check_upscale, normalise_upscale
 from .worker import TaskFailure
@@ -101,6 +102,7 @@ class Host(Protocol):
     registry: SessionRegistry
     images: ImageStore
     counts: TaskCounts
+    status: StatusBoard
 
     @property
     def image_base_url(self) -> str:
@@ -494,6 +496,7 @@ class TaskHandlers:
         finally:
             peer.in_flight -= 1
         session = host.registry.finish(record, answer, failed=failed, now=host.config.clock())
+        host.status.finished(record, answer, failed=failed)
         if session is not None:
             host.wake_session(session.session_id)
         host.notify_progress()

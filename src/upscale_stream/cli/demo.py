@@ -1,7 +1,8 @@
-"""``make demo``: upscale a folder of varied sample images with the CLI, then check the outputs.
+"""``upscale-stream demo``: upscale a folder of varied sample images with the CLI, then check them.
 
-Run as ``python -m upscale_stream.demo [FOLDER] [--engine pillow|neural]`` (default:
-``./demo``, ``pillow``; ``make demo ENGINE=neural`` passes the engine, see docs/engines.md). It
+Run as ``upscale-stream demo [FOLDER] [--engine pillow|neural]`` (default: ``./demo``,
+``pillow``; ``make demo ENGINE=neural`` passes the engine, see docs/engines.md), from a source
+checkout or from an installed wheel alike: everything it needs is in the package. It
 
 1. writes sample images to ``FOLDER/samples/`` unless some exist already: several sizes and
    formats (PNG, JPEG, WEBP), a PNG and a WEBP with transparency, a nested sub-folder, a text
@@ -11,7 +12,9 @@ Run as ``python -m upscale_stream.demo [FOLDER] [--engine pillow|neural]`` (defa
    upscales them and the progress bar shows on a terminal;
 3. checks that every valid sample has an output exactly twice its size (keeping its
    transparency), and that ``corrupt.png`` is reported as a failure with its reason;
-4. prints a table of the checks, and where the outputs and the summary are.
+4. prints a table of the checks (the run itself has printed where the outputs and the summary
+   are), then how to watch the next run in a browser: the playground and the status page of
+   ``upscale-stream serve``.
 
 The exit code is 0 when every check passes, 1 otherwise.
 """
@@ -29,13 +32,16 @@ from PIL import Image, ImageDraw
 from rich.console import Console
 from rich.table import Table
 
-from .cli import main as cli_main
-from .cli.manifest import STATE_DIR, SUMMARY_FILE
+from .manifest import STATE_DIR, SUMMARY_FILE
+from .streams import Streams
 
-__all__ = ["FACTOR", "SAMPLES", "Sample", "main", "make_samples"]
+__all__ = ["FACTOR", "SAMPLES", "Sample", "add_arguments", "main", "make_samples"]
 
 FACTOR = 2
 CORRUPT = "corrupt.png"
+NOTES = "notes.txt"
+PLAYGROUND_PORT = 8765
+PLAYGROUND_KEY = "demo-key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +115,7 @@ def make_samples(folder: Path) -> list[Path]:
     complete = folder / "landscape.png"
     corrupt = folder / CORRUPT
     corrupt.write_bytes(complete.read_bytes()[:200])  # the header, then nothing: truncated
-    notes = folder / "notes.txt"
+    notes = folder / NOTES
     notes.write_text("Not an image: the CLI skips it when it walks the folder.\n")
     return [*written, corrupt, notes]
 
@@ -156,13 +162,38 @@ def _sample_images(samples: Path) -> list[Path]:
     )
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``demo`` command's arguments to its sub-parser."""
+    parser.add_argument(
+        "folder",
+        nargs="?",
+        default="demo",
+        metavar="FOLDER",
+        help="Where the samples and outputs go (default: ./demo). Existing samples are reused.",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("pillow", "neural"),
+        default="pillow",
+        help="How the embedded server upscales: pillow (default) or neural (the sr extra).",
+    )
+    parser.set_defaults(handler=lambda args, streams: demo_command(args, streams))
+
+
+def demo_command(args: argparse.Namespace, streams: Streams) -> int:
+    """The ``demo`` sub-command's handler."""
+    return main([str(args.folder), "--engine", args.engine])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; returns 0 when every check passes.
 
     Args:
         argv: Optionally the demo folder (default: ``./demo``) and ``--engine NAME``.
     """
-    parser = argparse.ArgumentParser(prog="python -m upscale_stream.demo")
+    from .app import main as cli_main  # the CLI imports this module for its sub-command
+
+    parser = argparse.ArgumentParser(prog="upscale-stream demo")
     parser.add_argument("folder", nargs="?", type=Path, default=Path("demo"))
     parser.add_argument("--engine", choices=("pillow", "neural"), default="pillow")
     arguments = parser.parse_args(sys.argv[1:] if argv is None else argv)
@@ -173,7 +204,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         console = Console(width=140)
     if not samples.is_dir() or not _sample_images(samples):
         made = make_samples(samples)
-        console.print(f"wrote {len(made)} sample files to {samples}/", soft_wrap=True)
+        images = len(made) - 1
+        console.print(
+            f"wrote {len(made)} sample files to {samples}/: {images - 1} images, {CORRUPT} "
+            f"(cut short: it must fail) and {NOTES} (not an image: the CLI skips it, "
+            f"so the run has {images} inputs)",
+            soft_wrap=True,
+        )
     else:
         console.print(f"using the samples in {samples}/", soft_wrap=True)
     console.print(
@@ -200,16 +237,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     checks = [_check_sample(samples, out, path) for path in _sample_images(samples)]
     summary_path = out / STATE_DIR / SUMMARY_FILE
     summary = orjson.loads(summary_path.read_bytes()) if summary_path.is_file() else {}
-    corrupt_reason = next(
+    corrupt_code = next(
         (
-            f"{failure['code']}: {failure['message']}"
+            str(failure["code"])
             for failure in summary.get("failures", [])
             if Path(failure["input"]).name == CORRUPT
         ),
         None,
     )
 
-    table = Table(title=f"\nupscaled x{FACTOR} by the embedded reference server ({engine})")
+    table = Table(
+        title=f"\nchecked: upscaled x{FACTOR} by the embedded reference server ({engine})"
+    )
     for column in ("sample", "input", "output", "size", "check"):
         table.add_column(column, overflow="fold")
     for check in checks:
@@ -218,32 +257,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             check.sample, check.input_size, check.output, check.output_size, f"{mark} {check.note}"
         )
     if (samples / CORRUPT).is_file():
-        verdict = "[green]ok[/] failed as expected" if corrupt_reason else "[red]NOT reported[/]"
+        verdict = (
+            f"[green]ok[/] failed as expected ({corrupt_code})"
+            if corrupt_code
+            else "[red]NOT reported[/]"
+        )
         table.add_row(CORRUPT, "truncated", "-", "-", verdict)
     console.print(table)
-    if corrupt_reason:
-        console.print(
-            f"{CORRUPT} failed with: {corrupt_reason}",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
 
     problems = [c for c in checks if not c.ok]
-    if (samples / CORRUPT).is_file() and corrupt_reason is None:
+    if (samples / CORRUPT).is_file() and corrupt_code is None:
         console.print(f"[red]{CORRUPT} should have failed with a reason[/]")
         problems.append(Check(CORRUPT, "", "", "", False, "not reported"))
     expected_code = 1 if (samples / CORRUPT).is_file() else 0
     if code != expected_code:
         console.print(f"[red]the CLI exited with {code}, expected {expected_code}[/]")
         problems.append(Check("exit code", "", "", "", False, str(code)))
-    console.print(f"\noutputs: {out.resolve()}/", soft_wrap=True)
-    console.print(f"summary: {summary_path.resolve()}", soft_wrap=True)
-    console.print(f"manifest: {(out / STATE_DIR / 'manifest.jsonl').resolve()}", soft_wrap=True)
     if problems:
         console.print(f"[red]demo: {len(problems)} check(s) failed[/]")
         return 1
     console.print(f"[green]demo: all {len(checks)} outputs checked[/]")
+    base = f"http://127.0.0.1:{PLAYGROUND_PORT}"
+    console.print(
+        "\nSee it in a browser: start the local server with\n"
+        f"  upscale-stream serve --port {PLAYGROUND_PORT} --api-key {PLAYGROUND_KEY}\n"
+        f"then open the playground at {base}/ (enter the key {PLAYGROUND_KEY}, add images, "
+        f"Upscale) and the live status page at {base}/status",
+        soft_wrap=True,
+        highlight=False,
+    )
     return 0
 
 
