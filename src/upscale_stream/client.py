@@ -288,14 +288,19 @@ class UpscaleClient:
             ClientClosed: the client was closed before the task finished.
         """
         template = self._template(factor, model, options)
-        job = _job_of(job_id, job_key, image, template, task_uuid)
+        job = (
+            None
+            if job_id is None and job_key is None
+            else _job_of(job_id, job_key, image, template, task_uuid)
+        )
         if job is not None:
             key = job.task_uuid(0)
         else:
             key = new_task_uuid() if task_uuid is None else _checked_uuid(task_uuid)
         payload = template.encode(key, await input_value(image))
         connection = self._require_connection()
-        await connection.acquire()
+        if not connection.try_acquire():
+            await connection.acquire()
         try:
             future: asyncio.Future[UpscaleResult] = asyncio.get_running_loop().create_future()
             connection.submit(

@@ -233,6 +233,19 @@ class Connection:
         self._check_usable()
         await self._slots.acquire()
 
+    def try_acquire(self) -> bool:
+        """Take one slot if one is free now, without a coroutine (the common case).
+
+        Returns:
+            Whether a slot was taken; if not, await :meth:`acquire`.
+
+        Raises:
+            ClientClosed: the connection is closed.
+        """
+        if self._closing or self._draining or self._fatal is not None:
+            self._check_usable()
+        return self._slots.try_acquire()
+
     def release(self) -> None:
         """Give back one slot taken with :meth:`acquire`."""
         self._slots.release()
@@ -267,7 +280,8 @@ class Connection:
             InternalError: the core failed earlier.
             DuplicateTaskUUID: a live task already has this taskUUID.
         """
-        self._check_usable()
+        if self._closing or self._draining or self._fatal is not None:
+            self._check_usable()
         now = self._loop.time()
         self.session.submit(task_uuid, payload, now, is_async=is_async, timeout=timeout, job=job)
         self._waiters[task_uuid] = callback
@@ -501,18 +515,31 @@ class Connection:
         factory = self._result_factory
         resolve = self._resolve
         window = self.window
+        waiters = self._waiters
+        attempts = self._attempts
+        metrics = self.metrics
+        loop = self._loop
+        task_result = TaskResult
         for event in self.session.events_received():
-            if type(event) is TaskResult:
+            if type(event) is task_result:
+                # The hot path, inlined (one result per task): _resolve and on_success.
                 key = event.task_uuid
-                tries = self._attempts.pop(key, 1) if self._attempts else 1
+                tries = attempts.pop(key, 1) if attempts else 1
                 try:
                     result = factory(event.item)
                 except Exception as exc:  # a result we cannot read fails its task only
                     error = InvalidResult(f"task {key}: unreadable result: {exc}", task_uuid=key)
                     resolve(key, None, error, tries)
                 else:
-                    resolve(key, result, None, tries)
-                window.on_success()
+                    callback = waiters.pop(key, None)
+                    if callback is not None:
+                        metrics.task_resolved(key, None, loop.time())
+                        try:
+                            callback(key, result, None, tries)
+                        except Exception:
+                            log.exception("task callback failed", task_uuid=key)
+                if window.limit < window.maximum:
+                    window.on_success()
                 if not self._proven:
                     self._check_health()
             elif type(event) is TaskFailed:

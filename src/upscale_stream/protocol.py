@@ -285,13 +285,16 @@ class ClientSession(RecoveryRules):
 
         Then call :meth:`data_to_send` (once per event-loop turn is enough).
         """
-        self._check_open()
-        if task_uuid in self._tasks or task_uuid in self._renamed:
+        phase = self.phase
+        if phase is _CLOSED or phase is _ERROR:
+            self._check_open()
+        tasks = self._tasks
+        if task_uuid in tasks or (self._renamed and task_uuid in self._renamed):
             raise DuplicateTaskUUID(task_uuid)
         seconds = self._settings.task_timeout if timeout is None else timeout
         deadline = None if seconds is None else now + seconds
         task = TaskRecord(task_uuid, task_uuid, payload, is_async, seconds, deadline, job)
-        self._tasks[task_uuid] = task
+        tasks[task_uuid] = task
         self._queue.append(task)
         if deadline is not None:
             self._timeouts.add(task_uuid, deadline)
@@ -634,6 +637,15 @@ class ClientSession(RecoveryRules):
             task.sent_seq = sent
         self._on_wire += sent - self.tasks_sent
         self.tasks_sent = sent
+        limits = self.limits
+        count = len(payloads)
+        if count <= limits.max_batch and (
+            limits.max_frame_bytes is None
+            or sum(map(len, payloads)) + count + 2 <= limits.max_frame_bytes
+        ):
+            # Everything fits in one frame (the common case): no size list to pack. The
+            # same test as frame_slices': 2 bytes of brackets, one byte per item for its comma.
+            return [wire.join_frame(payloads)] if payloads else []
         parts = wire.frame_slices(
             [len(payload) for payload in payloads],
             max_items=self.limits.max_batch,

@@ -77,7 +77,7 @@ class Schedule:
         return math.ceil(when / self._resolution)
 
     def add(self, key: str, when: float) -> None:
-        slot = self._slot(when)
+        slot = _ceil(when / self._resolution)  # _slot, inlined: once per task
         bucket = self._buckets.get(slot)
         if bucket is None:
             bucket = self._buckets[slot] = {}
@@ -85,7 +85,7 @@ class Schedule:
         bucket[key] = None
 
     def discard(self, key: str, when: float) -> None:
-        bucket = self._buckets.get(self._slot(when))
+        bucket = self._buckets.get(_ceil(when / self._resolution))
         if bucket is not None:
             bucket.pop(key, None)
 
@@ -104,6 +104,9 @@ class Schedule:
             slot = heapq.heappop(self._heap)
             due.extend(self._buckets.pop(slot, ()))
         return due
+
+
+_ceil = math.ceil
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,17 @@ class InFlightWindow:
         """Callers waiting for a slot."""
         return len(self._waiters)
 
+    def try_acquire(self) -> bool:
+        """Take one slot if one is free now and nobody waits (no coroutine, no future).
+
+        Returns:
+            Whether a slot was taken; if not, call :meth:`acquire`.
+        """
+        if self.used < self.aimd.limit and not self._waiters:
+            self.used += 1
+            return True
+        return False
+
     async def acquire(self) -> None:
         """Take one slot, waiting in FIFO order while the window is full.
 
