@@ -34,6 +34,18 @@ def images(folder: Path, count: int) -> list[Path]:
     return [write_image(folder / f"img-{i:02d}.png", (6, 4), colour=i * 5) for i in range(count)]
 
 
+def run_argv(upscale_server: LocalServer, source: Path, out: Path, *extra: str) -> list[str]:
+    """``upscale-stream run SOURCE --out OUT`` against the test's server, plus ``extra``."""
+    return [
+        "run",
+        str(source),
+        "--out",
+        str(out),
+        *extra,
+        *server_args(upscale_server, TEST_API_KEY),
+    ]
+
+
 def job_id_of(out: Path) -> str:
     value: str = orjson.loads((out / STATE / "job.json").read_bytes())["jobId"]
     return value
@@ -77,13 +89,7 @@ async def test_a_rerun_into_the_same_folder_is_the_same_job_and_new_job_starts_a
     server = upscale_server.server
     images(tmp_path / "in", 3)
     out = tmp_path / "out"
-    argv = [
-        "run",
-        str(tmp_path / "in"),
-        "--out",
-        str(out),
-        *server_args(upscale_server, TEST_API_KEY),
-    ]
+    argv = run_argv(upscale_server, tmp_path / "in", out)
 
     assert await run_cli(argv) == 0
     first_job = job_id_of(out)
@@ -168,13 +174,7 @@ async def test_a_kill_between_the_manifest_line_and_the_rename_is_finished_witho
     server = upscale_server.server
     images(tmp_path / "in", 3)
     out = tmp_path / "out"
-    argv = [
-        "run",
-        str(tmp_path / "in"),
-        "--out",
-        str(out),
-        *server_args(upscale_server, TEST_API_KEY),
-    ]
+    argv = run_argv(upscale_server, tmp_path / "in", out)
     assert await run_cli(argv) == 0
     # What a kill after the manifest line and before the rename leaves: the line, and the
     # complete bytes in the part file.
@@ -197,13 +197,7 @@ async def test_part_files_a_killed_run_left_are_removed_and_a_damaged_one_is_not
 ) -> None:
     images(tmp_path / "in", 2)
     out = tmp_path / "out"
-    argv = [
-        "run",
-        str(tmp_path / "in"),
-        "--out",
-        str(out),
-        *server_args(upscale_server, TEST_API_KEY),
-    ]
+    argv = run_argv(upscale_server, tmp_path / "in", out)
     assert await run_cli(argv) == 0
     [line] = [line for line in manifest_lines(out) if line["output"] == "img-00.jpg"]
     (out / "img-00.jpg").unlink()
@@ -226,13 +220,7 @@ async def test_outputs_and_state_files_get_the_usual_permissions(
 ) -> None:
     images(tmp_path / "in", 2)
     out = tmp_path / "out"
-    argv = [
-        "run",
-        str(tmp_path / "in"),
-        "--out",
-        str(out),
-        *server_args(upscale_server, TEST_API_KEY),
-    ]
+    argv = run_argv(upscale_server, tmp_path / "in", out)
 
     assert await run_cli(argv) == 0
 
