@@ -515,14 +515,12 @@ class Connection:
         factory = self._result_factory
         resolve = self._resolve
         window = self.window
-        waiters = self._waiters
         attempts = self._attempts
-        metrics = self.metrics
-        loop = self._loop
         task_result = TaskResult
         for event in self.session.events_received():
             if type(event) is task_result:
-                # The hot path, inlined (one result per task): _resolve and on_success.
+                # The hot path (one result per task): _resolve is the one place that ends a
+                # task, so the metrics and the callback guard cannot be skipped here.
                 key = event.task_uuid
                 tries = attempts.pop(key, 1) if attempts else 1
                 try:
@@ -531,13 +529,7 @@ class Connection:
                     error = InvalidResult(f"task {key}: unreadable result: {exc}", task_uuid=key)
                     resolve(key, None, error, tries)
                 else:
-                    callback = waiters.pop(key, None)
-                    if callback is not None:
-                        metrics.task_resolved(key, None, loop.time())
-                        try:
-                            callback(key, result, None, tries)
-                        except Exception:
-                            log.exception("task callback failed", task_uuid=key)
+                    resolve(key, result, None, tries)
                 if window.limit < window.maximum:
                     window.on_success()
                 if not self._proven:
