@@ -5,7 +5,8 @@ empty pytest.ini, so none of ours), in pytest-asyncio's strict mode (its default
 mode. The other Python blocks run as scripts against a local server, given through
 ``RUNWARE_API_KEY`` and ``RUNWARE_URL`` as a user would, in a folder holding the files they
 name; every image they write must be in the format its file name says. The shell lines run the
-CLI (``serve`` excepted: it runs until Ctrl-C on a fixed port; tests/cli/test_serve.py covers it).
+CLI (``serve`` excepted: it runs until Ctrl-C on a fixed port; tests/test_readme_serve.py runs
+those lines as written).
 """
 
 from __future__ import annotations
