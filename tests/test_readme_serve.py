@@ -132,6 +132,10 @@ def _listening_addresses(pid: int) -> set[tuple[str, int]]:
     return found
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _upscale_through(port: int, api_key: str) -> tuple[int, int]:
     picture = io.BytesIO()
     Image.new("RGB", (12, 10), "teal").save(picture, "PNG")
@@ -170,6 +174,9 @@ def test_the_readme_serve_line_serves_on_loopback_upscales_and_stops_cleanly_on_
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as on a terminal: a shell's background job (make test under nohup, CI)
+        # would pass SIGINT on as ignored, and the server would never see it.
+        preexec_fn=_default_sigint,
     )
     try:
         _wait_for_health(process, port)
