@@ -48,6 +48,9 @@ class Tally:
         failed: Inputs that failed (rejected, failed by the server, or not written).
         in_flight: Tasks sent and not answered yet (the run keeps it exact: +1 when an input
             is handed to the client, -1 when its outcome arrives).
+        writing: Tasks answered whose output is still being fetched or written (so that
+            done, in flight and writing add up to what was sent, even when the disk or the
+            downloads are slower than the server).
         bytes_in: Input bytes of finished tasks (local files only).
         bytes_out: Output bytes written.
         cost: Sum of the costs the server reported (``--include-cost``).
@@ -59,6 +62,7 @@ class Tally:
     succeeded: int = 0
     failed: int = 0
     in_flight: int = 0
+    writing: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
     cost: float = 0.0
@@ -286,11 +290,12 @@ class RichReporter:
 
     def line(self) -> str:
         """The text right of the bar (rich markup), for example
-        ``48/100 · 2 failed · 64 in flight · 12.5/s · 4.1 MB out · ETA 4s``.
+        ``48/100 · 2 failed · 64 in flight · 12.5/s · 4.1 MB out · ETA 4s``, with
+        ``· 16 writing`` after the tasks in flight while answered outputs are being written.
 
-        Fields are dropped from the right end of the priority list (bytes, then rate, then ETA)
-        when the console is too narrow for them and a bar of :data:`MIN_BAR` cells; the count,
-        the total, the failures and the tasks in flight always stay.
+        Fields are dropped from the right end of the priority list (bytes, then rate, then ETA,
+        then writing) when the console is too narrow for them and a bar of :data:`MIN_BAR`
+        cells; the count, the total, the failures and the tasks in flight always stay.
         """
         now = self.clock()
         tally = self.tally
@@ -299,7 +304,12 @@ class RichReporter:
             (f"[bold]{tally.finished}/{tally.total}[/]", f"{tally.finished}/{tally.total}"),
             (failed, f"{tally.failed} failed"),
             (f"{tally.in_flight} in flight", f"{tally.in_flight} in flight"),
-            (f"ETA {format_duration(tally.eta(now))}", ""),
+        ]
+        if tally.writing:
+            fields.append((f"{tally.writing} writing", ""))
+        eta = f"ETA {format_duration(tally.eta(now))}"
+        fields += [
+            (eta, ""),
             (f"{tally.rate(now):.1f}/s", ""),
             (f"{format_mb(tally.bytes_out)} out", ""),
         ]
@@ -312,8 +322,9 @@ class RichReporter:
                 break
             shown.append(markup)
             used += width
-        if len(shown) > 3:  # ETA reads last, as on every progress bar
-            shown = shown[:3] + shown[4:] + shown[3:4]
+        if eta in shown:  # ETA reads last, as on every progress bar
+            shown.remove(eta)
+            shown.append(eta)
         return _SEP.join(shown)
 
 
