@@ -157,7 +157,12 @@ class Job:
                 failure = failure_from(planned.source.key, reason, task_uuid if sent else None)
             self.fail(index, failure, sent=sent)
             return
-        await self._slots.acquire()
+        self.tally.writing += 1  # answered: no longer in flight, not done yet
+        try:
+            await self._slots.acquire()
+        except BaseException:
+            self.tally.writing -= 1
+            raise
         writer = asyncio.create_task(self._write(index, planned, fetch, task_uuid, cost))
         self._writers.add(writer)
         writer.add_done_callback(self._writers.discard)
@@ -195,6 +200,7 @@ class Job:
             return
         finally:
             self._slots.release()
+            self.tally.writing -= 1
         self.finalized.add(index)
         tally, summary = self.tally, self.summary
         tally.succeeded += 1
