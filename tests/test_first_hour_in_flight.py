@@ -30,11 +30,14 @@ from typing import Any
 import orjson
 import pytest
 from PIL import Image
+from rich.console import Console
+from rich.text import Text
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
 from upscale_stream import UpscaleResult
 from upscale_stream.cli import main
+from upscale_stream.cli.progress import MIN_BAR, RichReporter, Tally
 from upscale_stream.server import ReferenceServer, ServerConfig
 from upscale_stream.testing import TEST_API_KEY
 
@@ -248,6 +251,10 @@ def test_the_bar_and_the_ctrl_c_note_count_exactly_the_tasks_the_server_has_not_
             _wait_for(lambda: len(writing) == 2, "the 2 answered tasks to be writing")
             _wait_for(lambda: len(gate.sent) == 5, "2 new tasks in the freed window slots")
             seen["outstanding"] = gate.outstanding
+            # The two answered ones are neither in flight nor done: the bar says so.
+            with contextlib.suppress(AssertionError):
+                _wait_for(lambda: "2 writing" in terminal.getvalue(), "'2 writing'")
+            seen["writing"] = "2 writing" in terminal.getvalue()
             # 3. Ctrl-C now: 3 tasks are in flight, 2 answered ones are being written.
             os.kill(os.getpid(), signal.SIGINT)
             _wait_for(lambda: "interrupted:" in terminal.getvalue(), "the Ctrl-C note")
@@ -277,7 +284,31 @@ def test_the_bar_and_the_ctrl_c_note_count_exactly_the_tasks_the_server_has_not_
             f"the Ctrl-C note said {note.group(1)} in flight with 3 unanswered "
             "(and 2 answered, still being written)"
         )
+    if not seen["writing"]:
+        wrong.append("with 2 answered outputs held in writing the bar never said '2 writing'")
     assert not wrong, "; ".join(wrong)
     assert code == 130
     assert len(gate.sent) == 5  # nothing new was sent after Ctrl-C
     assert max(_figures_on_the_bar(drawn)) <= 3  # never more than the window
+    last_frame = drawn.split("\r")[-1]
+    assert "5/8" in last_frame and "writing" not in last_frame  # all written: no field
+
+
+@pytest.mark.parametrize("total", [100, 48_000, 10_000_000])
+def test_at_80_columns_the_writing_figure_gives_way_before_the_count_or_the_in_flight_one(
+    total: int,
+) -> None:
+    stream = io.StringIO()
+    console = Console(file=stream, force_terminal=True, width=80, color_system=None)
+    done = total * 48 // 100
+    tally = Tally(total=total, started=0.0, succeeded=done - 12, failed=12, in_flight=64)
+    tally.writing, tally.bytes_out = 16, 123_456_789
+    reporter = RichReporter(tally, console, clock=lambda: 3600.0)
+
+    text = Text.from_markup(reporter.line()).plain
+
+    assert text.startswith(f"{done}/{total} · 12 failed · 64 in flight")
+    assert len(text) <= 80 - 2 - MIN_BAR - 2  # the spinner, the bar and the gaps keep theirs
+    if total < 1_000_000:  # room for the writing figure and the ETA, which reads last
+        assert " · 64 in flight · 16 writing · " in text
+        assert re.search(r" · ETA \S+$", text), text
