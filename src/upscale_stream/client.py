@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import random
 import ssl as ssl_module
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
@@ -34,7 +33,7 @@ from .config import (
 )
 from .connection import Connection
 from .errors import ClientClosed, InvalidLimits, InvalidTask, UpscaleError
-from .inputs import ImageSource
+from .inputs import ImageSource, is_uuid
 from .jobs import JobTask, check_job_id, input_key, options_digest
 from .log import get_logger
 from .metrics import Metrics, Stats
@@ -118,6 +117,7 @@ class UpscaleClient:
         self._connection: Connection | None = None
         self._closed = False
         self._templates: dict[Any, TaskTemplate] = {}
+        self._plain_templates: dict[tuple[int, str], TaskTemplate] = {}  # no other options
         self._metrics = Metrics()
         self._not_connected = "the client is not connected: use `async with` or connect()"
 
@@ -287,7 +287,12 @@ class UpscaleClient:
             UpscaleTimeout: the task took longer than ``timeout``.
             ClientClosed: the client was closed before the task finished.
         """
-        template = self._template(factor, model, options)
+        template = (
+            self._template(factor, model, options)
+            if options
+            else self._plain_templates.get((factor, model))
+            or self._template(factor, model, options)
+        )
         job = (
             None
             if job_id is None and job_key is None
@@ -297,7 +302,11 @@ class UpscaleClient:
             key = job.task_uuid(0)
         else:
             key = new_task_uuid() if task_uuid is None else _checked_uuid(task_uuid)
-        payload = template.encode(key, await input_value(image))
+        if type(image) is str and len(image) == 36 and is_uuid(image):
+            value = image  # an image UUID (bulk jobs upload first): no coroutine, no thread
+        else:
+            value = await input_value(image)
+        payload = template.encode(key, value)
         connection = self._require_connection()
         if not connection.try_acquire():
             await connection.acquire()
@@ -306,7 +315,7 @@ class UpscaleClient:
             connection.submit(
                 key,
                 payload,
-                functools.partial(_settle, future),
+                future,
                 is_async=template.delivery_method == "async",
                 timeout=timeout,
                 job=job,
@@ -428,8 +437,11 @@ class UpscaleClient:
         if template is None:
             if len(self._templates) >= 64:
                 self._templates.clear()
+                self._plain_templates.clear()
             template = TaskTemplate(model=model, upscale_factor=factor, **options)
             self._templates[key] = template
+            if not options:
+                self._plain_templates[(factor, model)] = template
         return template
 
     # -- introspection ---------------------------------------------------------------------------

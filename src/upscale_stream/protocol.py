@@ -100,7 +100,7 @@ from .events import (
 from .jobs import JobTask
 from .models import ErrorItem, new_task_uuid
 from .policy import backoff
-from .records import Phase, Schedule, SessionSettings, TaskRecord, TaskState
+from .records import Deadlines, Phase, Schedule, SessionSettings, TaskRecord, TaskState
 from .recovery import POLL_TYPES, RecoveryRules, task_error
 
 __all__ = [
@@ -190,7 +190,7 @@ class ClientSession(RecoveryRules):
         self.fetched_count = 0
         """Results fetched with ``getResponse`` (async tasks, recovered resends)."""
         self._queue: deque[TaskRecord] = deque()
-        self._timeouts = Schedule(0.05)
+        self._timeouts = Deadlines(self._tasks, task_timeout)
         self._polls = Schedule(0.05)
         self._retries = Schedule(0.01)
         self._events: list[Event] = []
@@ -296,8 +296,7 @@ class ClientSession(RecoveryRules):
         task = TaskRecord(task_uuid, task_uuid, payload, is_async, seconds, deadline, job)
         tasks[task_uuid] = task
         self._queue.append(task)
-        if deadline is not None:
-            self._timeouts.add(task_uuid, deadline)
+        if deadline is not None and self._timeouts.add(task):
             self.deadline_version += 1
 
     def cancel(self, task_uuid: str) -> bool:
@@ -316,7 +315,7 @@ class ClientSession(RecoveryRules):
         self._tasks.clear()
         self._renamed.clear()
         self._queue.clear()
-        self._timeouts = Schedule(0.05)
+        self._timeouts.clear()
         self._polls = Schedule(0.05)
         self._retries = Schedule(0.01)
         self._retry_ready.clear()
@@ -687,7 +686,7 @@ class ClientSession(RecoveryRules):
         if task.uuid is not task.key:
             self._renamed.pop(task.uuid, None)
         if task.deadline is not None:
-            self._timeouts.discard(task.key, task.deadline)
+            self._timeouts.discard(task)
         if task.poll_at:
             self._polls.discard(task.key, task.poll_at)
             task.poll_at = 0.0
