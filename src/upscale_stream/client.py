@@ -307,19 +307,15 @@ class UpscaleClient:
         else:
             value = await input_value(image)
         payload = template.encode(key, value)
-        connection = self._require_connection()
+        connection = self._connection
+        if connection is None or self._closed:
+            connection = self._require_connection()
         if not connection.try_acquire():
             await connection.acquire()
         try:
             future: asyncio.Future[UpscaleResult] = asyncio.get_running_loop().create_future()
             connection.submit(
-                key,
-                payload,
-                future,
-                is_async=template.delivery_method == "async",
-                timeout=timeout,
-                job=job,
-                model=model,
+                key, payload, future, template.is_async, timeout, job=job, model=model
             )
             try:
                 return await future

@@ -266,9 +266,9 @@ class Connection:
         task_uuid: str,
         payload: bytes,
         callback: Waiter,
-        *,
         is_async: bool,
         timeout: float | None,
+        *,
         job: Any = None,
         model: str = "",
     ) -> None:

@@ -394,7 +394,7 @@ class TaskTemplate:
         InvalidTask: the options are invalid (same rules as :class:`UpscaleTask`).
     """
 
-    __slots__ = ("_suffix", "delivery_method", "options", "wire_options")
+    __slots__ = ("_suffix", "delivery_method", "is_async", "options", "wire_options")
 
     _PREFIX = b'{"taskType":"upscale","taskUUID":"'
     _MIDDLE = b'","inputImage":'
@@ -412,6 +412,8 @@ class TaskTemplate:
             del wire[key]
         self._suffix = b"," + orjson.dumps(wire)[1:]
         self.delivery_method = probe.delivery_method
+        self.is_async = probe.delivery_method == "async"
+        """Whether the tasks use ``deliveryMethod: "async"`` (ACK, then polling)."""
         self.options = options
         self.wire_options: dict[str, Any] = wire
         """The options as they go on the wire (what a job's options digest is taken of)."""

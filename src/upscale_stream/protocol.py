@@ -734,14 +734,22 @@ class ClientSession(RecoveryRules):
                 self._schedule_poll(task, self._last_received)
 
     def _receive_item(self, item: Any, now: float) -> None:
-        if not isinstance(item, dict):
+        if type(item) is not dict:
             self._events.append(MalformedMessage("data item is not an object", _sample(item)))
             return
         task_uuid = item.get("taskUUID")
-        task = self._tasks.get(task_uuid) if isinstance(task_uuid, str) else None
-        if task is not None and task.uuid is not task_uuid and task.uuid != task_uuid:
-            task = None  # an answer to an earlier attempt of a retried task
-        elif task is None and self._renamed:
+        task = self._tasks.get(task_uuid) if type(task_uuid) is str else None
+        if task is not None:
+            if task.uuid is not task_uuid and task.uuid != task_uuid:
+                task = None  # an answer to an earlier attempt of a retried task
+            elif not task.details and "status" not in item and item.get("imageURL"):
+                # The hot path: a sync task's result, its URL first (protocol.md 5.3).
+                if task.state is not _IN_FLIGHT:
+                    self._count_late_result(task)
+                self._forget(task)
+                self._events.append(TaskResult(task.key, item))
+                return
+        elif self._renamed:
             task = self._lookup(task_uuid)
         if task is None:
             self._receive_session_item(item, task_uuid, now)
@@ -762,11 +770,8 @@ class ClientSession(RecoveryRules):
             or item.get("imageDataURI")
             or item.get("mediaURL")
         ):  # a finished output (protocol.md section 5.3); checked once per task
-            state = task.state  # for client.stats(): how the result came
-            if state is TaskState.ACKNOWLEDGED or state is TaskState.RECOVERING:
-                self.fetched_count += 1
-            elif state is TaskState.AWAITING_REPLAY:
-                self.replayed_count += 1
+            if task.state is not _IN_FLIGHT:
+                self._count_late_result(task)
             self._forget(task)
             self._events.append(TaskResult(task.key, item))
         elif status == "success":
@@ -788,6 +793,14 @@ class ClientSession(RecoveryRules):
             self._events.append(TaskAccepted(task.key))
         # Otherwise a progress item (status processing) or an ACK for a sync task: the
         # scheduled poll, or the server's push, will bring the result.
+
+    def _count_late_result(self, task: TaskRecord) -> None:
+        """For ``client.stats()``: a result that came by polling, or as a resumed replay."""
+        state = task.state
+        if state is TaskState.ACKNOWLEDGED or state is TaskState.RECOVERING:
+            self.fetched_count += 1
+        elif state is TaskState.AWAITING_REPLAY:
+            self.replayed_count += 1
 
     def _receive_session_item(self, item: dict[str, Any], task_uuid: Any, now: float) -> None:
         task_type = item.get("taskType")

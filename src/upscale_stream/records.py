@@ -147,9 +147,10 @@ class Deadlines:
             return True
         fifo = self._fifo
         fifo.append((deadline, task.key))
-        if len(fifo) > 1024 and len(fifo) > 2 * len(self._tasks):
+        size = len(fifo)
+        if size > 1024 and size > 2 * len(self._tasks):
             self._compact()
-        return len(fifo) == 1
+        return size == 1
 
     def discard(self, task: TaskRecord) -> None:
         """Stop tracking ``task`` (it ended); the FIFO forgets it lazily."""
