@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -28,6 +28,7 @@ from .models import TaskTemplate, UpscaleResult, new_task_uuid
 __all__ = ["Outcome", "Stream"]
 
 S = TypeVar("S", bound=ImageSource)
+_END: Any = object()  # the end of a plain iterable of inputs
 
 
 @dataclass(slots=True)
@@ -127,7 +128,8 @@ class Stream(Generic[S]):
         self._job = job  # (job id, options digest)
         self._key = key
         self._template = template
-        self._is_async = template.delivery_method == "async"
+        self._is_async = template.is_async
+        self._model = str(template.options.get("model", ""))
         self._ordered = ordered
         self._timeout = timeout
         self._loop = asyncio.get_running_loop()
@@ -151,14 +153,32 @@ class Stream(Generic[S]):
         count = 0
         preparing: set[asyncio.Task[None]] = set()
         self._preparing = preparing
+        connection = self._connection
+        window = self._window
+        # A plain iterable is read without an async generator around it (once per input).
+        source: Iterator[S] | None = None if isinstance(images, AsyncIterable) else iter(images)
+        later: AsyncIterator[S] | None = None if source is not None else _aiter(images)
         try:
-            async for image in _aiter(images):
-                while self._window is not None and self._slots >= self._window:
+            while True:
+                if source is not None:
+                    image = next(source, _END)
+                    if image is _END:
+                        break
+                else:
+                    assert later is not None
+                    try:
+                        image = await anext(later)
+                    except StopAsyncIteration:
+                        break
+                while window is not None and self._slots >= window:
                     self._room = self._loop.create_future()
                     await self._room  # an outcome was yielded: one of our slots is free
-                await self._connection.acquire()
+                if not connection.try_acquire():
+                    await connection.acquire()
                 self._slots += 1
-                if needs_thread(image):
+                if type(image) is str and len(image) == 36 and is_uuid(image) and self._job is None:
+                    self._submit(count, image, image, None)  # an image UUID: nothing to prepare
+                elif needs_thread(image):
                     job = asyncio.create_task(self._prepare_and_submit(count, image))
                     preparing.add(job)
                     job.add_done_callback(preparing.discard)
@@ -211,10 +231,10 @@ class Stream(Generic[S]):
                 task_uuid,
                 self._template.encode(task_uuid, value),
                 self._finished,
-                is_async=self._is_async,
-                timeout=self._timeout,
+                self._is_async,
+                self._timeout,
                 job=job,
-                model=self._template.options.get("model", ""),
+                model=self._model,
             )
         except UpscaleError as exc:
             del self._pending[task_uuid]
