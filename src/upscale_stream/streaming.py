@@ -155,6 +155,7 @@ class Stream(Generic[S]):
         self._preparing = preparing
         connection = self._connection
         window = self._window
+        has_job = self._job is not None
         # A plain iterable is read without an async generator around it (once per input).
         source: Iterator[S] | None = None if isinstance(images, AsyncIterable) else iter(images)
         later: AsyncIterator[S] | None = None if source is not None else _aiter(images)
@@ -176,8 +177,9 @@ class Stream(Generic[S]):
                 if not connection.try_acquire():
                     await connection.acquire()
                 self._slots += 1
-                if type(image) is str and len(image) == 36 and is_uuid(image) and self._job is None:
-                    self._submit(count, image, image, None)  # an image UUID: nothing to prepare
+                value: Any = image
+                if type(value) is str and len(value) == 36 and is_uuid(value) and not has_job:
+                    self._submit(count, image, value, None)  # an image UUID: nothing to prepare
                 elif needs_thread(image):
                     job = asyncio.create_task(self._prepare_and_submit(count, image))
                     preparing.add(job)
