@@ -134,6 +134,7 @@ class Connection:
         self._drained: asyncio.Future[None] | None = None
         self._ws: Socket | None = None
         self._wake_writer = asyncio.Event()
+        self._writer_woken = False  # set() called since the writer last woke (once per turn)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
         self._armed_version = -1
@@ -291,7 +292,9 @@ class Connection:
         self.session.submit(task_uuid, payload, now, is_async=is_async, timeout=timeout, job=job)
         self._waiters[task_uuid] = callback
         self.metrics.task_submitted(task_uuid, now, model)
-        self._wake_writer.set()
+        if not self._writer_woken:  # one Event.set() per writer wake-up, not one per task
+            self._writer_woken = True
+            self._wake_writer.set()
         if self._timer is None:
             self._arm_timer()
 
@@ -500,6 +503,7 @@ class Connection:
         while True:
             await wake.wait()
             wake.clear()
+            self._writer_woken = False
             try:
                 frames = session.data_to_send(loop.time())
             except Exception as exc:

@@ -384,6 +384,13 @@ class ClientSession(RecoveryRules):
         except orjson.JSONDecodeError:
             self._events.append(MalformedMessage("not JSON", _sample(text)))
             return
+        if type(message) is dict and len(message) == 1:
+            data = message.get("data")
+            if type(data) is list:  # the usual frame, {"data": [...]}, and nothing else
+                receive_item = self._receive_item
+                for item in data:
+                    receive_item(item, now)
+                return
         if not isinstance(message, dict):
             self._events.append(MalformedMessage("not a JSON object", _sample(text)))
             return
