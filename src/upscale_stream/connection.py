@@ -318,11 +318,19 @@ class Connection:
         if self._fatal is not None:
             raise self._fatal
 
-    def _resolve(self, key: str, result: Any, error: UpscaleError | None, attempts: int) -> None:
+    def _resolve(
+        self,
+        key: str,
+        result: Any,
+        error: UpscaleError | None,
+        attempts: int,
+        now: float | None = None,
+    ) -> None:
+        """End the task ``key``: metrics, then its waiter (``now``: the caller's clock read)."""
         waiter = self._waiters.pop(key, None)
         if waiter is None:
             return
-        self.metrics.task_resolved(key, error, self._loop.time())
+        self.metrics.task_resolved(key, error, self._loop.time() if now is None else now)
         if type(waiter) is _Future or isinstance(waiter, asyncio.Future):
             # upscale()'s caller awaits the future itself: no callback between (hot path).
             if not waiter.done():
@@ -534,6 +542,7 @@ class Connection:
         window = self.window
         attempts = self._attempts
         task_result = TaskResult
+        now = self._loop.time()  # one clock read for the whole batch of events
         for event in self.session.events_received():
             if type(event) is task_result:
                 # The hot path (one result per task): _resolve is the one place that ends a
@@ -544,9 +553,9 @@ class Connection:
                     result = factory(event.item)
                 except Exception as exc:  # a result we cannot read fails its task only
                     error = InvalidResult(f"task {key}: unreadable result: {exc}", task_uuid=key)
-                    resolve(key, None, error, tries)
+                    resolve(key, None, error, tries, now)
                 else:
-                    resolve(key, result, None, tries)
+                    resolve(key, result, None, tries, now)
                 if window.limit < window.maximum:
                     window.on_success()
                 if not self._proven:
