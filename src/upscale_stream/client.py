@@ -415,8 +415,14 @@ class UpscaleClient:
         )
         producer = asyncio.create_task(stream.produce(images))
         try:
-            async for outcome in stream.outcomes():
-                yield outcome
+            while True:
+                outcome = stream.next_outcome()
+                if outcome is not None:
+                    yield outcome
+                elif stream.finished:
+                    return
+                else:
+                    await stream.wait()
         finally:
             producer.cancel()
             await asyncio.gather(producer, return_exceptions=True)

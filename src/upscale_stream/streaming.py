@@ -109,7 +109,9 @@ async def _aiter(items: Iterable[S] | AsyncIterable[S]) -> AsyncIterator[S]:
 
 
 class Stream(Generic[S]):
-    """One ``upscale_many`` run: call :meth:`produce` in a task and iterate :meth:`outcomes`."""
+    """One ``upscale_many`` run: call :meth:`produce` in a task; take outcomes with
+    :meth:`next_outcome` and, while none is ready and the stream is not :attr:`finished`,
+    :meth:`wait` (no async generator per outcome in between)."""
 
     def __init__(
         self,
@@ -139,6 +141,9 @@ class Stream(Generic[S]):
         self._total: int | None = None
         self._error: BaseException | None = None
         self._slots = 0  # window slots taken and not yet given back
+        self._held: dict[int, Outcome[S]] = {}  # ordered: outcomes ahead of their turn
+        self._next_index = 0
+        self._yielded = 0
         self._preparing: set[asyncio.Task[None]] = set()
 
     async def produce(self, images: Iterable[S] | AsyncIterable[S]) -> None:
@@ -263,33 +268,45 @@ class Stream(Generic[S]):
         if wake is not None and not wake.done():
             wake.set_result(None)
 
-    async def outcomes(self) -> AsyncIterator[Outcome[S]]:
-        """Yield outcomes (in completion order, or input order when ``ordered``)."""
+    def next_outcome(self) -> Outcome[S] | None:
+        """The next outcome to yield (completion order, or input order when ``ordered``), or
+        ``None`` when none is ready yet; its window slot is given back as it is taken.
+
+        Raises:
+            BaseException: the input iterable's own error, once every outcome before it is out.
+        """
         ready = self._ready
-        held: dict[int, Outcome[S]] = {}
-        next_index = 0
-        yielded = 0
-        while True:
+        if not self._ordered:
+            if ready:
+                self._yielded += 1
+                self._give_back()
+                return ready.popleft()
+        else:
+            held = self._held
             while ready:
                 outcome = ready.popleft()
-                if not self._ordered:
-                    yielded += 1
-                    self._give_back()
-                    yield outcome
-                    continue
                 held[outcome.index] = outcome
-                while next_index in held:
-                    in_order = held.pop(next_index)
-                    next_index += 1
-                    yielded += 1
-                    self._give_back()
-                    yield in_order
-            if self._error is not None:
-                raise self._error
-            if self._total is not None and yielded >= self._total:
-                return
-            self._wake = self._loop.create_future()
+            if self._next_index in held:
+                in_order = held.pop(self._next_index)
+                self._next_index += 1
+                self._yielded += 1
+                self._give_back()
+                return in_order
+        if self._error is not None:
+            raise self._error
+        return None
+
+    @property
+    def finished(self) -> bool:
+        """Whether every input was read and every outcome taken."""
+        return self._total is not None and self._yielded >= self._total
+
+    async def wait(self) -> None:
+        """Wait until an outcome is ready, the inputs end, or the input iterable fails."""
+        self._wake = self._loop.create_future()
+        try:
             await self._wake
+        finally:
             self._wake = None
 
     def _give_back(self) -> None:
