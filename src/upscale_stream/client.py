@@ -310,7 +310,8 @@ class UpscaleClient:
         connection = self._connection
         if connection is None or self._closed:
             connection = self._require_connection()
-        if not connection.try_acquire():
+        slots = connection.slots
+        if not slots.try_acquire():  # a free slot without a coroutine (the common case)
             await connection.acquire()
         try:
             future: asyncio.Future[UpscaleResult] = asyncio.get_running_loop().create_future()
@@ -323,7 +324,7 @@ class UpscaleClient:
                 connection.cancel(key)
                 raise
         finally:
-            connection.release()
+            slots.release()
 
     async def build_task(
         self,
