@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import random
 import ssl as ssl_module
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
@@ -34,7 +33,7 @@ from .config import (
 )
 from .connection import Connection
 from .errors import ClientClosed, InvalidLimits, InvalidTask, UpscaleError
-from .inputs import ImageSource
+from .inputs import ImageSource, is_uuid
 from .jobs import JobTask, check_job_id, input_key, options_digest
 from .log import get_logger
 from .metrics import Metrics, Stats
@@ -118,6 +117,7 @@ class UpscaleClient:
         self._connection: Connection | None = None
         self._closed = False
         self._templates: dict[Any, TaskTemplate] = {}
+        self._plain_templates: dict[tuple[int, str], TaskTemplate] = {}  # no other options
         self._metrics = Metrics()
         self._not_connected = "the client is not connected: use `async with` or connect()"
 
@@ -287,7 +287,12 @@ class UpscaleClient:
             UpscaleTimeout: the task took longer than ``timeout``.
             ClientClosed: the client was closed before the task finished.
         """
-        template = self._template(factor, model, options)
+        template = (
+            self._template(factor, model, options)
+            if options
+            else self._plain_templates.get((factor, model))
+            or self._template(factor, model, options)
+        )
         job = (
             None
             if job_id is None and job_key is None
@@ -297,20 +302,21 @@ class UpscaleClient:
             key = job.task_uuid(0)
         else:
             key = new_task_uuid() if task_uuid is None else _checked_uuid(task_uuid)
-        payload = template.encode(key, await input_value(image))
-        connection = self._require_connection()
-        if not connection.try_acquire():
+        if type(image) is str and len(image) == 36 and is_uuid(image):
+            value = image  # an image UUID (bulk jobs upload first): no coroutine, no thread
+        else:
+            value = await input_value(image)
+        payload = template.encode(key, value)
+        connection = self._connection
+        if connection is None or self._closed:
+            connection = self._require_connection()
+        slots = connection.slots
+        if not slots.try_acquire():  # a free slot without a coroutine (the common case)
             await connection.acquire()
         try:
             future: asyncio.Future[UpscaleResult] = asyncio.get_running_loop().create_future()
             connection.submit(
-                key,
-                payload,
-                functools.partial(_settle, future),
-                is_async=template.delivery_method == "async",
-                timeout=timeout,
-                job=job,
-                model=model,
+                key, payload, future, template.is_async, timeout, job=job, model=model
             )
             try:
                 return await future
@@ -318,7 +324,7 @@ class UpscaleClient:
                 connection.cancel(key)
                 raise
         finally:
-            connection.release()
+            slots.release()
 
     async def build_task(
         self,
@@ -410,8 +416,14 @@ class UpscaleClient:
         )
         producer = asyncio.create_task(stream.produce(images))
         try:
-            async for outcome in stream.outcomes():
-                yield outcome
+            while True:
+                outcome = stream.next_outcome()
+                if outcome is not None:
+                    yield outcome
+                elif stream.finished:
+                    return
+                else:
+                    await stream.wait()
         finally:
             producer.cancel()
             await asyncio.gather(producer, return_exceptions=True)
@@ -428,8 +440,11 @@ class UpscaleClient:
         if template is None:
             if len(self._templates) >= 64:
                 self._templates.clear()
+                self._plain_templates.clear()
             template = TaskTemplate(model=model, upscale_factor=factor, **options)
             self._templates[key] = template
+            if not options:
+                self._plain_templates[(factor, model)] = template
         return template
 
     # -- introspection ---------------------------------------------------------------------------

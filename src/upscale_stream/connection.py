@@ -13,9 +13,10 @@
 * **the in-flight window** (:class:`~upscale_stream.policy.Window`, AIMD): a counter and a FIFO
   of waiters, shrunk by rate-limit answers and grown by successes. Every caller takes a slot
   with :meth:`acquire` before :meth:`submit` and gives it back with :meth:`release`;
-* **one waiter per task**, a plain callback by key, called exactly once. Every task ends: with
-  its result, its error, or :class:`~upscale_stream.errors.ClientClosed` /
-  :class:`~upscale_stream.errors.ConnectionLost` / :class:`~upscale_stream.errors.InternalError`.
+* **one waiter per task** by key, a plain callback or the caller's future, ended exactly
+  once. Every task ends: with its result, its error, or
+  :class:`~upscale_stream.errors.ClientClosed` / :class:`~upscale_stream.errors.ConnectionLost`
+  / :class:`~upscale_stream.errors.InternalError`.
 
 Reader, writer and timer share one guard (:meth:`_fail_safe`): an unexpected exception there
 (or in the core, which then refuses every later call) fails every pending task with one
@@ -81,6 +82,9 @@ Socket: TypeAlias = "ClientConnection | PicowsSocket"
 TaskCallback = Callable[[str, Any, "UpscaleError | None", int], None]
 """``callback(task_uuid, result, error, attempts)``: exactly one of ``result`` and ``error``
 is set; ``task_uuid`` is the key the task was submitted under, ``attempts`` its tries."""
+Waiter: TypeAlias = "TaskCallback | asyncio.Future[Any]"
+"""Who learns a task's end: a callback, or a future that gets the result or the error."""
+_Future = asyncio.Future
 
 
 class Connection:
@@ -122,14 +126,19 @@ class Connection:
         self._ssl = ssl_context
         self._rng = rng or random.Random()
         self._loop = asyncio.get_running_loop()
-        self._waiters: dict[str, TaskCallback] = {}
+        self._waiters: dict[str, Waiter] = {}
         self._attempts: dict[str, int] = {}  # tries of retried tasks only, by key
         self.window = Window(session.limits.max_in_flight)
         """The adaptive in-flight window; ``window.size`` is the current limit."""
         self._slots = InFlightWindow(self.window, self._loop)
+        self.slots = self._slots
+        """The window's slots, for callers that take one per task on the hot path
+        (``slots.try_acquire()`` / ``slots.release()``; :meth:`submit` still refuses a closed
+        connection)."""
         self._drained: asyncio.Future[None] | None = None
         self._ws: Socket | None = None
         self._wake_writer = asyncio.Event()
+        self._writer_woken = False  # set() called since the writer last woke (once per turn)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
         self._armed_version = -1
@@ -261,19 +270,20 @@ class Connection:
         self,
         task_uuid: str,
         payload: bytes,
-        callback: TaskCallback,
-        *,
+        callback: Waiter,
         is_async: bool,
         timeout: float | None,
+        *,
         job: Any = None,
         model: str = "",
     ) -> None:
         """Queue one encoded task; ``callback(task_uuid, result, error, attempts)`` runs once.
 
         The one submit path: ``upscale()``, ``submit()`` and ``upscale_many()`` all come here,
-        after taking a window slot. No future, no scheduled callback per task. The callback
-        runs inside the reader (or the timer), so it must be quick; an exception it raises is
-        logged and swallowed.
+        after taking a window slot. No scheduled callback per task. The callback runs inside
+        the reader (or the timer), so it must be quick; an exception it raises is logged and
+        swallowed. ``callback`` may instead be a future (``upscale()``'s): it gets the result,
+        or the error as its exception, unless it is already done.
 
         Raises:
             ClientClosed: the connection is closed.
@@ -286,7 +296,9 @@ class Connection:
         self.session.submit(task_uuid, payload, now, is_async=is_async, timeout=timeout, job=job)
         self._waiters[task_uuid] = callback
         self.metrics.task_submitted(task_uuid, now, model)
-        self._wake_writer.set()
+        if not self._writer_woken:  # one Event.set() per writer wake-up, not one per task
+            self._writer_woken = True
+            self._wake_writer.set()
         if self._timer is None:
             self._arm_timer()
 
@@ -310,13 +322,29 @@ class Connection:
         if self._fatal is not None:
             raise self._fatal
 
-    def _resolve(self, key: str, result: Any, error: UpscaleError | None, attempts: int) -> None:
-        callback = self._waiters.pop(key, None)
-        if callback is None:
+    def _resolve(
+        self,
+        key: str,
+        result: Any,
+        error: UpscaleError | None,
+        attempts: int,
+        now: float | None = None,
+    ) -> None:
+        """End the task ``key``: metrics, then its waiter (``now``: the caller's clock read)."""
+        waiter = self._waiters.pop(key, None)
+        if waiter is None:
             return
-        self.metrics.task_resolved(key, error, self._loop.time())
+        self.metrics.task_resolved(key, error, self._loop.time() if now is None else now)
+        if type(waiter) is _Future or isinstance(waiter, asyncio.Future):
+            # upscale()'s caller awaits the future itself: no callback between (hot path).
+            if not waiter.done():
+                if error is None:
+                    waiter.set_result(result)
+                else:
+                    waiter.set_exception(error)
+            return
         try:
-            callback(key, result, error, attempts)
+            waiter(key, result, error, attempts)
         except Exception:
             log.exception("task callback failed", task_uuid=key)
 
@@ -487,6 +515,7 @@ class Connection:
         while True:
             await wake.wait()
             wake.clear()
+            self._writer_woken = False
             try:
                 frames = session.data_to_send(loop.time())
             except Exception as exc:
@@ -517,6 +546,7 @@ class Connection:
         window = self.window
         attempts = self._attempts
         task_result = TaskResult
+        now = self._loop.time()  # one clock read for the whole batch of events
         for event in self.session.events_received():
             if type(event) is task_result:
                 # The hot path (one result per task): _resolve is the one place that ends a
@@ -527,9 +557,9 @@ class Connection:
                     result = factory(event.item)
                 except Exception as exc:  # a result we cannot read fails its task only
                     error = InvalidResult(f"task {key}: unreadable result: {exc}", task_uuid=key)
-                    resolve(key, None, error, tries)
+                    resolve(key, None, error, tries, now)
                 else:
-                    resolve(key, result, None, tries)
+                    resolve(key, result, None, tries, now)
                 if window.limit < window.maximum:
                     window.on_success()
                 if not self._proven:

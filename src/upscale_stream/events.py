@@ -1,8 +1,10 @@
 """The events of the client core, as data (h11's style), and the plan after a drop.
 
 :meth:`upscale_stream.protocol.ClientSession.events_received` returns these; the shell
-(:mod:`upscale_stream.connection`) consumes them with ``match``. They are frozen, slotted
-dataclasses and carry no behaviour.
+(:mod:`upscale_stream.connection`) consumes them with ``match``. They are slotted dataclasses
+and carry no behaviour; treat them as read-only. The two made once per task on the hot path
+(:class:`TaskResult`, :class:`TaskFailed`) are not frozen: a frozen dataclass's ``__init__``
+goes through ``object.__setattr__`` and costs about twice as much, per task.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class AuthTimedOut:
     seconds: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskResult:
     """A task finished; ``item`` is the server's result item (a dict with wire names).
 
@@ -66,7 +68,7 @@ class TaskResult:
     item: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskFailed:
     """A task failed for good (server error item, or its timeout), after ``attempts`` tries."""
 

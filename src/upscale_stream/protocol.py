@@ -100,7 +100,7 @@ from .events import (
 from .jobs import JobTask
 from .models import ErrorItem, new_task_uuid
 from .policy import backoff
-from .records import Phase, Schedule, SessionSettings, TaskRecord, TaskState
+from .records import Deadlines, Phase, Schedule, SessionSettings, TaskRecord, TaskState
 from .recovery import POLL_TYPES, RecoveryRules, task_error
 
 __all__ = [
@@ -190,7 +190,7 @@ class ClientSession(RecoveryRules):
         self.fetched_count = 0
         """Results fetched with ``getResponse`` (async tasks, recovered resends)."""
         self._queue: deque[TaskRecord] = deque()
-        self._timeouts = Schedule(0.05)
+        self._timeouts = Deadlines(self._tasks, task_timeout)
         self._polls = Schedule(0.05)
         self._retries = Schedule(0.01)
         self._events: list[Event] = []
@@ -296,8 +296,7 @@ class ClientSession(RecoveryRules):
         task = TaskRecord(task_uuid, task_uuid, payload, is_async, seconds, deadline, job)
         tasks[task_uuid] = task
         self._queue.append(task)
-        if deadline is not None:
-            self._timeouts.add(task_uuid, deadline)
+        if deadline is not None and self._timeouts.add(task):
             self.deadline_version += 1
 
     def cancel(self, task_uuid: str) -> bool:
@@ -316,7 +315,7 @@ class ClientSession(RecoveryRules):
         self._tasks.clear()
         self._renamed.clear()
         self._queue.clear()
-        self._timeouts = Schedule(0.05)
+        self._timeouts.clear()
         self._polls = Schedule(0.05)
         self._retries = Schedule(0.01)
         self._retry_ready.clear()
@@ -385,6 +384,13 @@ class ClientSession(RecoveryRules):
         except orjson.JSONDecodeError:
             self._events.append(MalformedMessage("not JSON", _sample(text)))
             return
+        if type(message) is dict and len(message) == 1:
+            data = message.get("data")
+            if type(data) is list:  # the usual frame, {"data": [...]}, and nothing else
+                receive_item = self._receive_item
+                for item in data:
+                    receive_item(item, now)
+                return
         if not isinstance(message, dict):
             self._events.append(MalformedMessage("not a JSON object", _sample(text)))
             return
@@ -687,7 +693,7 @@ class ClientSession(RecoveryRules):
         if task.uuid is not task.key:
             self._renamed.pop(task.uuid, None)
         if task.deadline is not None:
-            self._timeouts.discard(task.key, task.deadline)
+            self._timeouts.discard(task)
         if task.poll_at:
             self._polls.discard(task.key, task.poll_at)
             task.poll_at = 0.0
@@ -735,14 +741,22 @@ class ClientSession(RecoveryRules):
                 self._schedule_poll(task, self._last_received)
 
     def _receive_item(self, item: Any, now: float) -> None:
-        if not isinstance(item, dict):
+        if type(item) is not dict:
             self._events.append(MalformedMessage("data item is not an object", _sample(item)))
             return
         task_uuid = item.get("taskUUID")
-        task = self._tasks.get(task_uuid) if isinstance(task_uuid, str) else None
-        if task is not None and task.uuid is not task_uuid and task.uuid != task_uuid:
-            task = None  # an answer to an earlier attempt of a retried task
-        elif task is None and self._renamed:
+        task = self._tasks.get(task_uuid) if type(task_uuid) is str else None
+        if task is not None:
+            if task.uuid is not task_uuid and task.uuid != task_uuid:
+                task = None  # an answer to an earlier attempt of a retried task
+            elif not task.details and "status" not in item and item.get("imageURL"):
+                # The hot path: a sync task's result, its URL first (protocol.md 5.3).
+                if task.state is not _IN_FLIGHT:
+                    self._count_late_result(task)
+                self._forget(task)
+                self._events.append(TaskResult(task.key, item))
+                return
+        elif self._renamed:
             task = self._lookup(task_uuid)
         if task is None:
             self._receive_session_item(item, task_uuid, now)
@@ -763,11 +777,8 @@ class ClientSession(RecoveryRules):
             or item.get("imageDataURI")
             or item.get("mediaURL")
         ):  # a finished output (protocol.md section 5.3); checked once per task
-            state = task.state  # for client.stats(): how the result came
-            if state is TaskState.ACKNOWLEDGED or state is TaskState.RECOVERING:
-                self.fetched_count += 1
-            elif state is TaskState.AWAITING_REPLAY:
-                self.replayed_count += 1
+            if task.state is not _IN_FLIGHT:
+                self._count_late_result(task)
             self._forget(task)
             self._events.append(TaskResult(task.key, item))
         elif status == "success":
@@ -789,6 +800,14 @@ class ClientSession(RecoveryRules):
             self._events.append(TaskAccepted(task.key))
         # Otherwise a progress item (status processing) or an ACK for a sync task: the
         # scheduled poll, or the server's push, will bring the result.
+
+    def _count_late_result(self, task: TaskRecord) -> None:
+        """For ``client.stats()``: a result that came by polling, or as a resumed replay."""
+        state = task.state
+        if state is TaskState.ACKNOWLEDGED or state is TaskState.RECOVERING:
+            self.fetched_count += 1
+        elif state is TaskState.AWAITING_REPLAY:
+            self.replayed_count += 1
 
     def _receive_session_item(self, item: dict[str, Any], task_uuid: Any, now: float) -> None:
         task_type = item.get("taskType")

@@ -10,6 +10,7 @@ import enum
 import heapq
 import math
 import random
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -107,6 +108,88 @@ class Schedule:
 
 
 _ceil = math.ceil
+
+
+class Deadlines:
+    """The live tasks' timeouts: the one owner of "which task times out when".
+
+    Tasks with the session's default timeout (nearly all) fall due in the order they were
+    submitted, so they go in a FIFO of ``(deadline, key)``: O(1) to add, nothing to do when
+    a task ends (a finished task's entry is skipped when it reaches the head). Other timeouts
+    go in a :class:`Schedule`. The FIFO is compacted whenever it holds more than twice the live
+    tasks, so its memory stays bounded by the live tasks, not by everything ever submitted.
+
+    Args:
+        tasks: The core's live tasks by key (read to tell a stale entry from a live one).
+        default: The default timeout in seconds (``None``: no default deadline).
+    """
+
+    __slots__ = ("_default", "_fifo", "_other", "_tasks")
+
+    def __init__(self, tasks: dict[str, TaskRecord], default: float | None) -> None:
+        self._tasks = tasks
+        self._default = default
+        self._fifo: deque[tuple[float, str]] = deque()
+        self._other = Schedule(0.05)
+
+    def add(self, task: TaskRecord) -> bool:
+        """Track ``task``'s deadline (it must have one).
+
+        Returns:
+            Whether the earliest deadline may have moved earlier (the timer must be re-armed):
+            always for a timeout of its own, only when the FIFO was empty for a default one
+            (an entry behind others is due after them).
+        """
+        deadline = task.deadline
+        assert deadline is not None
+        if task.timeout != self._default:
+            self._other.add(task.key, deadline)
+            return True
+        fifo = self._fifo
+        fifo.append((deadline, task.key))
+        size = len(fifo)
+        if size > 1024 and size > 2 * len(self._tasks):
+            self._compact()
+        return size == 1
+
+    def discard(self, task: TaskRecord) -> None:
+        """Stop tracking ``task`` (it ended); the FIFO forgets it lazily."""
+        if task.timeout != self._default and task.deadline is not None:
+            self._other.discard(task.key, task.deadline)
+
+    def _live(self, entry: tuple[float, str]) -> bool:
+        task = self._tasks.get(entry[1])
+        return task is not None and task.deadline == entry[0]
+
+    def _compact(self) -> None:
+        self._fifo = deque(entry for entry in self._fifo if self._live(entry))
+
+    def next_time(self) -> float | None:
+        """The earliest live deadline, or ``None``."""
+        fifo = self._fifo
+        while fifo and not self._live(fifo[0]):
+            fifo.popleft()
+        head = fifo[0][0] if fifo else None
+        other = self._other.next_time()
+        if head is None or (other is not None and other < head):
+            return other
+        return head
+
+    def pop_due(self, now: float) -> list[str]:
+        """Keys of the live tasks whose deadline is at or before ``now``."""
+        due: list[str] = []
+        fifo = self._fifo
+        while fifo and fifo[0][0] <= now:
+            entry = fifo.popleft()
+            if self._live(entry):
+                due.append(entry[1])
+        due.extend(self._other.pop_due(now))
+        return due
+
+    def clear(self) -> None:
+        """Forget every deadline (the session closed)."""
+        self._fifo.clear()
+        self._other = Schedule(0.05)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -28,6 +28,7 @@ from .models import TaskTemplate, UpscaleResult, new_task_uuid
 __all__ = ["Outcome", "Stream"]
 
 S = TypeVar("S", bound=ImageSource)
+_END: Any = object()  # the end of a plain iterable of inputs
 
 
 @dataclass(slots=True)
@@ -108,7 +109,9 @@ async def _aiter(items: Iterable[S] | AsyncIterable[S]) -> AsyncIterator[S]:
 
 
 class Stream(Generic[S]):
-    """One ``upscale_many`` run: call :meth:`produce` in a task and iterate :meth:`outcomes`."""
+    """One ``upscale_many`` run: call :meth:`produce` in a task; take outcomes with
+    :meth:`next_outcome` and, while none is ready and the stream is not :attr:`finished`,
+    :meth:`wait` (no async generator per outcome in between)."""
 
     def __init__(
         self,
@@ -127,7 +130,8 @@ class Stream(Generic[S]):
         self._job = job  # (job id, options digest)
         self._key = key
         self._template = template
-        self._is_async = template.delivery_method == "async"
+        self._is_async = template.is_async
+        self._model = str(template.options.get("model", ""))
         self._ordered = ordered
         self._timeout = timeout
         self._loop = asyncio.get_running_loop()
@@ -137,6 +141,9 @@ class Stream(Generic[S]):
         self._total: int | None = None
         self._error: BaseException | None = None
         self._slots = 0  # window slots taken and not yet given back
+        self._held: dict[int, Outcome[S]] = {}  # ordered: outcomes ahead of their turn
+        self._next_index = 0
+        self._yielded = 0
         self._preparing: set[asyncio.Task[None]] = set()
 
     async def produce(self, images: Iterable[S] | AsyncIterable[S]) -> None:
@@ -151,14 +158,34 @@ class Stream(Generic[S]):
         count = 0
         preparing: set[asyncio.Task[None]] = set()
         self._preparing = preparing
+        connection = self._connection
+        window = self._window
+        has_job = self._job is not None
+        # A plain iterable is read without an async generator around it (once per input).
+        source: Iterator[S] | None = None if isinstance(images, AsyncIterable) else iter(images)
+        later: AsyncIterator[S] | None = None if source is not None else _aiter(images)
         try:
-            async for image in _aiter(images):
-                while self._window is not None and self._slots >= self._window:
+            while True:
+                if source is not None:
+                    image = next(source, _END)
+                    if image is _END:
+                        break
+                else:
+                    assert later is not None
+                    try:
+                        image = await anext(later)
+                    except StopAsyncIteration:
+                        break
+                while window is not None and self._slots >= window:
                     self._room = self._loop.create_future()
                     await self._room  # an outcome was yielded: one of our slots is free
-                await self._connection.acquire()
+                if not connection.try_acquire():
+                    await connection.acquire()
                 self._slots += 1
-                if needs_thread(image):
+                value: Any = image
+                if type(value) is str and len(value) == 36 and is_uuid(value) and not has_job:
+                    self._submit(count, image, value, None)  # an image UUID: nothing to prepare
+                elif needs_thread(image):
                     job = asyncio.create_task(self._prepare_and_submit(count, image))
                     preparing.add(job)
                     job.add_done_callback(preparing.discard)
@@ -211,10 +238,10 @@ class Stream(Generic[S]):
                 task_uuid,
                 self._template.encode(task_uuid, value),
                 self._finished,
-                is_async=self._is_async,
-                timeout=self._timeout,
+                self._is_async,
+                self._timeout,
                 job=job,
-                model=self._template.options.get("model", ""),
+                model=self._model,
             )
         except UpscaleError as exc:
             del self._pending[task_uuid]
@@ -241,33 +268,45 @@ class Stream(Generic[S]):
         if wake is not None and not wake.done():
             wake.set_result(None)
 
-    async def outcomes(self) -> AsyncIterator[Outcome[S]]:
-        """Yield outcomes (in completion order, or input order when ``ordered``)."""
+    def next_outcome(self) -> Outcome[S] | None:
+        """The next outcome to yield (completion order, or input order when ``ordered``), or
+        ``None`` when none is ready yet; its window slot is given back as it is taken.
+
+        Raises:
+            BaseException: the input iterable's own error, once every outcome before it is out.
+        """
         ready = self._ready
-        held: dict[int, Outcome[S]] = {}
-        next_index = 0
-        yielded = 0
-        while True:
+        if not self._ordered:
+            if ready:
+                self._yielded += 1
+                self._give_back()
+                return ready.popleft()
+        else:
+            held = self._held
             while ready:
                 outcome = ready.popleft()
-                if not self._ordered:
-                    yielded += 1
-                    self._give_back()
-                    yield outcome
-                    continue
                 held[outcome.index] = outcome
-                while next_index in held:
-                    in_order = held.pop(next_index)
-                    next_index += 1
-                    yielded += 1
-                    self._give_back()
-                    yield in_order
-            if self._error is not None:
-                raise self._error
-            if self._total is not None and yielded >= self._total:
-                return
-            self._wake = self._loop.create_future()
+            if self._next_index in held:
+                in_order = held.pop(self._next_index)
+                self._next_index += 1
+                self._yielded += 1
+                self._give_back()
+                return in_order
+        if self._error is not None:
+            raise self._error
+        return None
+
+    @property
+    def finished(self) -> bool:
+        """Whether every input was read and every outcome taken."""
+        return self._total is not None and self._yielded >= self._total
+
+    async def wait(self) -> None:
+        """Wait until an outcome is ready, the inputs end, or the input iterable fails."""
+        self._wake = self._loop.create_future()
+        try:
             await self._wake
+        finally:
             self._wake = None
 
     def _give_back(self) -> None:
