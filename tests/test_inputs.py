@@ -251,6 +251,15 @@ def test_damage_inside_complete_png_data_passes_the_default_check_but_not_the_fu
     rejected(damaged, "corruptImage", verify="full")
 
 
+def test_a_jpeg_with_junk_between_its_segments_is_accepted_as_pillow_accepts_it() -> None:
+    raw = image_bytes("JPEG", (8, 8))
+    app0_end = 4 + int.from_bytes(raw[4:6], "big")  # SOI, then the APP0 segment
+    junky = raw[:app0_end] + b"\x00junk\xff\xff" + raw[app0_end:]
+    assert prepare_input(junky, verify="full").size_bytes == len(junky)  # Pillow decodes it
+    assert prepare_input(junky).size_bytes == len(junky)
+    rejected(junky[:-2], "corruptImage")
+
+
 def test_a_png_with_bytes_after_its_iend_chunk_is_accepted_as_pillow_accepts_it() -> None:
     raw = image_bytes("PNG", (8, 8)) + b"trailing bytes"
     assert prepare_input(raw).size_bytes == len(raw)

@@ -461,24 +461,27 @@ def _png_incomplete(raw: bytes) -> str | None:
 
 
 def _jpeg_incomplete(raw: bytes) -> str | None:
-    """Walk the segments to the first scan; an end-of-image marker must follow it.
+    """Walk the segments to the first scan as Pillow does; an end-of-image marker must follow.
 
     Inside entropy-coded data a ``0xFF`` byte is always followed by ``0x00`` or a restart
     marker, so ``FF D9`` after the first scan can only be the end of the image.
     """
     pos, end = 2, len(raw)
-    while pos + 4 <= end:
-        if raw[pos] != 0xFF:
-            return f"no segment marker at byte {pos}"
+    while pos + 2 <= end:
+        if raw[pos] != 0xFF:  # junk between segments, skipped as Pillow skips it
+            pos = raw.find(b"\xff", pos)
+            if pos < 0:
+                break
+            continue
         marker = raw[pos + 1]
         if marker == 0xFF:  # fill byte before a marker
             pos += 1
             continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+        if marker in (0x00, 0x01) or 0xD0 <= marker <= 0xD9:  # no length follows these
             pos += 2
             continue
-        if marker == 0xD9:
-            return "it ends (EOI) before any scan data"
+        if pos + 4 > end:
+            break
         pos += 2 + int.from_bytes(raw[pos + 2 : pos + 4], "big")
         if marker == 0xDA:  # start of scan
             if raw.rfind(b"\xff\xd9", pos) < 0:  # from the end, where EOI is
