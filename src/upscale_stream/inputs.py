@@ -132,7 +132,7 @@ def needs_thread(source: ImageSource) -> bool:
 
     The async client runs :func:`prepare_input` in ``asyncio.to_thread`` when this is ``True``:
     for paths and file names (reading a file), Pillow images (PNG encoding), and bytes or
-    base64 text of more than 256 KiB (decoding and verifying).
+    base64 text of more than 256 KiB (encoding and checking).
 
     Args:
         source: What the user passed as the input image.
