@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from upscale_stream import download
+from upscale_stream import b64, download
 from upscale_stream.errors import UpscaleError
 from upscale_stream.results import decode_result
 
@@ -64,6 +64,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         self.send_response(200)
         self.send_header("Content-Type", "image/png")
+        if self.path == "/chunked":  # no Content-Length: the capped read
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for start in range(0, len(BODY), 4000):
+                piece = BODY[start : start + 4000]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        if self.path == "/short":  # promises more than it sends, then hangs up
+            self.send_header("Content-Length", str(len(BODY) + 10))
+            self.send_header("Connection", "close")
+            self.close_connection = True
+            self.end_headers()
+            self.wfile.write(BODY)
+            return
         if self.path == "/big":
             self.send_header("Content-Length", str(download.MAX_DOWNLOAD_BYTES + 1))
             self.end_headers()
@@ -162,6 +177,15 @@ def test_a_body_larger_than_the_cap_is_refused_before_it_is_read(server: ImageSe
         download.fetch(f"{server.base}/big", timeout=10)
 
 
+def test_a_chunked_body_without_content_length_is_read_whole(server: ImageServer) -> None:
+    assert download.fetch(f"{server.base}/chunked", timeout=10) == BODY
+
+
+def test_a_body_shorter_than_its_content_length_fails_the_download(server: ImageServer) -> None:
+    with pytest.raises(UpscaleError, match=r"download of .*/short failed"):
+        download.fetch(f"{server.base}/short", timeout=10)
+
+
 def test_a_non_http_url_is_refused() -> None:
     with pytest.raises(UpscaleError, match="refusing to download"):
         result_for(imageURL="file:///etc/passwd").read_bytes()
@@ -169,30 +193,31 @@ def test_a_non_http_url_is_refused() -> None:
 
 @pytest.mark.parametrize("fast", [True, False], ids=["pybase64", "binascii"])
 @given(st.binary(max_size=300))
-def test_base64_and_data_uri_results_decode_to_their_bytes_with_either_decoder(
+def test_base64_and_data_uri_results_decode_to_their_bytes_with_either_codec(
     fast: bool, raw: bytes
 ) -> None:
     text = base64.b64encode(raw).decode()
-    decoder = download._PYBASE64 if fast else None
+    codec = b64._PYBASE64 if fast else None
     if fast:
-        assert decoder is not None, "the fast extra (pybase64) must be installed for make test"
-    original = download._PYBASE64
-    download._PYBASE64 = decoder
+        assert codec is not None, "the fast extra (pybase64) must be installed for make test"
+    original = b64._PYBASE64
+    b64._PYBASE64 = codec
     try:
         assert result_for(imageBase64Data=text).read_bytes() == raw
         assert result_for(imageDataURI=f"data:image/png;base64,{text}").read_bytes() == raw
+        assert b64.encode(raw) == text.encode()  # the input side's encoder agrees
     finally:
-        download._PYBASE64 = original
+        b64._PYBASE64 = original
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["pybase64", "binascii"])
 @pytest.mark.parametrize("bad", ["AA=", "A", "AA==AA", "A A=", "AA\n==", "ÄÄ==", "!!!!"])
 def test_invalid_base64_fails_the_result_with_either_decoder(fast: bool, bad: str) -> None:
-    original = download._PYBASE64
+    original = b64._PYBASE64
     if not fast:
-        download._PYBASE64 = None
+        b64._PYBASE64 = None
     try:
         with pytest.raises(UpscaleError, match="not valid base64"):
             result_for(imageBase64Data=bad).read_bytes()
     finally:
-        download._PYBASE64 = original
+        b64._PYBASE64 = original

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageFile
 
 from upscale_stream.errors import InvalidTask
 from upscale_stream.inputs import (
@@ -200,6 +200,70 @@ def test_bytes_that_are_no_image_at_all_are_rejected_as_unsupported() -> None:
 def test_truncated_images_are_rejected_as_corrupt(fmt: str) -> None:
     raw = image_bytes(fmt, (32, 32))
     rejected(raw[: len(raw) // 2], "corruptImage")
+
+
+# Each variant's container differs: one IDAT or several, VP8 or VP8X + ALPH, one scan or many,
+# and a comment segment holding the bytes of an end-of-image marker before the scan.
+_VARIANTS = {
+    "PNG RGB": ("PNG", "RGB", {}),
+    "PNG RGBA": ("PNG", "RGBA", {}),
+    "JPEG": ("JPEG", "RGB", {}),
+    "JPEG progressive": ("JPEG", "RGB", {"progressive": True}),
+    "JPEG with FF D9 in a comment": ("JPEG", "RGB", {"comment": b"\xff\xd9 not the end"}),
+    "WEBP lossy": ("WEBP", "RGB", {}),
+    "WEBP lossless RGBA": ("WEBP", "RGBA", {"lossless": True}),
+}
+
+
+@pytest.mark.parametrize("variant", _VARIANTS)
+def test_an_image_cut_short_anywhere_is_rejected_as_corrupt_by_the_default_check(
+    variant: str,
+) -> None:
+    fmt, mode, options = _VARIANTS[variant]
+    buffer = io.BytesIO()
+    noisy_image((16, 16), mode).save(buffer, fmt, **options)
+    raw = buffer.getvalue()
+    assert prepare_input(raw).size_bytes == len(raw)
+    for cut in range(12, len(raw)):  # shorter prefixes are not recognisable as the format
+        with pytest.raises(InvalidTask) as caught:
+            prepare_input(raw[:cut])
+        assert caught.value.code == "corruptImage", f"cut at {cut} of {len(raw)}"
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+def test_the_default_check_decodes_no_pixels(fmt: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = image_bytes(fmt, (32, 32))
+
+    def refuse(self: object) -> None:
+        raise AssertionError("the default check decoded the pixels")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
+    assert (prepare_input(raw).width, prepare_input(raw).height) == (32, 32)
+    rejected(raw, "corruptImage", verify="full")  # the full check does call it
+
+
+def test_damage_inside_complete_png_data_passes_the_default_check_but_not_the_full_one() -> None:
+    # What the default check gives up (the server decodes every input and reports it).
+    raw = image_bytes("PNG", (64, 64))
+    middle = len(raw) // 2
+    damaged = raw[:middle] + bytes(16) + raw[middle + 16 :]
+    assert prepare_input(damaged).mime == "image/png"
+    rejected(damaged, "corruptImage", verify="full")
+
+
+def test_a_jpeg_with_junk_between_its_segments_is_accepted_as_pillow_accepts_it() -> None:
+    raw = image_bytes("JPEG", (8, 8))
+    app0_end = 4 + int.from_bytes(raw[4:6], "big")  # SOI, then the APP0 segment
+    junky = raw[:app0_end] + b"\x00junk\xff\xff" + raw[app0_end:]
+    assert prepare_input(junky, verify="full").size_bytes == len(junky)  # Pillow decodes it
+    assert prepare_input(junky).size_bytes == len(junky)
+    rejected(junky[:-2], "corruptImage")
+
+
+def test_a_png_with_bytes_after_its_iend_chunk_is_accepted_as_pillow_accepts_it() -> None:
+    raw = image_bytes("PNG", (8, 8)) + b"trailing bytes"
+    assert prepare_input(raw).size_bytes == len(raw)
+    assert prepare_input(raw, verify="full").size_bytes == len(raw)
 
 
 def test_truncated_images_pass_when_verify_is_false() -> None:

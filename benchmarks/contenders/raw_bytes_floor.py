@@ -9,6 +9,11 @@ W tasks in flight in arrays of B, as ``raw_floor.py``; latency from each task's 
 Usage: ``python benchmarks/contenders/raw_bytes_floor.py --url ws://127.0.0.1:PORT --tasks N
 --window W --batch B --input-dir DIR --out-dir DIR [--output-type base64Data|URL] [--uvloop]``.
 Prints one JSON line (``_common``) with ``payload_bytes_in`` / ``payload_bytes_out`` added.
+
+The codec is the stdlib's ``base64`` (what the scenario's floor is defined with). With
+``UPSCALE_BENCH_FLOOR_BASE64=pybase64`` in the environment (the harness passes it on) it uses
+``pybase64``'s SIMD codec instead, the one our client uses with the ``fast`` extra: a floor
+that shows the client's own overhead with the codec's speed taken out.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import base64
 import http.client
+import os
 import time
 import uuid
 from collections import deque
@@ -26,6 +32,9 @@ from urllib.parse import urlsplit
 import orjson
 from _common import API_KEY, FACTOR, MODEL, Meter, run_main
 from websockets.asyncio.client import connect
+
+if os.environ.get("UPSCALE_BENCH_FLOOR_BASE64") == "pybase64":
+    import pybase64 as base64
 
 
 class Fetcher:
@@ -135,6 +144,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         meter.stop()
     return meter.report(
         contender="raw_bytes_floor",
+        base64=base64.__name__,
         window=window,
         batch=batch,
         payload_bytes_in=bytes_in,

@@ -2,20 +2,21 @@
 
 Both paths move megabytes per result, so each byte is touched as few times as possible:
 
-* base64 is decoded straight from the ``str`` the JSON parser produced, with
-  ``binascii.a2b_base64(strict_mode=True)`` (no ASCII re-encoding copy and no separate
-  validation pass, which ``base64.b64decode(validate=True)`` makes), or with ``pybase64``'s
-  SIMD decoder when the ``fast`` extra is installed (about 40x faster on our machine type).
+* base64 is decoded straight from the ``str`` the JSON parser produced, in one pass
+  (:func:`upscale_stream.b64.decode`: ``pybase64``'s SIMD decoder with the ``fast`` extra,
+  else ``binascii.a2b_base64(strict_mode=True)``; no ASCII re-encoding copy and no separate
+  validation pass, which ``base64.b64decode(validate=True)`` makes).
 * URLs are fetched over kept-alive HTTP/1.1 connections, one small pool per thread (each
   connection serves one request at a time, and ``asave`` runs in worker threads), so a stream
   of results from one host costs one TCP (and TLS) handshake per thread, not one per image.
+  A body of known length is read in one piece (``read()``, one buffer); only a body without
+  ``Content-Length`` is read through a capped ``read(n)``, which allocates the cap and copies.
   Redirects are followed (at most 5); a proxy configured in the environment (read once per
   process) sends the request through urllib instead.
 """
 
 from __future__ import annotations
 
-import binascii
 import functools
 import http.client
 import os
@@ -25,9 +26,10 @@ import threading
 import urllib.request
 from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
+from . import b64
 from .errors import DownloadError, InvalidResult
 
 if TYPE_CHECKING:
@@ -44,27 +46,8 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _STALE = (http.client.RemoteDisconnected, http.client.BadStatusLine, ConnectionError)
 
 
-def _load_decoder() -> Any:
-    try:
-        import pybase64
-    except ImportError:  # the fast extra is optional: the stdlib decoder is correct, just slower
-        return None
-    return pybase64.b64decode
-
-
-_PYBASE64 = _load_decoder()
-
-
-def b64decode(text: str | bytes) -> bytes:
-    """Decode strict base64 (no whitespace, correct padding), with the fastest decoder present.
-
-    Raises:
-        ValueError: ``text`` is not valid base64 (``binascii.Error`` is a ``ValueError``).
-    """
-    if _PYBASE64 is not None:
-        decoded: bytes = _PYBASE64(text, validate=True)
-        return decoded
-    return binascii.a2b_base64(text, strict_mode=True)
+b64decode = b64.decode
+"""Decode strict base64 with the fastest codec present (:func:`upscale_stream.b64.decode`)."""
 
 
 def result_bytes(result: UpscaleResult, *, timeout: float = 60.0) -> bytes:
@@ -181,11 +164,13 @@ def _get(
         try:
             connection.request("GET", target, headers={"Accept": "image/*"})
             response = connection.getresponse()
-            length = response.getheader("Content-Length")
-            if length is not None and length.isdigit() and int(length) > MAX_DOWNLOAD_BYTES:
+            length = response.length  # Content-Length, None when absent or chunked
+            if length is not None and length > MAX_DOWNLOAD_BYTES:
                 connection.close()
                 raise DownloadError(f"{url} is larger than {MAX_DOWNLOAD_BYTES} B")
-            body = response.read(MAX_DOWNLOAD_BYTES + 1)
+            # With a known length, read() takes the body in one buffer; read(n) would allocate
+            # n bytes and copy the body out of them.
+            body = response.read() if length is not None else response.read(MAX_DOWNLOAD_BYTES + 1)
         except _STALE as exc:
             connection.close()
             if reused and attempt == 1:

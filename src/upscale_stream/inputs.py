@@ -3,8 +3,12 @@
 The API takes the UUID of an uploaded image, a public URL, a data URI or bare base64, in PNG,
 JPEG or WEBP (``upscale-api.txt``, ``inputImage``). UUIDs and URLs pass through; local sources
 (paths, bytes, Pillow images) become a data URI, encoded once. Before anything is sent we check
-the real format from the magic bytes, the MIME type a data URI declares, and with ``verify=True``
-decode fully with Pillow, to catch truncated files and decompression bombs. Rejections are
+the real format from the magic bytes, the MIME type a data URI declares, and by default
+(``verify=True``) the header as Pillow reads it (dimensions, the pixel limit against
+decompression bombs) and that the file's structure is complete (:func:`_incomplete`), which
+catches truncated files at a fiftieth of the cost of decoding every pixel (``verify="full"``,
+for damage inside the compressed data, which the server reports as ``corruptImage`` anyway).
+Rejections are
 :class:`~upscale_stream.errors.InvalidTask` with ``parameter="inputImage"`` and a short ``value``,
 never the whole payload. No networking and no asyncio here: the async client asks
 :func:`needs_thread` and then runs :func:`prepare_input` in ``asyncio.to_thread``.
@@ -24,18 +28,24 @@ from urllib.parse import urlsplit
 
 from PIL import Image
 
+from upscale_stream import b64
 from upscale_stream.errors import InvalidTask
 
 __all__ = [
     "SUPPORTED_MIME",
     "ImageSource",
     "PreparedInput",
+    "Verify",
     "decode_inline",
     "is_uuid",
     "needs_thread",
     "prepare_input",
     "sniff_mime",
 ]
+
+Verify: TypeAlias = bool | Literal["full"]
+"""How much of local image data :func:`prepare_input` checks: ``False`` the magic bytes,
+``True`` the header and the file structure, ``"full"`` also every pixel."""
 
 ImageSource: TypeAlias = str | bytes | bytearray | memoryview | os.PathLike[str] | Image.Image
 """Anything :func:`prepare_input` accepts: a UUID, URL, data URI, base64 text or file name
@@ -71,7 +81,8 @@ class PreparedInput:
         kind: How ``value`` is expressed: ``"uuid"``, ``"url"``, ``"data_uri"`` or ``"base64"``.
         mime: The MIME type of local data we encoded or checked; ``None`` for UUIDs and URLs.
         size_bytes: The size of the raw (decoded) image bytes, for local data.
-        width: The width in pixels, when Pillow read the image (``verify=True`` or a Pillow image).
+        width: The width in pixels, when Pillow read the header (``verify`` not ``False``, or a
+            Pillow image).
         height: The height in pixels, when Pillow read the image.
     """
 
@@ -121,7 +132,7 @@ def needs_thread(source: ImageSource) -> bool:
 
     The async client runs :func:`prepare_input` in ``asyncio.to_thread`` when this is ``True``:
     for paths and file names (reading a file), Pillow images (PNG encoding), and bytes or
-    base64 text of more than 256 KiB (decoding and verifying).
+    base64 text of more than 256 KiB (encoding and checking).
 
     Args:
         source: What the user passed as the input image.
@@ -143,7 +154,7 @@ def needs_thread(source: ImageSource) -> bool:
 
 
 def prepare_input(
-    source: ImageSource, *, verify: bool = True, max_bytes: int = 50 * 1024 * 1024
+    source: ImageSource, *, verify: Verify = True, max_bytes: int = 50 * 1024 * 1024
 ) -> PreparedInput:
     """Turn ``source`` into the ``inputImage`` value of an upscale task.
 
@@ -153,12 +164,18 @@ def prepare_input(
 
     Args:
         source: What the user passed as the input image.
-        verify: Decode local image data fully with Pillow, to reject truncated or corrupt files
-            and decompression bombs. With ``False`` only the magic bytes are checked, and
-            ``width`` and ``height`` stay ``None``. Text that is already encoded (a data URI
-            or base64 longer than 4 KiB) is checked by its head only: format, declared MIME
-            and, when the header fits, the dimensions; decoding it whole would cost more than
-            sending it, and the server validates it anyway.
+        verify: How much of local image data to check. ``True`` (the default): Pillow reads
+            the header (dimensions; more pixels than ``PIL.Image.MAX_IMAGE_PIXELS`` is a
+            decompression bomb) and the structure must be complete (PNG chunks up to ``IEND``,
+            a JPEG end-of-image marker after its scan data, the WEBP RIFF chunks), which
+            rejects truncated files without decoding a pixel. ``"full"``: also decode every
+            pixel, to reject damage inside the compressed data (about 2.6 ms per 0.45 MB file
+            against 0.06 ms; the server decodes anyway and reports such a file as
+            ``corruptImage``). ``False``: only the magic bytes, and ``width`` and ``height``
+            stay ``None``. Text that is already encoded (a data URI or base64 longer than
+            4 KiB) is checked by its head only: format, declared MIME and, when the header
+            fits, the dimensions; decoding it whole would cost more than sending it, and the
+            server validates it anyway.
         max_bytes: The largest raw image accepted, in bytes (before base64 encoding).
 
     Returns:
@@ -183,7 +200,7 @@ def prepare_input(
     )
 
 
-def _from_text(text: str, verify: bool, max_bytes: int) -> PreparedInput:
+def _from_text(text: str, verify: Verify, max_bytes: int) -> PreparedInput:
     if is_uuid(text):
         return PreparedInput(text, "uuid")
     if scheme := _SCHEME_RE.match(text):
@@ -289,7 +306,7 @@ def _split_inline(text: str, shown: str) -> tuple[str, str | None]:
     return match.group(2), _DECLARED_MIME[match.group(1)]
 
 
-def _from_data_uri(text: str, verify: bool, max_bytes: int, shown: str) -> PreparedInput:
+def _from_data_uri(text: str, verify: Verify, max_bytes: int, shown: str) -> PreparedInput:
     payload, declared = _split_inline(text, shown)
     if (estimate := len(payload) * 3 // 4) > max_bytes:  # refuse before decoding
         raise _too_large(estimate, max_bytes, shown)
@@ -317,7 +334,7 @@ def _header_size(head: bytes) -> tuple[int | None, int | None]:
         return None, None
 
 
-def _from_path(path: Path, verify: bool, max_bytes: int) -> PreparedInput:
+def _from_path(path: Path, verify: Verify, max_bytes: int) -> PreparedInput:
     shown = str(path)
     try:
         if not path.is_file():
@@ -333,7 +350,7 @@ def _from_path(path: Path, verify: bool, max_bytes: int) -> PreparedInput:
     return _from_bytes(raw, verify, max_bytes, shown)
 
 
-def _from_bytes(raw: bytes, verify: bool, max_bytes: int, shown: str) -> PreparedInput:
+def _from_bytes(raw: bytes, verify: Verify, max_bytes: int, shown: str) -> PreparedInput:
     mime, width, height = _inspect(raw, verify, max_bytes, shown)
     return PreparedInput(_encode(mime, raw), "data_uri", mime, len(raw), width, height)
 
@@ -360,9 +377,13 @@ def _from_pillow(image: Image.Image, max_bytes: int) -> PreparedInput:
 
 
 def _inspect(
-    raw: bytes, verify: bool, max_bytes: int, shown: str, declared: str | None = None
+    raw: bytes, verify: Verify, max_bytes: int, shown: str, declared: str | None = None
 ) -> tuple[str, int | None, int | None]:
-    """Check ``raw`` is a supported image; return its MIME type and, if verified, its size."""
+    """Check ``raw`` is a supported image; return its MIME type and, if verified, its size.
+
+    ``verify=True`` reads the header with Pillow and walks the container (:func:`_incomplete`);
+    ``"full"`` decodes the pixels instead of walking the container.
+    """
     if not raw:
         raise _invalid("the image data is empty", shown)
     if len(raw) > max_bytes:
@@ -382,7 +403,12 @@ def _inspect(
             if (limit := Image.MAX_IMAGE_PIXELS) is not None and width * height > limit:
                 # Pillow only warns between the limit and twice the limit; we refuse.
                 raise Image.DecompressionBombError(f"{width}x{height} pixels")
-            image.load()
+            if verify == "full":
+                image.load()
+            elif (problem := _incomplete(raw, mime)) is not None:
+                raise _invalid(f"the {name} data is truncated: {problem}", shown, "corruptImage")
+    except InvalidTask:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # The warning arrives as an exception where warnings are errors (as under pytest).
         reason = (
@@ -405,8 +431,85 @@ def _identify(raw: bytes) -> str | None:
         return None
 
 
+def _incomplete(raw: bytes, mime: str) -> str | None:
+    """Why ``raw`` is not a complete file of its (sniffed) format, or ``None`` when it is.
+
+    Only the container is read, never the compressed pixels: a truncated file (the usual
+    damage: a partial download or copy) fails here; bytes changed inside the pixel data of a
+    complete file pass, and the server, which decodes every input, answers ``corruptImage``.
+    """
+    if mime == _PNG:
+        return _png_incomplete(raw)
+    if mime == "image/jpeg":
+        return _jpeg_incomplete(raw)
+    return _webp_incomplete(raw)
+
+
+def _png_incomplete(raw: bytes) -> str | None:
+    """Walk the chunks by their lengths: the data must hold every one, up to ``IEND``."""
+    pos, end = 8, len(raw)
+    while pos + 12 <= end:
+        length = int.from_bytes(raw[pos : pos + 4], "big")
+        kind = raw[pos + 4 : pos + 8]
+        pos += 12 + length
+        if pos > end:
+            name = kind.decode("latin-1")
+            return f"the {name!r} chunk needs {pos - end} bytes more than there are"
+        if kind == b"IEND":
+            return None
+    return f"it ends after {end} bytes without an IEND chunk"
+
+
+def _jpeg_incomplete(raw: bytes) -> str | None:
+    """Walk the segments to the first scan as Pillow does; an end-of-image marker must follow.
+
+    Inside entropy-coded data a ``0xFF`` byte is always followed by ``0x00`` or a restart
+    marker, so ``FF D9`` after the first scan can only be the end of the image.
+    """
+    pos, end = 2, len(raw)
+    while pos + 2 <= end:
+        if raw[pos] != 0xFF:  # junk between segments, skipped as Pillow skips it
+            pos = raw.find(b"\xff", pos)
+            if pos < 0:
+                break
+            continue
+        marker = raw[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker in (0x00, 0x01) or 0xD0 <= marker <= 0xD9:  # no length follows these
+            pos += 2
+            continue
+        if pos + 4 > end:
+            break
+        pos += 2 + int.from_bytes(raw[pos + 2 : pos + 4], "big")
+        if marker == 0xDA:  # start of scan
+            if raw.rfind(b"\xff\xd9", pos) < 0:  # from the end, where EOI is
+                return "it has no end-of-image marker after its scan data"
+            return None
+    return f"it ends after {end} bytes, before its scan data"
+
+
+def _webp_incomplete(raw: bytes) -> str | None:
+    """The RIFF size must fit in the data, and its chunks in the RIFF size."""
+    if len(raw) < 20:
+        return f"it is {len(raw)} bytes, too short for a WEBP header"
+    end = 8 + int.from_bytes(raw[4:8], "little")
+    if end > len(raw):
+        return f"the RIFF header declares {end} bytes, there are {len(raw)}"
+    pos = 12
+    while pos + 8 <= end:
+        length = int.from_bytes(raw[pos + 4 : pos + 8], "little")
+        pos += 8 + length
+        if pos > end:
+            return f"a chunk needs {pos - end} bytes more than the RIFF size holds"
+        pos += length & 1  # chunks are padded to an even length
+    return None if pos >= end else "it ends inside a chunk header"
+
+
 def _encode(mime: str, raw: bytes) -> str:
-    return f"data:{mime};base64,{base64.b64encode(raw).decode('ascii')}"
+    # base64 bytes (the fastest codec present), then one copy into the str we send.
+    return f"data:{mime};base64,{b64.encode(raw).decode('ascii')}"
 
 
 def _looks_like_base64(text: str) -> bool:
