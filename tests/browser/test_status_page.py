@@ -78,11 +78,16 @@ def test_the_status_page_shows_the_figures_of_status_json_during_a_run(browser, 
         page = browser.new_page()
         page.goto(url + "?every=0.5")
         # Live: it refreshes itself; wait for a few refreshes and some finished tasks.
-        page.wait_for_function(
+        # Read the page in the same evaluation that sees its thumbnails loaded: an image
+        # loads after the DOM update that adds it (slower on a loaded machine), and the
+        # next refresh may add another.
+        shown = page.wait_for_function(
             "() => Number(document.body.dataset.updates) >= 3 &&"
             " window.lastStatus.tasks.succeeded >= 3 && window.lastStatus.latest_outputs.length"
-        )
-        shown = page.evaluate(READ_PAGE)
+            " && [...document.querySelectorAll('#outputs img')].every("
+            " (img) => img.complete && img.naturalWidth > 0)"
+            f" && ({READ_PAGE})()"
+        ).json_value()
         with urllib.request.urlopen(url + ".json", timeout=10) as response:
             fetched = orjson.loads(response.read())
         shot = tmp_path / "status.png"
