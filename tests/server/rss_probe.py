@@ -373,6 +373,8 @@ def held_answers_run(
     per_socket: int = 500,
     batch: int = 500,
     reload: bool = False,
+    tombstones: int | None = None,
+    config: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """One run: RSS of a server child at each stage of holding ``count`` dropped answers.
 
@@ -392,8 +394,10 @@ def held_answers_run(
         ``held`` (answers held at the peak) and ``held_bytes`` (their encoded size).
     """
     uri = png_uri()
-    config = dict(HELD_CONFIG, max_in_flight=max(per_socket, 200))
-    with ServerProcess(encoder=encoder, trim=trim_in_sweep, env=env, **config) as server:
+    fields = dict(HELD_CONFIG, max_in_flight=max(per_socket, 200), **(config or {}))
+    with ServerProcess(
+        encoder=encoder, trim=trim_in_sweep, env=env, tombstones=tombstones, **fields
+    ) as server:
 
         def forget_all(trims: int) -> None:
             """Expire everything; wait until the sweep forgot it and made ``trims`` trims."""
@@ -442,9 +446,15 @@ def held_answers_report(count: int) -> None:
         ("compact_json, sweep trims", {}),
         ("compact_json, no trim in sweep", {"trim_in_sweep": False}),
         ("compact_json, MALLOC_ARENA_MAX=2", {"env": {"MALLOC_ARENA_MAX": "2"}}),
+        ("compact_json, PYTHONMALLOC=malloc", {"env": {"PYTHONMALLOC": "malloc"}}),
+        (
+            "compact_json, no UUID counters/tombstones",
+            {"tombstones": 0, "config": {"max_counted_uuids": 1}},
+        ),
         ("orjson.dumps (pre-fix), sweep trims", {"encoder": "orjson"}),
     ]
     print(f"{count} held answers; RSS in MiB: baseline / peak / after expiry / after trim")
+    print("(no trim in sweep: 'after expiry' is before any trim, 'after trim' right after one)")
     for name, options in variants:
         run = held_answers_run(count, **options)
         per_answer = (run["peak"] - run["baseline"]) / max(run["held"], 1)
