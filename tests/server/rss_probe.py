@@ -353,14 +353,15 @@ async def send_and_drop(url: str, count: int, batch: int, uri: str) -> str:
 
 
 HELD_CONFIG: dict[str, Any] = {
-    "hold_time": 60.0,
-    "retention": 60.0,
-    "url_ttl": 60.0,
+    # long enough that nothing expires in real time during a load: the clock jumps instead
+    "hold_time": 3_600.0,
+    "retention": 3_600.0,
+    "url_ttl": 3_600.0,
     "sweep_interval": 0.05,
     "task_delay": 0.3,  # answers come after the pong, so the client reads (almost) none
     "workers": 2,
 }
-EXPIRED = 1_000.0
+EXPIRED = 10_000.0
 """Seconds the clock jumps to expire every held answer, record and image of a run."""
 
 
@@ -399,8 +400,9 @@ def held_answers_run(
         encoder=encoder, trim=trim_in_sweep, env=env, tombstones=tombstones, **fields
     ) as server:
 
-        def forget_all(trims: int) -> None:
-            """Expire everything; wait until the sweep forgot it and made ``trims`` trims."""
+        def forget_all(trim: bool) -> None:
+            """Expire everything; wait until the sweep forgot it (and trimmed, if ``trim``)."""
+            trims = server.figures()["trims"] + (1 if trim else 0)
             server.advance(EXPIRED)
             server.wait_for(
                 lambda f: f["records"] == f["images"] == f["sessions"] == 0 and f["trims"] >= trims,
@@ -409,7 +411,7 @@ def held_answers_run(
 
         asyncio.run(send_and_drop(server.url, 200, 200, uri))
         server.wait_for(lambda f: f["running"] == 0, timeout=60)
-        forget_all(0)  # 200 freed: under the sweep's trim threshold, so no trim yet
+        forget_all(trim=False)  # 200 records and 400 images: under the trim threshold
         baseline = server.rss
 
         def load() -> dict[str, Any]:
@@ -421,7 +423,7 @@ def held_answers_run(
 
         held = load()
         peak = server.rss
-        forget_all(1)  # the sweep trims once it freed 1,000 (a no-op without trim_in_sweep)
+        forget_all(trim=True)  # the sweep trims once it freed 1,000 (no-op: trim_in_sweep off)
         expired = server.rss
         server.trim()
         trimmed = server.rss
