@@ -12,7 +12,7 @@ import sys
 
 import orjson
 
-from upscale_stream.server.sessions import compact_json
+from upscale_stream.server.sessions import SessionRegistry, compact_json
 
 ITEM = {
     "taskType": "upscale",
@@ -57,3 +57,20 @@ def test_twenty_thousand_held_answers_cost_their_size_not_a_page_each() -> None:
 def test_the_bound_would_catch_orjsons_own_buffers() -> None:
     # The same measure on plain orjson.dumps: shows the test above can fail.
     assert _rss_growth_mib("orjson") > 40
+
+
+def test_the_registry_gives_back_its_tables_once_most_entries_expired() -> None:
+    # A dict keeps the table of its largest size after deletions (5 MiB for 100,000 tasks).
+    registry = SessionRegistry(hold_time=10.0, retention=20.0)
+    for n in range(2_000):
+        session, _ = registry.authenticate(None, 0.0, f"session-{n}")
+        for k in range(5):
+            record = registry.register(f"task-{n}-{k}", "upscale", session.session_id, "sync", 0.0)
+            assert record is not None
+            registry.finish(record, dict(ITEM, taskUUID=record.task_uuid), failed=False, now=0.0)
+        registry.detach(session.session_id, 0.0)
+    full = sys.getsizeof(registry._tasks), sys.getsizeof(registry.sessions)
+    registry.expire(100.0)
+    assert registry.tasks == {} and registry.sessions == {}
+    emptied = sys.getsizeof(registry._tasks), sys.getsizeof(registry.sessions)
+    assert emptied[0] < full[0] / 50 and emptied[1] < full[1] / 50, (full, emptied)

@@ -429,8 +429,15 @@ class SessionRegistry:
             if record is not None and record.finished_at == finished_at:
                 del self._tasks[key]
                 forgotten += 1
+        sessions_before = len(self.sessions)
         for session_id in [s for s, session in self.sessions.items() if not session.attached]:
             self._expire_session(session_id, now)
+        # A dict keeps the table of its largest size after its entries are deleted: once most
+        # entries went, copy it into a right-sized one (the table of 100,000 tasks is 5 MiB).
+        if forgotten and len(self._tasks) < forgotten:
+            self._tasks = dict(self._tasks)
+        if len(self.sessions) < sessions_before // 2:
+            self.sessions = dict(self.sessions)
         return forgotten
 
     def clear(self) -> None:
