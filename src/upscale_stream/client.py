@@ -310,8 +310,7 @@ class UpscaleClient:
         connection = self._connection
         if connection is None or self._closed:
             connection = self._require_connection()
-        slots = connection.slots
-        if not slots.try_acquire():  # a free slot without a coroutine (the common case)
+        if not connection.try_acquire():
             await connection.acquire()
         try:
             future: asyncio.Future[UpscaleResult] = asyncio.get_running_loop().create_future()
@@ -324,7 +323,7 @@ class UpscaleClient:
                 connection.cancel(key)
                 raise
         finally:
-            slots.release()
+            connection.release()
 
     async def build_task(
         self,

@@ -131,10 +131,6 @@ class Connection:
         self.window = Window(session.limits.max_in_flight)
         """The adaptive in-flight window; ``window.size`` is the current limit."""
         self._slots = InFlightWindow(self.window, self._loop)
-        self.slots = self._slots
-        """The window's slots, for callers that take one per task on the hot path
-        (``slots.try_acquire()`` / ``slots.release()``; :meth:`submit` still refuses a closed
-        connection)."""
         self._drained: asyncio.Future[None] | None = None
         self._ws: Socket | None = None
         self._wake_writer = asyncio.Event()
