@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import random
 import ssl as ssl_module
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
@@ -315,7 +316,13 @@ class UpscaleClient:
         try:
             future: asyncio.Future[UpscaleResult] = asyncio.get_running_loop().create_future()
             connection.submit(
-                key, payload, future, template.is_async, timeout, job=job, model=model
+                key,
+                payload,
+                functools.partial(_settle, future),
+                template.is_async,
+                timeout,
+                job=job,
+                model=model,
             )
             try:
                 return await future
