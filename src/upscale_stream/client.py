@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import random
 import ssl as ssl_module
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
@@ -119,6 +118,11 @@ class UpscaleClient:
         self._closed = False
         self._templates: dict[Any, TaskTemplate] = {}
         self._plain_templates: dict[tuple[int, str], TaskTemplate] = {}  # no other options
+        # upscale()'s callers wait on futures kept here by key, all settled by one callback
+        # (bound once): nothing callable is allocated per task, which the GC would have to
+        # track for the task's whole life.
+        self._futures: dict[str, asyncio.Future[UpscaleResult]] = {}
+        self._settle_by_key = self._settle_future
         self._metrics = Metrics()
         self._not_connected = "the client is not connected: use `async with` or connect()"
 
@@ -316,21 +320,25 @@ class UpscaleClient:
         try:
             future: asyncio.Future[UpscaleResult] = asyncio.get_running_loop().create_future()
             connection.submit(
-                key,
-                payload,
-                functools.partial(_settle, future),
-                template.is_async,
-                timeout,
-                job=job,
-                model=model,
+                key, payload, self._settle_by_key, template.is_async, timeout, job=job, model=model
             )
+            self._futures[key] = future  # after submit: a refused task leaves nothing here
             try:
                 return await future
             except asyncio.CancelledError:
+                self._futures.pop(key, None)
                 connection.cancel(key)
                 raise
         finally:
             connection.release()
+
+    def _settle_future(
+        self, key: str, result: Any, error: UpscaleError | None, attempts: int
+    ) -> None:
+        """The connection's callback for every ``upscale()`` task: settle its future."""
+        future = self._futures.pop(key, None)
+        if future is not None:
+            _settle(future, key, result, error, attempts)
 
     async def build_task(
         self,
