@@ -337,8 +337,12 @@ class UpscaleClient:
     ) -> None:
         """The connection's callback for every ``upscale()`` task: settle its future."""
         future = self._futures.pop(key, None)
-        if future is not None:
-            _settle(future, key, result, error, attempts)
+        if future is None or future.done():
+            return
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
 
     async def build_task(
         self,

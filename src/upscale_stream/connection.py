@@ -469,13 +469,17 @@ class Connection:
         self._wake_writer.set()
         self._arm_timer()
         writer = asyncio.create_task(self._write_loop(ws), name="upscale-stream-writer")
-        received = self.metrics.frame_received
+        received = self.metrics.frame_received  # bound once: this loop runs once per frame
+        receive = session.receive_text
+        process = self._process
+        clock = loop.time
+        recv = ws.recv
         try:
             while True:
-                message = await ws.recv(decode=False)
+                message = await recv(decode=False)
                 received(len(message))
-                session.receive_text(message, loop.time())
-                self._process()
+                receive(message, clock())
+                process()
         except ConnectionClosed as exc:
             return _close_reason(exc)
         except asyncio.CancelledError:
@@ -556,13 +560,15 @@ class Connection:
                 self._session_event(event)
         if self._drained is not None:
             self._check_drained()
-        if self._slots.waiting:
-            self._slots.grant()
+        slots = self._slots
+        if slots.waiting:
+            slots.grant()
         session = self.session
         session.send_limit = int(window.limit)
         if session.wants_write:
             self._wake_writer.set()
-        self._arm_timer()
+        if self._timer is None or session.deadline_version != self._armed_version:
+            self._arm_timer()  # (its own first test, inlined: nothing moved, nothing to do)
 
     def _check_health(self) -> None:
         """A pong or a result arrived: is this connection proven healthy now?"""
