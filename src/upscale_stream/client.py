@@ -118,6 +118,11 @@ class UpscaleClient:
         self._closed = False
         self._templates: dict[Any, TaskTemplate] = {}
         self._plain_templates: dict[tuple[int, str], TaskTemplate] = {}  # no other options
+        # upscale()'s callers wait on futures kept here by key, all settled by one callback
+        # (bound once): nothing callable is allocated per task, which the GC would have to
+        # track for the task's whole life.
+        self._futures: dict[str, asyncio.Future[UpscaleResult]] = {}
+        self._settle_by_key = self._settle_future
         self._metrics = Metrics()
         self._not_connected = "the client is not connected: use `async with` or connect()"
 
@@ -310,21 +315,34 @@ class UpscaleClient:
         connection = self._connection
         if connection is None or self._closed:
             connection = self._require_connection()
-        slots = connection.slots
-        if not slots.try_acquire():  # a free slot without a coroutine (the common case)
+        if not connection.try_acquire():
             await connection.acquire()
         try:
             future: asyncio.Future[UpscaleResult] = asyncio.get_running_loop().create_future()
             connection.submit(
-                key, payload, future, template.is_async, timeout, job=job, model=model
+                key, payload, self._settle_by_key, template.is_async, timeout, job=job, model=model
             )
+            self._futures[key] = future  # after submit: a refused task leaves nothing here
             try:
                 return await future
             except asyncio.CancelledError:
+                self._futures.pop(key, None)
                 connection.cancel(key)
                 raise
         finally:
-            slots.release()
+            connection.release()
+
+    def _settle_future(
+        self, key: str, result: Any, error: UpscaleError | None, attempts: int
+    ) -> None:
+        """The connection's callback for every ``upscale()`` task: settle its future."""
+        future = self._futures.pop(key, None)
+        if future is None or future.done():
+            return
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
 
     async def build_task(
         self,

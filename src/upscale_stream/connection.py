@@ -13,8 +13,8 @@
 * **the in-flight window** (:class:`~upscale_stream.policy.Window`, AIMD): a counter and a FIFO
   of waiters, shrunk by rate-limit answers and grown by successes. Every caller takes a slot
   with :meth:`acquire` before :meth:`submit` and gives it back with :meth:`release`;
-* **one waiter per task** by key, a plain callback or the caller's future, ended exactly
-  once. Every task ends: with its result, its error, or
+* **one waiter per task**, a plain callback by key, called exactly once. Every task ends:
+  with its result, its error, or
   :class:`~upscale_stream.errors.ClientClosed` / :class:`~upscale_stream.errors.ConnectionLost`
   / :class:`~upscale_stream.errors.InternalError`.
 
@@ -82,9 +82,6 @@ Socket: TypeAlias = "ClientConnection | PicowsSocket"
 TaskCallback = Callable[[str, Any, "UpscaleError | None", int], None]
 """``callback(task_uuid, result, error, attempts)``: exactly one of ``result`` and ``error``
 is set; ``task_uuid`` is the key the task was submitted under, ``attempts`` its tries."""
-Waiter: TypeAlias = "TaskCallback | asyncio.Future[Any]"
-"""Who learns a task's end: a callback, or a future that gets the result or the error."""
-_Future = asyncio.Future
 
 
 class Connection:
@@ -126,15 +123,11 @@ class Connection:
         self._ssl = ssl_context
         self._rng = rng or random.Random()
         self._loop = asyncio.get_running_loop()
-        self._waiters: dict[str, Waiter] = {}
+        self._waiters: dict[str, TaskCallback] = {}
         self._attempts: dict[str, int] = {}  # tries of retried tasks only, by key
         self.window = Window(session.limits.max_in_flight)
         """The adaptive in-flight window; ``window.size`` is the current limit."""
         self._slots = InFlightWindow(self.window, self._loop)
-        self.slots = self._slots
-        """The window's slots, for callers that take one per task on the hot path
-        (``slots.try_acquire()`` / ``slots.release()``; :meth:`submit` still refuses a closed
-        connection)."""
         self._drained: asyncio.Future[None] | None = None
         self._ws: Socket | None = None
         self._wake_writer = asyncio.Event()
@@ -270,7 +263,7 @@ class Connection:
         self,
         task_uuid: str,
         payload: bytes,
-        callback: Waiter,
+        callback: TaskCallback,
         is_async: bool,
         timeout: float | None,
         *,
@@ -280,10 +273,9 @@ class Connection:
         """Queue one encoded task; ``callback(task_uuid, result, error, attempts)`` runs once.
 
         The one submit path: ``upscale()``, ``submit()`` and ``upscale_many()`` all come here,
-        after taking a window slot. No scheduled callback per task. The callback runs inside
-        the reader (or the timer), so it must be quick; an exception it raises is logged and
-        swallowed. ``callback`` may instead be a future (``upscale()``'s): it gets the result,
-        or the error as its exception, unless it is already done.
+        after taking a window slot. No future, no scheduled callback per task. The callback
+        runs inside the reader (or the timer), so it must be quick; an exception it raises is
+        logged and swallowed.
 
         Raises:
             ClientClosed: the connection is closed.
@@ -331,20 +323,12 @@ class Connection:
         now: float | None = None,
     ) -> None:
         """End the task ``key``: metrics, then its waiter (``now``: the caller's clock read)."""
-        waiter = self._waiters.pop(key, None)
-        if waiter is None:
+        callback = self._waiters.pop(key, None)
+        if callback is None:
             return
         self.metrics.task_resolved(key, error, self._loop.time() if now is None else now)
-        if type(waiter) is _Future or isinstance(waiter, asyncio.Future):
-            # upscale()'s caller awaits the future itself: no callback between (hot path).
-            if not waiter.done():
-                if error is None:
-                    waiter.set_result(result)
-                else:
-                    waiter.set_exception(error)
-            return
         try:
-            waiter(key, result, error, attempts)
+            callback(key, result, error, attempts)
         except Exception:
             log.exception("task callback failed", task_uuid=key)
 
@@ -485,13 +469,17 @@ class Connection:
         self._wake_writer.set()
         self._arm_timer()
         writer = asyncio.create_task(self._write_loop(ws), name="upscale-stream-writer")
-        received = self.metrics.frame_received
+        received = self.metrics.frame_received  # bound once: this loop runs once per frame
+        receive = session.receive_text
+        process = self._process
+        clock = loop.time
+        recv = ws.recv
         try:
             while True:
-                message = await ws.recv(decode=False)
+                message = await recv(decode=False)
                 received(len(message))
-                session.receive_text(message, loop.time())
-                self._process()
+                receive(message, clock())
+                process()
         except ConnectionClosed as exc:
             return _close_reason(exc)
         except asyncio.CancelledError:
@@ -572,13 +560,15 @@ class Connection:
                 self._session_event(event)
         if self._drained is not None:
             self._check_drained()
-        if self._slots.waiting:
-            self._slots.grant()
+        slots = self._slots
+        if slots.waiting:
+            slots.grant()
         session = self.session
         session.send_limit = int(window.limit)
         if session.wants_write:
             self._wake_writer.set()
-        self._arm_timer()
+        if self._timer is None or session.deadline_version != self._armed_version:
+            self._arm_timer()  # (its own first test, inlined: nothing moved, nothing to do)
 
     def _check_health(self) -> None:
         """A pong or a result arrived: is this connection proven healthy now?"""

@@ -141,6 +141,7 @@ class Stream(Generic[S]):
         self._total: int | None = None
         self._error: BaseException | None = None
         self._slots = 0  # window slots taken and not yet given back
+        self._on_finished = self._finished  # bound once, not once per task
         self._held: dict[int, Outcome[S]] = {}  # ordered: outcomes ahead of their turn
         self._next_index = 0
         self._yielded = 0
@@ -237,7 +238,7 @@ class Stream(Generic[S]):
             self._connection.submit(
                 task_uuid,
                 self._template.encode(task_uuid, value),
-                self._finished,
+                self._on_finished,
                 self._is_async,
                 self._timeout,
                 job=job,
