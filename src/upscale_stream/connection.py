@@ -470,7 +470,6 @@ class Connection:
         self._arm_timer()
         writer = asyncio.create_task(self._write_loop(ws), name="upscale-stream-writer")
         received = self.metrics.frame_received  # bound once: this loop runs once per frame
-        receive = session.receive_text
         process = self._process
         clock = loop.time
         recv = ws.recv
@@ -478,7 +477,7 @@ class Connection:
             while True:
                 message = await recv(decode=False)
                 received(len(message))
-                receive(message, clock())
+                session.receive_text(message, clock())  # looked up each time: tests patch it
                 process()
         except ConnectionClosed as exc:
             return _close_reason(exc)

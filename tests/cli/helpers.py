@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import threading
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,13 +152,18 @@ class RecordingProxy:
                                     self._outstanding.discard(item.get("taskUUID", ""))
                     await client.send(message)
 
-            pumps = [asyncio.create_task(up()), asyncio.create_task(down())]
-            try:
-                await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for pump in pumps:
-                    pump.cancel()
-                await asyncio.gather(*pumps, return_exceptions=True)
+            await pump_until_one_ends(up(), down())
+
+
+async def pump_until_one_ends(*pumps: Coroutine[Any, Any, None]) -> None:
+    """Run a relay's pumps until the first one ends (a side closed), then stop the others."""
+    tasks = [asyncio.create_task(pump) for pump in pumps]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _items(frame: Any) -> list[dict[str, Any]]:

@@ -70,6 +70,20 @@ def report(stage: str, server: ReferenceServer) -> None:
     )
 
 
+def upscale_tasks(uri: str, count: int) -> list[dict[str, Any]]:
+    """``count`` sync x2 upscales of ``uri``, each with a fresh taskUUID."""
+    return [
+        {
+            "taskType": "upscale",
+            "taskUUID": str(uuid.uuid4()),
+            "inputImage": uri,
+            "upscaleFactor": 2,
+            "deliveryMethod": "sync",
+        }
+        for _ in range(count)
+    ]
+
+
 async def client(url: str, count: int, batch: int, uri: str) -> None:
     async with connect(url, max_size=None) as ws:
         await ws.send(orjson.dumps([{"taskType": "authentication", "apiKey": KEY}]).decode())
@@ -77,16 +91,7 @@ async def client(url: str, count: int, batch: int, uri: str) -> None:
         sent = 0
         while sent < count:
             size = min(batch, count - sent)
-            tasks = [
-                {
-                    "taskType": "upscale",
-                    "taskUUID": str(uuid.uuid4()),
-                    "inputImage": uri,
-                    "upscaleFactor": 2,
-                    "deliveryMethod": "sync",
-                }
-                for _ in range(size)
-            ]
+            tasks = upscale_tasks(uri, size)
             await ws.send(orjson.dumps(tasks).decode())
             wanted = {t["taskUUID"] for t in tasks}
             while wanted:
@@ -333,16 +338,7 @@ async def send_and_drop(url: str, count: int, batch: int, uri: str) -> str:
         await ws.send(orjson.dumps([{"taskType": "authentication", "apiKey": KEY}]).decode())
         session_id = str(orjson.loads(await ws.recv())["data"][0]["connectionSessionUUID"])
         for start in range(0, count, batch):
-            tasks = [
-                {
-                    "taskType": "upscale",
-                    "taskUUID": str(uuid.uuid4()),
-                    "inputImage": uri,
-                    "upscaleFactor": 2,
-                    "deliveryMethod": "sync",
-                }
-                for _ in range(min(batch, count - start))
-            ]
+            tasks = upscale_tasks(uri, min(batch, count - start))
             await ws.send(orjson.dumps(tasks).decode())
         await ws.send(orjson.dumps([{"taskType": "ping", "ping": True}]).decode())
         async with asyncio.timeout(60):

@@ -41,6 +41,8 @@ from upscale_stream.cli.progress import MIN_BAR, RichReporter, Tally
 from upscale_stream.server import ReferenceServer, ServerConfig
 from upscale_stream.testing import TEST_API_KEY
 
+from .helpers import _items, pump_until_one_ends
+
 WAIT = 30.0
 """Longest wait for any one step; a step that takes longer fails the test."""
 IN_FLIGHT = re.compile(r"(\d+) in flight")
@@ -130,19 +132,7 @@ class AnswerGate:
                 while (frame := await outbox.get()) is not None:
                     await client.send(frame.decode())
 
-            pumps = [asyncio.create_task(job()) for job in (up, down, deliver)]
-            try:
-                await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for pump in pumps:
-                    pump.cancel()
-                await asyncio.gather(*pumps, return_exceptions=True)
-
-
-def _items(frame: Any) -> list[dict[str, Any]]:
-    if isinstance(frame, list):
-        return [item for item in frame if isinstance(item, dict)]
-    return [frame] if isinstance(frame, dict) else []
+            await pump_until_one_ends(up(), down(), deliver())
 
 
 def _is_upscale(item: dict[str, Any]) -> bool:
