@@ -217,7 +217,7 @@ class UpscaleClient:
         """
         connection = self._require_connection()
         await connection.acquire()
-        future: asyncio.Future[UpscaleResult] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[UpscaleResult] = connection.loop.create_future()
         key = task.task_uuid
 
         def finished(_key: str, result: Any, error: UpscaleError | None, _attempts: int) -> None:
@@ -318,7 +318,7 @@ class UpscaleClient:
         if not connection.try_acquire():
             await connection.acquire()
         try:
-            future: asyncio.Future[UpscaleResult] = asyncio.get_running_loop().create_future()
+            future: asyncio.Future[UpscaleResult] = connection.loop.create_future()
             connection.submit(
                 key, payload, self._settle_by_key, template.is_async, timeout, job=job, model=model
             )

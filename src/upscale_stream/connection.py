@@ -123,6 +123,9 @@ class Connection:
         self._ssl = ssl_context
         self._rng = rng or random.Random()
         self._loop = asyncio.get_running_loop()
+        self.loop = self._loop
+        """The event loop this connection runs on (callers make their futures with it:
+        ``asyncio.get_running_loop()`` costs a ``getpid()`` system call per call on Linux)."""
         self._waiters: dict[str, TaskCallback] = {}
         self._attempts: dict[str, int] = {}  # tries of retried tasks only, by key
         self.window = Window(session.limits.max_in_flight)
