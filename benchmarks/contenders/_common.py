@@ -19,12 +19,24 @@ import asyncio
 import base64
 import json
 import mimetypes
+import os
 import resource
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
+
+
+def _count_instructions(on: bool) -> None:
+    """Under ``benchmarks/icount.py`` (callgrind): count instructions only while measured."""
+    if os.environ.get("UPSCALE_BENCH_ICOUNT"):
+        switch = "on" if on else "off"
+        subprocess.run(
+            ["callgrind_control", "-i", switch, str(os.getpid())], check=True, capture_output=True
+        )
+
 
 API_KEY = "bench-key"
 MODEL = "runware:503@1"  # an AIR id: runware-sdk skips its registry fetch (protocol.md section 9)
@@ -97,11 +109,13 @@ class Meter:
 
     def start(self) -> None:
         """Take the snapshot that the run is measured from."""
+        _count_instructions(True)
         self._cpu0 = _cpu_s()
         self._wall0 = time.perf_counter()
 
     def stop(self) -> None:
         """Take the closing snapshot."""
+        _count_instructions(False)
         self.wall_s = time.perf_counter() - self._wall0
         self.cpu_s = _cpu_s() - self._cpu0
 

@@ -1,0 +1,106 @@
+"""Instructions per task of one contender, counted by callgrind: a figure the machine's load
+does not move (runs repeat to about 0.5 %), for A/B comparisons on a shared or noisy host.
+
+    python -m benchmarks.icount [--src DIR] [--contender upscale_stream_client.py]
+        [--group 50] [--tasks 4000] [--uvloop] [-- extra contender arguments, e.g. --api many]
+
+Starts ``stub_server.py`` natively on a free loopback port, runs the contender under
+``valgrind --tool=callgrind --instr-atstart=no`` with ``UPSCALE_BENCH_ICOUNT=1`` (its meter
+switches collection on and off around the measured phase: imports and connect are left out),
+and prints the client process's user-space instructions per task. ``--src`` puts another
+revision's ``src`` first on the contender's PYTHONPATH (``git archive REV src | tar -x -C DIR``).
+System calls are not counted: pair it with ``strace -f -c``. Needs valgrind (Debian:
+``apt-get install valgrind``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--src", type=Path, default=HERE.parent / "src", help="the client's src")
+    parser.add_argument("--contender", default="upscale_stream_client.py")
+    parser.add_argument("--group", type=int, default=50, help="results per stub frame")
+    parser.add_argument("--tasks", type=int, default=4000)
+    parser.add_argument("--window", type=int, default=500)
+    parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--uvloop", action="store_true")
+    parser.add_argument("extra", nargs="*", help="more contender arguments (after --)")
+    args = parser.parse_args()
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise SystemExit("needs valgrind and callgrind_control (apt-get install valgrind)")
+    with tempfile.TemporaryDirectory() as tmp:
+        ready = Path(tmp) / "port"
+        stub = subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / "stub_server.py"),
+                "--port",
+                "0",
+                "--group",
+                str(args.group),
+                "--ready-file",
+                str(ready),
+            ],
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while not ready.exists() or not ready.read_text().strip():
+                if time.monotonic() > deadline or stub.poll() is not None:
+                    raise SystemExit("the stub server did not start")
+                time.sleep(0.05)  # polling a file another process writes
+            url = f"ws://127.0.0.1:{ready.read_text().strip()}"
+            command = [
+                "valgrind",
+                "--tool=callgrind",
+                "--instr-atstart=no",
+                "--callgrind-out-file=/dev/null",
+                sys.executable,
+                str(HERE / "contenders" / args.contender),
+                "--url",
+                url,
+                "--tasks",
+                str(args.tasks),
+                "--window",
+                str(args.window),
+                "--batch",
+                str(args.batch),
+                "--delivery",
+                "sync",
+                *(["--uvloop"] if args.uvloop else []),
+                *args.extra,
+            ]
+            env = dict(
+                os.environ,
+                UPSCALE_BENCH_ICOUNT="1",
+                PYTHONHASHSEED="0",
+                PYTHONPATH=str(args.src.resolve()),
+            )
+            run = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        finally:
+            stub.terminate()
+            stub.wait(timeout=10)
+    found = re.search(r"Collected : (\d+)", run.stderr)
+    if run.returncode != 0 or found is None:
+        raise SystemExit(f"the contender failed (exit {run.returncode}):\n{run.stderr[-2000:]}")
+    print(
+        f"{args.contender} {' '.join(args.extra)} group {args.group}: "
+        f"{int(found[1]) / args.tasks:,.0f} instructions per task ({args.src})"
+    )
+
+
+if __name__ == "__main__":
+    main()
