@@ -64,6 +64,7 @@ class PicowsSocket(picows.WSListener):
         self._sent: Close | None = None
         self._rcvd_first = False
         self._ws: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # found once: see _running_loop
 
     # -- picows callbacks ------------------------------------------------------------------------
 
@@ -112,12 +113,20 @@ class PicowsSocket(picows.WSListener):
 
     def pause_writing(self) -> None:
         if self._writable is None:
-            self._writable = asyncio.get_running_loop().create_future()
+            self._writable = self._running_loop().create_future()
 
     def resume_writing(self) -> None:
         writable, self._writable = self._writable, None
         if writable is not None and not writable.done():
             writable.set_result(None)
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop, looked up once: ``asyncio.get_running_loop()`` makes a ``getpid()``
+        system call every time (CPython 3.11), and recv() waits once per frame."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     def _deliver(self, message: bytes) -> None:
         self._messages.append(message)
@@ -151,7 +160,7 @@ class PicowsSocket(picows.WSListener):
         while not messages:
             if self._closed is not None:
                 raise self._closed
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = self._running_loop().create_future()
             try:
                 await self._waiter
             finally:
