@@ -21,9 +21,9 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
+
+from .profile_client import spawned_stub
 
 HERE = Path(__file__).resolve().parent
 
@@ -41,58 +41,34 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("needs valgrind and callgrind_control (apt-get install valgrind)")
-    with tempfile.TemporaryDirectory() as tmp:
-        ready = Path(tmp) / "port"
-        stub = subprocess.Popen(
-            [
-                sys.executable,
-                str(HERE / "stub_server.py"),
-                "--port",
-                "0",
-                "--group",
-                str(args.group),
-                "--ready-file",
-                str(ready),
-            ],
-            stderr=subprocess.DEVNULL,
+    with spawned_stub(args.group) as url:
+        command = [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            str(HERE / "contenders" / args.contender),
+            "--url",
+            url,
+            "--tasks",
+            str(args.tasks),
+            "--window",
+            str(args.window),
+            "--batch",
+            str(args.batch),
+            "--delivery",
+            "sync",
+            *(["--uvloop"] if args.uvloop else []),
+            *args.extra,
+        ]
+        env = dict(
+            os.environ,
+            UPSCALE_BENCH_ICOUNT="1",
+            PYTHONHASHSEED="0",
+            PYTHONPATH=str(args.src.resolve()),
         )
-        try:
-            deadline = time.monotonic() + 10
-            while not ready.exists() or not ready.read_text().strip():
-                if time.monotonic() > deadline or stub.poll() is not None:
-                    raise SystemExit("the stub server did not start")
-                time.sleep(0.05)  # polling a file another process writes
-            url = f"ws://127.0.0.1:{ready.read_text().strip()}"
-            command = [
-                "valgrind",
-                "--tool=callgrind",
-                "--instr-atstart=no",
-                "--callgrind-out-file=/dev/null",
-                sys.executable,
-                str(HERE / "contenders" / args.contender),
-                "--url",
-                url,
-                "--tasks",
-                str(args.tasks),
-                "--window",
-                str(args.window),
-                "--batch",
-                str(args.batch),
-                "--delivery",
-                "sync",
-                *(["--uvloop"] if args.uvloop else []),
-                *args.extra,
-            ]
-            env = dict(
-                os.environ,
-                UPSCALE_BENCH_ICOUNT="1",
-                PYTHONHASHSEED="0",
-                PYTHONPATH=str(args.src.resolve()),
-            )
-            run = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-        finally:
-            stub.terminate()
-            stub.wait(timeout=10)
+        run = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     found = re.search(r"Collected : (\d+)", run.stderr)
     if run.returncode != 0 or found is None:
         raise SystemExit(f"the contender failed (exit {run.returncode}):\n{run.stderr[-2000:]}")

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import pstats
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 IMAGE = "11111111-2222-4333-8444-555555555555"
@@ -46,16 +48,10 @@ async def run(url: str, mode: str, tasks: int, window: int, batch: int) -> str:
     return f"{mode}: {tasks / wall:,.0f} tasks/s, {cpu / tasks * 1e6:.1f} us CPU/task"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mode", choices=("many", "upscale"), default="many")
-    parser.add_argument("--tasks", type=int, default=20_000)
-    parser.add_argument("--window", type=int, default=500)
-    parser.add_argument("--batch", type=int, default=50)
-    parser.add_argument("--group", type=int, default=50, help="results per stub frame")
-    parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--uvloop", action="store_true")
-    args = parser.parse_args()
+@contextlib.contextmanager
+def spawned_stub(group: int) -> Iterator[str]:
+    """Run ``stub_server.py`` (``group`` results per frame) on a free loopback port; yield its
+    URL, and stop it at the end."""
     with tempfile.TemporaryDirectory() as tmp:
         ready = Path(tmp) / "port"
         stub = subprocess.Popen(
@@ -65,7 +61,7 @@ def main() -> None:
                 "--port",
                 "0",
                 "--group",
-                str(args.group),
+                str(group),
                 "--ready-file",
                 str(ready),
             ],
@@ -77,21 +73,34 @@ def main() -> None:
                 if time.monotonic() > deadline or stub.poll() is not None:
                     raise SystemExit("the stub server did not start")
                 time.sleep(0.05)  # polling a file another process writes
-            url = f"ws://127.0.0.1:{ready.read_text().strip()}"
-            if args.uvloop:
-                import uvloop
-
-                uvloop.install()
-            job = run(url, args.mode, args.tasks, args.window, args.batch)
-            if args.profile:
-                profiler = cProfile.Profile()
-                print(profiler.runcall(asyncio.run, job))
-                pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
-            else:
-                print(asyncio.run(job))
+            yield f"ws://127.0.0.1:{ready.read_text().strip()}"
         finally:
             stub.terminate()
             stub.wait(timeout=10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mode", choices=("many", "upscale"), default="many")
+    parser.add_argument("--tasks", type=int, default=20_000)
+    parser.add_argument("--window", type=int, default=500)
+    parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--group", type=int, default=50, help="results per stub frame")
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--uvloop", action="store_true")
+    args = parser.parse_args()
+    with spawned_stub(args.group) as url:
+        if args.uvloop:
+            import uvloop
+
+            uvloop.install()
+        job = run(url, args.mode, args.tasks, args.window, args.batch)
+        if args.profile:
+            profiler = cProfile.Profile()
+            print(profiler.runcall(asyncio.run, job))
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+        else:
+            print(asyncio.run(job))
 
 
 if __name__ == "__main__":
