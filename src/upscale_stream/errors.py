@@ -206,6 +206,20 @@ class UpscaleTimeout(UpscaleError, TimeoutError):
         return (_rebuild_timeout, (self.operation, self.seconds, self.task_uuid))
 
 
+def handshake_refused(status: int) -> AuthenticationError | ConnectionLost:
+    """The error for a WebSocket upgrade the server answered with HTTP ``status``: the one
+    wording for both transports. 401/403 mean the key; anything else is a refused connection."""
+    if status in (401, 403):
+        return AuthenticationError(
+            "unauthorized",
+            f"the server refused the handshake with HTTP {status}; check api_key or "
+            "RUNWARE_API_KEY",
+            parameter="apiKey",
+        )
+    hint = "; check the URL" if status == 404 else ""
+    return ConnectionLost(f"handshake refused with HTTP {status}{hint}")
+
+
 def _rebuild_timeout(operation: str, seconds: float, task_uuid: str | None) -> UpscaleTimeout:
     return UpscaleTimeout(operation, seconds=seconds, task_uuid=task_uuid)
 

@@ -30,7 +30,13 @@ from websockets.exceptions import (
 from websockets.frames import Close, CloseCode
 from websockets.http11 import Response
 
-from .errors import AuthenticationError, ConnectionLost, InvalidURL, UpscaleTimeout
+from .errors import (
+    AuthenticationError,
+    ConnectionLost,
+    InvalidURL,
+    UpscaleTimeout,
+    handshake_refused,
+)
 
 __all__ = ["PicowsSocket", "open_picows"]
 
@@ -238,18 +244,12 @@ async def open_picows(
         raise InvalidURL(f"url={url.partition('?')[0]!r} is not a valid WebSocket URL") from exc
     except picows.WSInvalidStatusError as exc:
         status = int(getattr(getattr(exc, "response", None), "status", 0) or 0)
-        if status in (401, 403):
-            raise AuthenticationError(
-                "unauthorized",
-                f"the server refused the handshake with HTTP {status}; check api_key or "
-                "RUNWARE_API_KEY",
-                parameter="apiKey",
-            ) from exc
+        error = handshake_refused(status)
+        if isinstance(error, AuthenticationError):
+            raise error from exc
         # The cause is put in websockets' terms, so the reconnect policy (which reads HTTP
         # statuses from websockets' InvalidStatus) decides for both transports alike.
-        refused = InvalidStatus(Response(status, "", Headers(), b""))
-        hint = "; check the URL" if status == 404 else ""
-        raise ConnectionLost(f"handshake refused with HTTP {status}{hint}") from refused
+        raise error from InvalidStatus(Response(status, "", Headers(), b""))
     except (OSError, picows.WSError) as exc:
         raise ConnectionLost(f"could not connect to {url}: {exc}") from exc
     assert isinstance(socket, PicowsSocket)
