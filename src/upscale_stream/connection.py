@@ -40,7 +40,6 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
 from .config import Retry, Timeouts, Transport
 from .errors import (
-    AuthenticationError,
     ClientClosed,
     ConnectionLost,
     InternalError,
@@ -48,6 +47,7 @@ from .errors import (
     InvalidURL,
     UpscaleError,
     UpscaleTimeout,
+    handshake_refused,
 )
 from .log import Throttle, get_logger, register_secret, scrub_exception, websockets_logger
 from .metrics import Live, Metrics
@@ -389,16 +389,7 @@ class Connection:
         except TimeoutError as exc:
             raise UpscaleTimeout("connect", seconds=self._timeouts.connect) from exc
         except InvalidStatus as exc:
-            status = exc.response.status_code
-            if status in (401, 403):
-                raise AuthenticationError(
-                    "unauthorized",
-                    f"the server refused the handshake with HTTP {status}; check api_key or "
-                    "RUNWARE_API_KEY",
-                    parameter="apiKey",
-                ) from exc
-            hint = "; check the URL" if status == 404 else ""
-            raise ConnectionLost(f"handshake refused with HTTP {status}{hint}") from exc
+            raise handshake_refused(exc.response.status_code) from exc
         except InvalidURI as exc:
             shown = self.url.partition("?")[0]
             raise InvalidURL(f"url={shown!r} is not a valid WebSocket URL") from exc
@@ -569,8 +560,7 @@ class Connection:
         session.send_limit = int(window.limit)
         if session.wants_write:
             self._wake_writer.set()
-        if self._timer is None or session.deadline_version != self._armed_version:
-            self._arm_timer()  # (its own first test, inlined: nothing moved, nothing to do)
+        self._arm_timer()
 
     def _check_health(self) -> None:
         """A pong or a result arrived: is this connection proven healthy now?"""
