@@ -33,14 +33,14 @@ from .config import (
 )
 from .connection import Connection
 from .errors import ClientClosed, InvalidLimits, InvalidTask, UpscaleError
-from .inputs import ImageSource, is_uuid
+from .inputs import ImageSource
 from .jobs import JobTask, check_job_id, input_key, options_digest
 from .log import get_logger
 from .metrics import Metrics, Stats
 from .models import SWINIR, UUID_V4, TaskTemplate, UpscaleResult, UpscaleTask, new_task_uuid
 from .options import Factor, TaskOptions
 from .protocol import ClientSession
-from .streaming import Outcome, Stream, input_value
+from .streaming import Outcome, Stream, image_uuid, input_value
 
 __all__ = ["Outcome", "UpscaleClient"]
 
@@ -117,7 +117,6 @@ class UpscaleClient:
         self._connection: Connection | None = None
         self._closed = False
         self._templates: dict[Any, TaskTemplate] = {}
-        self._plain_templates: dict[tuple[int, str], TaskTemplate] = {}  # no other options
         # upscale()'s callers wait on futures kept here by key, all settled by one callback
         # (bound once): nothing callable is allocated per task, which the GC would have to
         # track for the task's whole life.
@@ -292,12 +291,7 @@ class UpscaleClient:
             UpscaleTimeout: the task took longer than ``timeout``.
             ClientClosed: the client was closed before the task finished.
         """
-        template = (
-            self._template(factor, model, options)
-            if options
-            else self._plain_templates.get((factor, model))
-            or self._template(factor, model, options)
-        )
+        template = self._template(factor, model, options)
         job = (
             None
             if job_id is None and job_key is None
@@ -307,9 +301,8 @@ class UpscaleClient:
             key = job.task_uuid(0)
         else:
             key = new_task_uuid() if task_uuid is None else _checked_uuid(task_uuid)
-        if type(image) is str and len(image) == 36 and is_uuid(image):
-            value = image  # an image UUID (bulk jobs upload first): no coroutine, no thread
-        else:
+        value = image_uuid(image)  # an image UUID needs no coroutine and no thread
+        if value is None:
             value = await input_value(image)
         payload = template.encode(key, value)
         connection = self._connection
@@ -449,6 +442,10 @@ class UpscaleClient:
 
     def _template(self, factor: int, model: str, options: TaskOptions) -> TaskTemplate:
         """A validated template for these options, cached for repeated ``upscale()`` calls."""
+        if not options:  # the usual call: the key is just (factor, model), no tuple to build
+            cached = self._templates.get((factor, model))
+            if cached is not None:
+                return cached
         try:
             key: Any = (factor, model, *options.items())
             hash(key)
@@ -458,11 +455,8 @@ class UpscaleClient:
         if template is None:
             if len(self._templates) >= 64:
                 self._templates.clear()
-                self._plain_templates.clear()
             template = TaskTemplate(model=model, upscale_factor=factor, **options)
             self._templates[key] = template
-            if not options:
-                self._plain_templates[(factor, model)] = template
         return template
 
     # -- introspection ---------------------------------------------------------------------------

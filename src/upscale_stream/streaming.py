@@ -69,14 +69,22 @@ class Outcome(Generic[S]):
         return self.result
 
 
+def image_uuid(image: object) -> str | None:
+    """``image`` itself when it is an image UUID (the bulk-job case: nothing to read, encode
+    or check beyond the UUID form), else ``None``. The one test of that fast path."""
+    if type(image) is str and len(image) == 36 and is_uuid(image):
+        return image
+    return None
+
+
 async def input_value(image: ImageSource) -> str:
     """The ``inputImage`` value for ``image``: checked and encoded, off the loop when costly.
 
     Raises:
         InvalidTask: the image is unusable.
     """
-    if type(image) is str and len(image) == 36 and is_uuid(image):
-        return image  # the bulk-job case: one UUID check per task, not one here and one below
+    if (ready := image_uuid(image)) is not None:
+        return ready  # one UUID check per task, not one here and one below
     if needs_thread(image):
         value = await asyncio.to_thread(input_value_now, image)
     else:
@@ -91,8 +99,8 @@ def input_value_now(image: ImageSource) -> str | UpscaleError:
 
     An image UUID (the common case in bulk jobs that upload first) takes a fast path.
     """
-    if type(image) is str and len(image) == 36 and is_uuid(image):
-        return image
+    if (ready := image_uuid(image)) is not None:
+        return ready
     try:
         return prepare_input(image).value
     except UpscaleError as exc:
@@ -183,9 +191,8 @@ class Stream(Generic[S]):
                 if not connection.try_acquire():
                     await connection.acquire()
                 self._slots += 1
-                value: Any = image
-                if type(value) is str and len(value) == 36 and is_uuid(value) and not has_job:
-                    self._submit(count, image, value, None)  # an image UUID: nothing to prepare
+                if not has_job and (ready := image_uuid(image)) is not None:
+                    self._submit(count, image, ready, None)  # nothing to prepare
                 elif needs_thread(image):
                     job = asyncio.create_task(self._prepare_and_submit(count, image))
                     preparing.add(job)
