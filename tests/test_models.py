@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import uuid
 from typing import Any
 
@@ -203,6 +204,20 @@ def test_new_task_uuids_are_valid_v4_and_distinct() -> None:
     values = {new_task_uuid() for _ in range(10_000)}
     assert len(values) == 10_000
     assert all(uuid.UUID(v).version == 4 and uuid.UUID(v).variant == uuid.RFC_4122 for v in values)
+
+
+def test_a_drawn_batch_is_exactly_uuid4_of_the_os_random_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from upscale_stream import models
+
+    random_bytes = random.Random(7).randbytes(16 * 256)
+    monkeypatch.setattr(models.os, "urandom", lambda size: random_bytes[:size])
+    expected = [
+        str(uuid.UUID(bytes=random_bytes[pos : pos + 16], version=4))
+        for pos in range(0, len(random_bytes), 16)
+    ]
+    assert models._draw_uuids() == expected
 
 
 def test_results_accept_every_output_spelling_and_keep_unknown_fields() -> None:
