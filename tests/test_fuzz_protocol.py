@@ -21,6 +21,7 @@ import io
 import typing
 from collections.abc import AsyncIterator
 from typing import Any
+from unittest import mock
 
 import orjson
 import pytest
@@ -43,8 +44,10 @@ from upscale_stream.protocol import (
     TaskAccepted,
     TaskFailed,
     TaskResult,
+    TaskRetrying,
     TaskState,
 )
+from upscale_stream.results import decode_result
 from upscale_stream.server import ReferenceServer, ServerConfig
 
 KEY = "fuzz-key-SECRET-0123456789"
@@ -120,7 +123,8 @@ def still_works(session: ClientSession) -> None:
     for task_uuid in LIVE:
         if session.state_of(task_uuid) is TaskState.IN_FLIGHT:
             session.receive_text(orjson.dumps({"data": [result_item(task_uuid)]}), 2.0)
-            assert TaskResult(task_uuid, result_item(task_uuid)) in session.events_received()
+            expected = TaskResult(task_uuid, decode_result(result_item(task_uuid)))
+            assert expected in session.events_received()
             assert session.state_of(task_uuid) is None
 
 
@@ -250,6 +254,54 @@ def test_answers_for_a_finished_task_are_discarded_however_often_they_come(
 ENORMOUS = 5 * 1024 * 1024
 
 
+# The typed path (decode_plain_frame: {"data": [results]} straight into structs) must end
+# tasks exactly as the JSON path does: same events, same states, for every item shape.
+_text_or_odd = st.text(max_size=6) | st.none() | st.integers(0, 9) | st.booleans()
+_result_like = st.fixed_dictionaries(
+    {"taskType": st.sampled_from(["upscale", "getTaskDetails", "ping"]), "taskUUID": task_uuids},
+    optional={
+        "imageUUID": _text_or_odd,
+        "inputImageUUID": _text_or_odd,
+        "imageURL": _text_or_odd,
+        "imageBase64Data": _text_or_odd,
+        "imageDataURI": _text_or_odd,
+        "mediaUUID": _text_or_odd,
+        "mediaURL": _text_or_odd,
+        "cost": st.floats(0, 1) | st.text(max_size=3),
+        "status": st.sampled_from(["success", "processing", "error"]) | st.none(),
+        "error": st.just({"code": "timeoutProvider", "message": "m"}),
+        "somethingNew": json_values,
+    },
+)
+
+
+def _comparable(event: Event) -> Any:
+    """An event without what differs by chance: errors as text (exceptions do not compare
+    equal by value), a retry without its random new taskUUID and jittered delay."""
+    if isinstance(event, TaskFailed):
+        return (TaskFailed, event.task_uuid, type(event.error), str(event.error), event.attempts)
+    if isinstance(event, TaskRetrying):
+        return (TaskRetrying, event.task_uuid, event.old_uuid, event.attempt, str(event.error))
+    return event
+
+
+@FUZZ
+@given(st.lists(_result_like, max_size=6))
+def test_the_typed_frame_path_ends_tasks_exactly_as_the_json_path_does(
+    items: list[dict[str, Any]],
+) -> None:
+    frame = orjson.dumps({"data": items})
+    typed = live_session()
+    typed.receive_text(frame, 1.0)
+    plain = live_session()
+    with mock.patch("upscale_stream.protocol.decode_plain_frame", return_value=None):
+        plain.receive_text(frame, 1.0)
+    assert [_comparable(e) for e in typed.events_received()] == [
+        _comparable(e) for e in plain.events_received()
+    ]
+    assert [typed.state_of(u) for u in LIVE] == [plain.state_of(u) for u in LIVE]
+
+
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize(
     "frame",
@@ -282,7 +334,7 @@ def test_an_enormous_result_for_a_live_task_is_delivered_whole() -> None:
     session = live_session()
     item = {**result_item(SYNC), "imageBase64Data": "A" * ENORMOUS}
     session.receive_text(orjson.dumps({"data": [item]}), 1.0)
-    assert session.events_received() == [TaskResult(SYNC, item)]
+    assert session.events_received() == [TaskResult(SYNC, decode_result(item))]
 
 
 # -- over a socket -------------------------------------------------------------------------------

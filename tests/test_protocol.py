@@ -292,7 +292,7 @@ def test_results_in_any_order_and_grouping_reach_their_own_task() -> None:
         session.receive_text(data(*(result_item(u) for u in group)), 1.0)
     events = session.events_received()
     assert {e.task_uuid for e in events if isinstance(e, TaskResult)} == set(uuids)
-    assert all(e.item["taskUUID"] == e.task_uuid for e in events if isinstance(e, TaskResult))
+    assert all(e.result.task_uuid == e.task_uuid for e in events if isinstance(e, TaskResult))
     assert session.live_count == 0
 
 

@@ -99,7 +99,7 @@ def test_a_transient_error_retries_the_task_under_a_new_task_uuid_after_a_delay(
     session.receive_text(data(result_item(new)), 0.7)
     (done,) = session.events_received()
     assert isinstance(done, TaskResult)
-    assert (done.task_uuid, done.item["taskUUID"]) == (U1, new)
+    assert (done.task_uuid, done.result.task_uuid) == (U1, new)
     assert session.live_count == 0
 
 
@@ -275,7 +275,7 @@ def test_an_unexpected_exception_moves_the_core_to_error_and_it_refuses_every_la
     def broken(*args: Any) -> None:
         raise KeyError("half-updated")
 
-    monkeypatch.setattr(session, "_receive_item", broken)
+    monkeypatch.setattr(session, "_forget", broken)  # on every path that ends a task
     with pytest.raises(InternalError) as info:
         session.receive_text(data(result_item(U1)), 0.1)
     assert isinstance(info.value.__cause__, KeyError)

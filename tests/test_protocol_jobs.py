@@ -23,6 +23,7 @@ from upscale_stream.protocol import (
     TaskRetrying,
     TaskState,
 )
+from upscale_stream.results import decode_result
 
 KEY = "key-SECRET-0123456789"
 SESSION = "5f0c6d2e-1111-4222-8333-444455556666"
@@ -94,7 +95,7 @@ def test_the_echoed_response_is_delivered_as_the_result() -> None:
     sent(session, 0.1)
     session.receive_text(details(U0, task_object(U0), {"data": [result_item(U0)]}), 0.2)
     (done,) = session.events_received()
-    assert isinstance(done, TaskResult) and done.item == result_item(U0)
+    assert isinstance(done, TaskResult) and done.result == decode_result(result_item(U0))
     assert session.live_count == 0
 
 

@@ -169,7 +169,6 @@ class UpscaleClient:
             api_key=self._api_key,
             timeouts=self.timeouts,
             retry=self.retry,
-            result_factory=UpscaleResult.model_validate,
             ssl_context=self._ssl,
             rng=self._rng,
             transport=self._transport,

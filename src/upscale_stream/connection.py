@@ -43,7 +43,6 @@ from .errors import (
     ClientClosed,
     ConnectionLost,
     InternalError,
-    InvalidResult,
     InvalidURL,
     UpscaleError,
     UpscaleTimeout,
@@ -77,7 +76,6 @@ log = get_logger(__name__)
 if TYPE_CHECKING:
     from .picows_socket import PicowsSocket
 
-ResultFactory = Callable[[dict[str, Any]], Any]
 Socket: TypeAlias = "ClientConnection | PicowsSocket"
 TaskCallback = Callable[[str, Any, "UpscaleError | None", int], None]
 """``callback(task_uuid, result, error, attempts)``: exactly one of ``result`` and ``error``
@@ -93,7 +91,6 @@ class Connection:
         api_key: Sent in the authentication frame only; registered for log redaction.
         timeouts: Connect, auth and close limits.
         retry: Reconnect policy.
-        result_factory: Turns a result item (dict) into the value a task resolves with.
         ssl_context: TLS settings for ``wss://`` (``None``: verify with the system's CAs).
         rng: Randomness for backoff jitter (tests pass a seeded one).
     """
@@ -106,7 +103,6 @@ class Connection:
         api_key: str,
         timeouts: Timeouts,
         retry: Retry,
-        result_factory: ResultFactory,
         ssl_context: ssl_module.SSLContext | None = None,
         rng: random.Random | None = None,
         transport: Transport = "websockets",
@@ -119,7 +115,6 @@ class Connection:
         self._api_key = api_key
         self._timeouts = timeouts
         self._retry = retry
-        self._result_factory = result_factory
         self._ssl = ssl_context
         self._rng = rng or random.Random()
         self._loop = asyncio.get_running_loop()
@@ -522,7 +517,6 @@ class Connection:
     # -- events ----------------------------------------------------------------------------------
 
     def _process(self) -> None:
-        factory = self._result_factory
         resolve = self._resolve
         window = self.window
         attempts = self._attempts
@@ -533,14 +527,7 @@ class Connection:
                 # The hot path (one result per task): _resolve is the one place that ends a
                 # task, so the metrics and the callback guard cannot be skipped here.
                 key = event.task_uuid
-                tries = attempts.pop(key, 1) if attempts else 1
-                try:
-                    result = factory(event.item)
-                except Exception as exc:  # a result we cannot read fails its task only
-                    error = InvalidResult(f"task {key}: unreadable result: {exc}", task_uuid=key)
-                    resolve(key, None, error, tries, now)
-                else:
-                    resolve(key, result, None, tries, now)
+                resolve(key, event.result, None, attempts.pop(key, 1) if attempts else 1, now)
                 if window.limit < window.maximum:
                     window.on_success()
                 if not self._proven:

@@ -10,10 +10,10 @@ goes through ``object.__setattr__`` and costs about twice as much, per task.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from .errors import APIError, AuthenticationError, UpscaleError
 from .models import ErrorItem
+from .results import UpscaleResult
 
 __all__ = [
     "AuthRejected",
@@ -57,15 +57,17 @@ class AuthTimedOut:
 
 @dataclass(slots=True)
 class TaskResult:
-    """A task finished; ``item`` is the server's result item (a dict with wire names).
+    """A task finished with ``result``, the server's result item, decoded by the core.
 
-    ``task_uuid`` is the task's key (its first taskUUID); the item's ``taskUUID`` is the
-    final attempt's. Tries before this one were announced by :class:`TaskRetrying` (kept out
-    of this event: it is made once per task on the hot path).
+    ``task_uuid`` is the task's key (its first taskUUID); ``result.task_uuid`` is the final
+    attempt's. An item the core cannot decode fails its task (:class:`TaskFailed` with
+    :class:`~upscale_stream.errors.InvalidResult`) instead. Tries before this one were
+    announced by :class:`TaskRetrying` (kept out of this event: it is made once per task on
+    the hot path).
     """
 
     task_uuid: str
-    item: dict[str, Any]
+    result: UpscaleResult
 
 
 @dataclass(slots=True)

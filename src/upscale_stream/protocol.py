@@ -102,6 +102,7 @@ from .models import ErrorItem, new_task_uuid
 from .policy import backoff
 from .records import Deadlines, Phase, Schedule, SessionSettings, TaskRecord, TaskState
 from .recovery import POLL_TYPES, RecoveryRules, task_error
+from .results import decode_plain_frame, decode_result
 
 __all__ = [
     "AuthRejected",
@@ -379,18 +380,44 @@ class ClientSession(RecoveryRules):
 
     def _receive_text(self, text: str | bytes, now: float) -> None:
         self._last_received = now
+        results = decode_plain_frame(text)
+        if results is not None:  # the usual frame, typed in one C call
+            tasks = self._tasks
+            for index, result in enumerate(results):
+                task_uuid = result.task_uuid
+                task = tasks.get(task_uuid)
+                if (
+                    task is None
+                    or task.details
+                    or result.status is not None
+                    or (task.uuid is not task_uuid and task.uuid != task_uuid)
+                    or not (
+                        result.image_url
+                        or result.image_base64_data
+                        or result.image_data_uri
+                        or result.media_url
+                    )
+                ):  # not a plain sync result of a live task: the general path, from here on
+                    self._receive_json(text, now, index)
+                    return
+                if task.state is not _IN_FLIGHT:
+                    self._count_late_result(task)
+                self._forget(task)
+                self._events.append(TaskResult(task.key, result))
+            return
+        self._receive_json(text, now, 0)
+
+    def _receive_json(self, text: str | bytes, now: float, start: int) -> None:
+        """Read a frame as JSON, its ``data`` items from ``start`` on (the general path)."""
         try:
             message = orjson.loads(text)
         except orjson.JSONDecodeError:
             self._events.append(MalformedMessage("not JSON", _sample(text)))
             return
-        if type(message) is dict and len(message) == 1:
-            data = message.get("data")
-            if type(data) is list:  # the usual frame, {"data": [...]}, and nothing else
-                receive_item = self._receive_item
-                for item in data:
-                    receive_item(item, now)
-                return
+        if start:  # decode_plain_frame read it: a {"data": [...]} frame and nothing else
+            for item in message["data"][start:]:
+                self._receive_item(item, now)
+            return
         if not isinstance(message, dict):
             self._events.append(MalformedMessage("not a JSON object", _sample(text)))
             return
@@ -749,13 +776,6 @@ class ClientSession(RecoveryRules):
         if task is not None:
             if task.uuid is not task_uuid and task.uuid != task_uuid:
                 task = None  # an answer to an earlier attempt of a retried task
-            elif not task.details and "status" not in item and item.get("imageURL"):
-                # The hot path: a sync task's result, its URL first (protocol.md 5.3).
-                if task.state is not _IN_FLIGHT:
-                    self._count_late_result(task)
-                self._forget(task)
-                self._events.append(TaskResult(task.key, item))
-                return
         elif self._renamed:
             task = self._lookup(task_uuid)
         if task is None:
@@ -779,8 +799,14 @@ class ClientSession(RecoveryRules):
         ):  # a finished output (protocol.md section 5.3); checked once per task
             if task.state is not _IN_FLIGHT:
                 self._count_late_result(task)
-            self._forget(task)
-            self._events.append(TaskResult(task.key, item))
+            try:
+                result = decode_result(item)
+            except Exception as exc:  # a result we cannot read fails its task only
+                message = f"task {task.key}: unreadable result: {exc}"
+                self._fail(task, InvalidResult(message, task_uuid=task.key))
+            else:
+                self._forget(task)
+                self._events.append(TaskResult(task.key, result))
         elif status == "success":
             # "success" with no image is not a result: the caller would only find out at
             # save() time. It fails its task now.

@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["UpscaleResult", "decode_result"]
+__all__ = ["UpscaleResult", "decode_plain_frame", "decode_result"]
 
 _WIRE_NAMES = {
     "task_type": "taskType",
@@ -160,3 +160,28 @@ def _decode_unusual(item: Mapping[str, Any]) -> UpscaleResult:
     if not unknown:
         return UpscaleResult(**fields)
     return _ResultWithExtra(**fields, unknown=unknown)
+
+
+class _PlainFrame(msgspec.Struct, forbid_unknown_fields=True):
+    """A frame of results and nothing else: ``{"data": [result, ...]}``."""
+
+    data: list[UpscaleResult]
+
+
+_frame_decoder = msgspec.json.Decoder(_PlainFrame)
+_DecodeError = msgspec.DecodeError
+
+
+def decode_plain_frame(text: str | bytes) -> list[UpscaleResult] | None:
+    """The results of a frame that is ``{"data": [...]}`` of plain result items, or ``None``.
+
+    One C call decodes the JSON straight into :class:`UpscaleResult` structs, with no dict per
+    item and no second pass: the hot path of the client's core. A plain item has only fields
+    :class:`UpscaleResult` knows, each of its type, exactly what :func:`decode_result` accepts
+    without falling back to pydantic. Any other frame (an error array, a pong, an item with an
+    unknown key or a wrong type, invalid JSON) gives ``None``, and the caller reads it as JSON.
+    """
+    try:
+        return _frame_decoder.decode(text).data
+    except _DecodeError:
+        return None
