@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import uuid
 from typing import Any
@@ -218,6 +219,33 @@ def test_a_drawn_batch_is_exactly_uuid4_of_the_os_random_bytes(
         for pos in range(0, len(random_bytes), 16)
     ]
     assert models._draw_uuids() == expected
+
+
+def test_threads_drawing_at_once_never_get_the_same_task_uuid() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def draw(_: int) -> list[str]:
+        return [new_task_uuid() for _ in range(3_000)]  # refills the shared pool many times
+
+    with ThreadPoolExecutor(4) as pool:
+        drawn = [value for batch in pool.map(draw, range(4)) for value in batch]
+    assert len(set(drawn)) == len(drawn) == 12_000
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_never_repeats_the_task_uuids_its_parent_has_in_store() -> None:
+    new_task_uuid()  # the pool now holds drawn UUIDs the parent has not handed out
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: report its next UUIDs and leave at once
+        os.write(writer, " ".join(new_task_uuid() for _ in range(50)).encode())
+        os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader) as pipe:
+        in_child = set(pipe.read().split())
+    os.waitpid(child, 0)
+    in_parent = {new_task_uuid() for _ in range(50)}
+    assert len(in_child) == 50 and not in_child & in_parent
 
 
 def test_results_accept_every_output_spelling_and_keep_unknown_fields() -> None:

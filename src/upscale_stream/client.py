@@ -312,7 +312,7 @@ class UpscaleClient:
         try:
             future: asyncio.Future[UpscaleResult] = connection.loop.create_future()
             connection.submit(
-                key, payload, self._settle_by_key, template.is_async, timeout, job=job, model=model
+                key, payload, self._settle_by_key, template.is_async, timeout, job, model
             )
             self._futures[key] = future  # after submit: a refused task leaves nothing here
             try:

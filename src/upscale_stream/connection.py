@@ -264,7 +264,6 @@ class Connection:
         callback: TaskCallback,
         is_async: bool,
         timeout: float | None,
-        *,
         job: Any = None,
         model: str = "",
     ) -> None:
@@ -283,7 +282,7 @@ class Connection:
         if self._closing or self._draining or self._fatal is not None:
             self._check_usable()
         now = self._loop.time()
-        self.session.submit(task_uuid, payload, now, is_async=is_async, timeout=timeout, job=job)
+        self.session.submit(task_uuid, payload, now, is_async, timeout, job)
         self._waiters[task_uuid] = callback
         self.metrics.task_submitted(task_uuid, now, model)
         if not self._writer_woken:  # one Event.set() per writer wake-up, not one per task
@@ -522,6 +521,7 @@ class Connection:
         attempts = self._attempts
         task_result = TaskResult
         now = self._loop.time()  # one clock read for the whole batch of events
+        answered = False  # a result came: the link may be proven healthy now (once a batch)
         for event in self.session.events_received():
             if type(event) is task_result:
                 # The hot path (one result per task): _resolve is the one place that ends a
@@ -530,14 +530,15 @@ class Connection:
                 resolve(key, event.result, None, attempts.pop(key, 1) if attempts else 1, now)
                 if window.limit < window.maximum:
                     window.on_success()
-                if not self._proven:
-                    self._check_health()
+                answered = True
             elif type(event) is TaskFailed:
                 if self._attempts:
                     self._attempts.pop(event.task_uuid, None)
                 resolve(event.task_uuid, None, event.error, event.attempts)
             else:
                 self._session_event(event)
+        if answered and not self._proven:
+            self._check_health()
         if self._drained is not None:
             self._check_drained()
         slots = self._slots

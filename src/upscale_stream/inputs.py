@@ -33,6 +33,7 @@ from upscale_stream.errors import InvalidTask
 
 __all__ = [
     "SUPPORTED_MIME",
+    "UUID_FORM",
     "ImageSource",
     "PreparedInput",
     "Verify",
@@ -60,7 +61,8 @@ _PNG = "image/png"
 _THREAD_THRESHOLD = 256 * 1024
 _HEAD_CHARS = 4096  # base64 characters of a long data URI decoded to check its format
 _MIN_BASE64_CHARS = 64
-_UUID_RE = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+UUID_FORM = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+"""A canonical hyphenated UUID, any version or case: :func:`is_uuid`'s test (``fullmatch``)."""
 _BASE64_RE = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _DATA_URI_RE = re.compile(r"data:image/(png|jpeg|jpg|webp);base64,(.*)", re.DOTALL)
@@ -106,7 +108,7 @@ def is_uuid(text: str) -> bool:
     Returns:
         ``True`` for ``xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`` in hexadecimal digits.
     """
-    return _UUID_RE.fullmatch(text) is not None
+    return UUID_FORM.fullmatch(text) is not None
 
 
 def sniff_mime(head: bytes) -> str | None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -80,14 +79,17 @@ def new_task_uuid() -> str:
     sent first to make our task bounce as ``conflictTaskUUID`` (or to read its result with
     ``getResponse``). A Mersenne Twister is predictable from 624 outputs, so the bits come
     from ``os.urandom``, drawn 256 UUIDs at a time (one syscall and a few dozen C-level copies
-    per 256, see :func:`_draw_uuids`), never shared with a forked child or another thread; a
-    call pops one. 0.36 us a UUID against 1.3 us for the per-UUID f-string it replaces and
-    5.6 us for ``str(uuid.uuid4())``: no cost worth a predictable id.
+    per 256, see :func:`_draw_uuids`); a call pops one. 0.36 us a UUID against 1.3 us for the
+    per-UUID f-string it replaces and 5.6 us for ``str(uuid.uuid4())``: no cost worth a
+    predictable id. The pool is one list for the process: ``list.pop`` is atomic, so two
+    threads never get the same UUID (a race to refill only draws more); a forked child starts
+    with an empty pool, so it never repeats its parent's.
     """
-    ready = _pool.ready
-    if not ready:
-        ready = _pool.ready = _draw_uuids()
-    return ready.pop()
+    try:
+        return _ready.pop()
+    except IndexError:
+        _ready.extend(_draw_uuids())
+        return _ready.pop()
 
 
 _BATCH = 256
@@ -117,18 +119,12 @@ def _draw_uuids() -> list[str]:
     return text.decode().split()
 
 
-class _Pool(threading.local):
-    """UUIDs drawn and not handed out yet, per thread (two threads never share one)."""
-
-    def __init__(self) -> None:  # threading.local runs this once in every thread
-        self.ready: list[str] = []
-
-
-_pool = _Pool()
+_ready: list[str] = []
+"""UUIDs drawn and not handed out yet."""
 
 
 def _reset_pool() -> None:
-    _pool.ready = []
+    _ready.clear()
 
 
 os.register_at_fork(after_in_child=_reset_pool)

@@ -263,7 +263,6 @@ class ClientSession(RecoveryRules):
         task_uuid: str,
         payload: bytes,
         now: float,
-        *,
         is_async: bool = False,
         timeout: float | None = None,
         job: JobTask | None = None,
