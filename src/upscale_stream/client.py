@@ -290,7 +290,9 @@ class UpscaleClient:
             UpscaleTimeout: the task took longer than ``timeout``.
             ClientClosed: the client was closed before the task finished.
         """
-        template = self._template(factor, model, options)
+        template = None if options else self._templates.get((factor, model))
+        if template is None:
+            template = self._template(factor, model, options)
         job = (
             None
             if job_id is None and job_key is None
@@ -441,10 +443,6 @@ class UpscaleClient:
 
     def _template(self, factor: int, model: str, options: TaskOptions) -> TaskTemplate:
         """A validated template for these options, cached for repeated ``upscale()`` calls."""
-        if not options:  # the usual call: the key is just (factor, model), no tuple to build
-            cached = self._templates.get((factor, model))
-            if cached is not None:
-                return cached
         try:
             key: Any = (factor, model, *options.items())
             hash(key)

@@ -126,6 +126,9 @@ class Connection:
         self.window = Window(session.limits.max_in_flight)
         """The adaptive in-flight window; ``window.size`` is the current limit."""
         self._slots = InFlightWindow(self.window, self._loop)
+        self.release: Callable[[], None] = self._slots.release
+        """Give back one slot taken with :meth:`acquire` (the window's own method: no extra call
+        per task)."""
         self._drained: asyncio.Future[None] | None = None
         self._ws: Socket | None = None
         self._wake_writer = asyncio.Event()
@@ -245,10 +248,6 @@ class Connection:
         if self._closing or self._draining or self._fatal is not None:
             self._check_usable()
         return self._slots.try_acquire()
-
-    def release(self) -> None:
-        """Give back one slot taken with :meth:`acquire`."""
-        self._slots.release()
 
     @property
     def slots_used(self) -> int:
