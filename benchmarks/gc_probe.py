@@ -30,7 +30,9 @@ import argparse
 import bisect
 import gc
 import importlib
+import itertools
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -100,10 +102,12 @@ class _Probe:
         meter.latencies_s = _Latencies(meter.tasks // 2 if self.want_census else -1, self._census)
         if self.option == "disable":
             gc.disable()
+        self.info["nivcsw"] = -resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
         self.window = (time.perf_counter(), float("inf"))
 
     def on_stop(self) -> None:
         self.window = (self.window[0], time.perf_counter())
+        self.info["nivcsw"] += resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
         gc.enable()
         self._snapshot("end")
 
@@ -133,6 +137,11 @@ class _Probe:
         slowest = sorted(range(len(lats)), key=lats.__getitem__)[-max(1, len(lats) // 100) :]
         info["slowest1pct_in_gen2"] = round(sum(in_gen2[i] for i in slowest) / len(slowest), 3)
         info["slowest1pct_in_any"] = round(sum(in_any[i] for i in slowest) / len(slowest), 3)
+        gaps = [(b - a, a, b) for a, b in itertools.pairwise(ends)]  # no task finished
+        spans = [(s, e) for _, s, e in events]
+        calm = [g for g in gaps if not any(s < g[2] and e > g[1] for s, e in spans)]
+        info["stall_max_ms"] = round(max(gaps, default=(0.0,))[0] * 1000, 1)
+        info["stall_no_gc_ms"] = round(max(calm, default=(0.0,))[0] * 1000, 1)
         return info
 
 
@@ -273,9 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-_HEAD = "contender option p99 no-gen2 no-gc g0/k g1/k gen2 gen2_ms objs@start frozen slow1%:g2/any"
-_HEAD += " task/s"
-_ROW = "{:13} {:16} {:>7} {:>7} {:>7} {:>5} {:>5} {:>4} {:20} {:>10} {:>6} {:>13} {:>6}"
+_HEAD = "contender option p99 no-gen2 no-gc g0/k g1/k g0/g1max gen2 gen2_ms objs@start frozen"
+_HEAD += " slow1%:g2/any"
+_HEAD += " stall:all/no-gc invol.cs task/s"
+_ROW = "{:13} {:16} {:>6} {:>7} {:>6} {:>5} {:>5} {:>9} {:>4} {:12} {:>10} {:>6} {:>13} {:>16}"
+_ROW += " {:>8} {:>6}"
 
 
 def _row(line: dict[str, Any]) -> str:
@@ -288,11 +299,14 @@ def _row(line: dict[str, Any]) -> str:
         f"{g.get('p99_no_gc_ms') or 0:.1f}",
         g["gen0_per_1k"],
         g["gen1_per_1k"],
+        f"{g['gen0_max_ms']:.1f}/{g['gen1_max_ms']:.1f}",
         g["gen2"],
         ",".join(f"{ms:.0f}" for ms in g["gen2_ms"][:6]),
         sum(g["objects_start"]),
         g["frozen_start"],
         f"{g.get('slowest1pct_in_gen2', '-')}/{g.get('slowest1pct_in_any', '-')}",
+        f"{g.get('stall_max_ms', '-')}/{g.get('stall_no_gc_ms', '-')}",
+        g["nivcsw"],
         f"{line['ok'] / line['wall_s']:.0f}",
     )
 
