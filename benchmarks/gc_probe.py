@@ -15,7 +15,8 @@ the tasks in gen2 shadows (and in any collection's shadow), and the share of the
 that sit in one.
 
 Options (``--options``, comma-separated; ``NAME@SRC`` runs it against another ``src`` tree):
-``baseline``; ``freeze`` (``gc.collect(); gc.freeze()`` after connect and warm-up);
+``baseline``; ``collect`` (``gc.collect()`` after connect and warm-up); ``freeze``
+(``gc.collect(); gc.freeze()`` there);
 ``freeze-import`` (the same right after ``import upscale_stream``); ``lib-freeze`` (the
 client's ``gc_freeze=True``, a prototype flag); ``threshold=A[:B[:C]]`` (``gc.set_threshold``);
 ``disable`` (``gc.disable()`` for the measured run: the GC's whole share). ``--census`` adds,
@@ -91,14 +92,16 @@ class _Probe:
         self.info[f"frozen_{when}"] = gc.get_freeze_count()
 
     def on_start(self, meter: Any) -> None:
-        if self.option == "freeze":
+        if self.option in ("freeze", "collect"):
             gc.collect()
-            gc.freeze()
+            if self.option == "freeze":
+                gc.freeze()
         if self.want_census:
             gc.collect()
             self._base = Counter(type(o).__qualname__ for o in gc.get_objects())
         self._snapshot("start")
         self.info["threshold"] = gc.get_threshold()
+        self.info["count_start"] = gc.get_count()
         meter.latencies_s = _Latencies(meter.tasks // 2 if self.want_census else -1, self._census)
         if self.option == "disable":
             gc.disable()
@@ -235,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate-fraction", type=float, default=0.5, help="of us-tuned's peak")
     parser.add_argument("--census", action="store_true", help="count live objects mid-run")
     parser.add_argument("--json", type=Path, help="also write every run's report line here")
+    parser.add_argument("--quiet-ms", type=float, default=15.0, help="summary: quiet-run bound")
     args = parser.parse_args(argv)
     from benchmarks import harness
     from benchmarks.scenarios import CONTENDERS, SCENARIOS
@@ -279,21 +283,51 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {line['gc']['census']}")
     if args.json is not None:
         args.json.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    print(_summary(lines, args.quiet_ms))
     return 0
+
+
+def _summary(lines: list[dict[str, Any]], quiet_ms: float) -> str:
+    """Per contender and option: ranges over the runs, and the p99 of the quiet runs only."""
+    out = [f"summary (quiet run: no stall over {quiet_ms:g} ms outside a collection)"]
+    keys = dict.fromkeys((line["contender"], line["option"]) for line in lines)
+    for key in keys:
+        runs = [line for line in lines if (line["contender"], line["option"]) == key]
+        gcs = [line["gc"] for line in runs]
+        quiet = [r["lat_p99_ms"] for r in runs if r["gc"].get("stall_no_gc_ms", 0) <= quiet_ms]
+        pauses = [ms for g in gcs for ms in g["gen2_ms"]]
+
+        def span(values: list[Any]) -> str:
+            return f"{min(values):g}-{max(values):g}" if values else "-"
+
+        out.append(
+            f"{key[0]:13} {_label(key[1]):24} runs {len(runs)}"
+            f"  gen0 {span([g['gen0'] for g in gcs])}"
+            f"  gen1 {span([g['gen1'] for g in gcs])}  gen2 {span([g['gen2'] for g in gcs])}"
+            f" ({span([round(ms) for ms in pauses])} ms)"
+            f"  p99 {span([r['lat_p99_ms'] for r in runs])}"
+            f"  quiet p99 {span(quiet)} ({len(quiet)} runs)"
+        )
+    return "\n".join(out)
 
 
 _HEAD = "contender option p99 no-gen2 no-gc g0/k g1/k g0/g1max gen2 gen2_ms objs@start frozen"
 _HEAD += " slow1%:g2/any"
 _HEAD += " stall:all/no-gc invol.cs task/s"
-_ROW = "{:13} {:16} {:>6} {:>7} {:>6} {:>5} {:>5} {:>9} {:>4} {:12} {:>10} {:>6} {:>13} {:>16}"
+_ROW = "{:13} {:22} {:>6} {:>7} {:>6} {:>5} {:>5} {:>9} {:>4} {:12} {:>10} {:>6} {:>13} {:>16}"
 _ROW += " {:>8} {:>6}"
+
+
+def _label(option: str) -> str:
+    name, _, src = option.partition("@")  # NAME@DIR/src shows as NAME@DIR
+    return name + (f"@{Path(src).parent.name}" if src else "")
 
 
 def _row(line: dict[str, Any]) -> str:
     g = line["gc"]
     return _ROW.format(
         line["contender"],
-        line["option"][:16],
+        _label(line["option"])[:22],
         f"{line['lat_p99_ms']:.1f}",
         f"{g.get('p99_no_gen2_ms') or 0:.1f}",
         f"{g.get('p99_no_gc_ms') or 0:.1f}",
