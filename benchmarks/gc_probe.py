@@ -238,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate-fraction", type=float, default=0.5, help="of us-tuned's peak")
     parser.add_argument("--census", action="store_true", help="count live objects mid-run")
     parser.add_argument("--json", type=Path, help="also write every run's report line here")
-    parser.add_argument("--quiet-ms", type=float, default=15.0, help="summary: quiet-run bound")
+    parser.add_argument(
+        "--quiet-switches", type=int, default=300, help="summary: most preemptions of a quiet run"
+    )
     args = parser.parse_args(argv)
     from benchmarks import harness
     from benchmarks.scenarios import CONTENDERS, SCENARIOS
@@ -283,22 +285,22 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {line['gc']['census']}")
     if args.json is not None:
         args.json.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    print(_summary(lines, args.quiet_ms))
+    print(_summary(lines, args.quiet_switches))
     return 0
 
 
-def _summary(lines: list[dict[str, Any]], quiet_ms: float) -> str:
+def _summary(lines: list[dict[str, Any]], quiet: int) -> str:
     """Per contender and option: ranges over the runs, and the p99 of the quiet runs only."""
-    out = [f"summary (quiet run: no stall over {quiet_ms:g} ms outside a collection)"]
+    out = [f"summary (quiet run: at most {quiet} involuntary context switches of the contender)"]
     keys = dict.fromkeys((line["contender"], line["option"]) for line in lines)
     for key in keys:
         runs = [line for line in lines if (line["contender"], line["option"]) == key]
         gcs = [line["gc"] for line in runs]
-        quiet = [r["lat_p99_ms"] for r in runs if r["gc"].get("stall_no_gc_ms", 0) <= quiet_ms]
+        calm = [r["lat_p99_ms"] for r in runs if r["gc"]["nivcsw"] <= quiet]
         pauses = [ms for g in gcs for ms in g["gen2_ms"]]
 
         def span(values: list[Any]) -> str:
-            return f"{min(values):g}-{max(values):g}" if values else "-"
+            return f"{min(values):.4g}-{max(values):.4g}" if values else "-"
 
         out.append(
             f"{key[0]:13} {_label(key[1]):24} runs {len(runs)}"
@@ -306,7 +308,7 @@ def _summary(lines: list[dict[str, Any]], quiet_ms: float) -> str:
             f"  gen1 {span([g['gen1'] for g in gcs])}  gen2 {span([g['gen2'] for g in gcs])}"
             f" ({span([round(ms) for ms in pauses])} ms)"
             f"  p99 {span([r['lat_p99_ms'] for r in runs])}"
-            f"  quiet p99 {span(quiet)} ({len(quiet)} runs)"
+            f"  quiet p99 {span(calm)} ({len(calm)} runs)"
         )
     return "\n".join(out)
 
