@@ -19,7 +19,9 @@ Options (``--options``, comma-separated; ``NAME@SRC`` runs it against another ``
 (``gc.collect(); gc.freeze()`` there);
 ``freeze-import`` (the same right after ``import upscale_stream``); ``lib-freeze`` (the
 client's ``gc_freeze=True``, a prototype flag); ``threshold=A[:B[:C]]`` (``gc.set_threshold``);
-``disable`` (``gc.disable()`` for the measured run: the GC's whole share). ``--census`` adds,
+``disable`` (``gc.disable()`` for the measured run: the GC's whole share). The contenders'
+``Meter`` runs ``gc.collect()`` before every measured run by default (the ``collect`` option);
+the probe turns that off, so ``baseline`` shows what a run without it meets. ``--census`` adds,
 halfway through a run, the tracked objects alive per type beyond those at the start.
 
 Example: ``python -m benchmarks.gc_probe --rate 11000 --options baseline,freeze --repeat 3``.
@@ -195,6 +197,8 @@ def child(option: str, script: Path, argv: list[str], census: bool) -> None:
     meter_class: type[Any] = common.Meter
 
     class ProbedMeter(meter_class):  # type: ignore[misc]
+        pay_gc_debt = False  # the options decide (``collect`` does what Meter does by default)
+
         def start(self) -> None:
             probe.on_start(self)
             super().start()
