@@ -545,7 +545,8 @@ class Connection:
             slots.grant()
         session = self.session
         session.send_limit = int(window.limit)
-        if session.wants_write:
+        if not self._writer_woken and session.wants_write:  # one wake-up until the writer runs
+            self._writer_woken = True
             self._wake_writer.set()
         self._arm_timer()
 
