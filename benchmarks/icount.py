@@ -3,12 +3,17 @@ does not move (runs repeat to about 0.5 %), for A/B comparisons on a shared or n
 
     python -m benchmarks.icount [--src DIR] [--contender upscale_stream_client.py]
         [--group 50] [--tasks 4000] [--uvloop] [-- extra contender arguments, e.g. --api many]
+    python -m benchmarks.icount --inproc upscale|many|floor [--src DIR] [--group 50] ...
 
 Starts ``stub_server.py`` natively on a free loopback port, runs the contender under
 ``valgrind --tool=callgrind --instr-atstart=no`` with ``UPSCALE_BENCH_ICOUNT=1`` (its meter
 switches collection on and off around the measured phase: imports and connect are left out),
 and prints the client process's user-space instructions per task. ``--src`` puts another
 revision's ``src`` first on the contender's PYTHONPATH (``git archive REV src | tar -x -C DIR``).
+With ``--inproc MODE`` it counts :mod:`benchmarks.inproc` instead: the client (or the floor's
+loop) against a fake socket in the same process, which repeats closest of all (no second
+process whose pace changes how frames batch; the real-socket count can move by a few per cent
+with that).
 System calls are not counted: pair it with ``strace -f -c``. Needs valgrind (Debian:
 ``apt-get install valgrind``).
 """
@@ -37,10 +42,14 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=500)
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--uvloop", action="store_true")
+    parser.add_argument("--inproc", choices=("upscale", "many", "floor"), help="in one process")
     parser.add_argument("extra", nargs="*", help="more contender arguments (after --)")
     args = parser.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("needs valgrind and callgrind_control (apt-get install valgrind)")
+    if args.inproc:
+        _count_inproc(args)
+        return
     with spawned_stub(args.group) as url:
         command = [
             "valgrind",
@@ -75,6 +84,45 @@ def main() -> None:
     print(
         f"{args.contender} {' '.join(args.extra)} group {args.group}: "
         f"{int(found[1]) / args.tasks:,.0f} instructions per task ({args.src})"
+    )
+
+
+def _count_inproc(args: argparse.Namespace) -> None:
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--instr-atstart=no",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        "-m",
+        "benchmarks.inproc",
+        "--mode",
+        args.inproc,
+        "--group",
+        str(args.group),
+        "--tasks",
+        str(args.tasks),
+        "--window",
+        str(args.window),
+        "--batch",
+        str(args.batch),
+        "--reps",
+        "1",
+        *(["--uvloop"] if args.uvloop else []),
+    ]
+    env = dict(
+        os.environ,
+        UPSCALE_BENCH_ICOUNT="1",
+        PYTHONHASHSEED="0",
+        PYTHONPATH=os.pathsep.join([str(args.src.resolve()), str(HERE.parent)]),
+    )
+    run = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    found = re.search(r"Collected : (\d+)", run.stderr)
+    if run.returncode != 0 or found is None:
+        raise SystemExit(f"benchmarks.inproc failed (exit {run.returncode}):\n{run.stderr[-2000:]}")
+    print(
+        f"inproc {args.inproc} group {args.group}: {int(found[1]) / args.tasks:,.0f} "
+        f"instructions per task, the fake socket's own work included ({args.src})"
     )
 
 
