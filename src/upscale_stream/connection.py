@@ -460,12 +460,22 @@ class Connection:
         process = self._process
         clock = loop.time
         recv = ws.recv
+        # A burst of buffered frames is read without the loop ever getting back to the callers
+        # the results woke: recv() returns at once while frames are queued. So the reader steps
+        # aside once it has freed a frame's worth of slots (or read 16 frames), and callers can
+        # refill the window and the writer send while the burst is still being read.
+        refill = session.limits.max_batch
+        freed = frames = 0
         try:
             while True:
                 message = await recv(decode=False)
                 received(len(message))
                 session.receive_text(message, clock())  # looked up each time: tests patch it
-                process()
+                freed += process()
+                frames += 1
+                if freed >= refill or frames >= 16:
+                    freed = frames = 0
+                    await asyncio.sleep(0)
         except ConnectionClosed as exc:
             return _close_reason(exc)
         except asyncio.CancelledError:
@@ -514,13 +524,14 @@ class Connection:
 
     # -- events ----------------------------------------------------------------------------------
 
-    def _process(self) -> None:
+    def _process(self) -> int:
+        """Act on the core's events; returns how many tasks ended with a result."""
         resolve = self._resolve
         window = self.window
         attempts = self._attempts
         task_result = TaskResult
         now = self._loop.time()  # one clock read for the whole batch of events
-        answered = False  # a result came: the link may be proven healthy now (once a batch)
+        answered = 0  # results: the link may be proven healthy now (checked once a batch)
         for event in self.session.events_received():
             if type(event) is task_result:
                 # The hot path (one result per task): _resolve is the one place that ends a
@@ -529,7 +540,7 @@ class Connection:
                 resolve(key, event.result, None, attempts.pop(key, 1) if attempts else 1, now)
                 if window.limit < window.maximum:
                     window.on_success()
-                answered = True
+                answered += 1
             elif type(event) is TaskFailed:
                 if self._attempts:
                     self._attempts.pop(event.task_uuid, None)
@@ -549,6 +560,7 @@ class Connection:
             self._writer_woken = True
             self._wake_writer.set()
         self._arm_timer()
+        return answered
 
     def _check_health(self) -> None:
         """A pong or a result arrived: is this connection proven healthy now?"""
