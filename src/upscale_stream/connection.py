@@ -462,7 +462,7 @@ class Connection:
         recv = ws.recv
         # A burst of buffered frames is read without the loop ever getting back to the callers
         # the results woke: recv() returns at once while frames are queued. So the reader steps
-        # aside once it has freed a frame's worth of slots (or read 16 frames), and callers can
+        # aside once it has freed a frame's worth of slots (or read 64 frames), and callers can
         # refill the window and the writer send while the burst is still being read.
         refill = session.limits.max_batch
         freed = frames = 0
@@ -473,7 +473,7 @@ class Connection:
                 session.receive_text(message, clock())  # looked up each time: tests patch it
                 freed += process()
                 frames += 1
-                if freed >= refill or frames >= 16:
+                if freed >= refill or frames >= 64:
                     freed = frames = 0
                     await asyncio.sleep(0)
         except ConnectionClosed as exc:
