@@ -47,83 +47,48 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("needs valgrind and callgrind_control (apt-get install valgrind)")
+    sizes = ["--tasks", str(args.tasks), "--window", str(args.window), "--batch", str(args.batch)]
+    loop = ["--uvloop"] if args.uvloop else []
     if args.inproc:
-        _count_inproc(args)
+        script = ["-m", "benchmarks.inproc", "--mode", args.inproc, "--group", str(args.group)]
+        count = _callgrind([*script, *sizes, "--reps", "1", *loop], args.src, "benchmarks.inproc")
+        print(
+            f"inproc {args.inproc} group {args.group}: {count / args.tasks:,.0f} "
+            f"instructions per task, the fake socket's own work included ({args.src})"
+        )
         return
     with spawned_stub(args.group) as url:
-        command = [
-            "valgrind",
-            "--tool=callgrind",
-            "--instr-atstart=no",
-            "--callgrind-out-file=/dev/null",
-            sys.executable,
-            str(HERE / "contenders" / args.contender),
-            "--url",
-            url,
-            "--tasks",
-            str(args.tasks),
-            "--window",
-            str(args.window),
-            "--batch",
-            str(args.batch),
-            "--delivery",
-            "sync",
-            *(["--uvloop"] if args.uvloop else []),
-            *args.extra,
-        ]
-        env = dict(
-            os.environ,
-            UPSCALE_BENCH_ICOUNT="1",
-            PYTHONHASHSEED="0",
-            PYTHONPATH=str(args.src.resolve()),
-        )
-        run = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    found = re.search(r"Collected : (\d+)", run.stderr)
-    if run.returncode != 0 or found is None:
-        raise SystemExit(f"the contender failed (exit {run.returncode}):\n{run.stderr[-2000:]}")
+        script = [str(HERE / "contenders" / args.contender), "--url", url]
+        extra = ["--delivery", "sync", *loop, *args.extra]
+        count = _callgrind([*script, *sizes, *extra], args.src, "the contender")
     print(
         f"{args.contender} {' '.join(args.extra)} group {args.group}: "
-        f"{int(found[1]) / args.tasks:,.0f} instructions per task ({args.src})"
+        f"{count / args.tasks:,.0f} instructions per task ({args.src})"
     )
 
 
-def _count_inproc(args: argparse.Namespace) -> None:
+def _callgrind(arguments: list[str], src: Path, what: str) -> int:
+    """Run ``python ARGUMENTS`` under callgrind with ``src`` first on its path; return the
+    instructions its measured phase collected (it switches collection on and off itself)."""
     command = [
         "valgrind",
         "--tool=callgrind",
         "--instr-atstart=no",
         "--callgrind-out-file=/dev/null",
         sys.executable,
-        "-m",
-        "benchmarks.inproc",
-        "--mode",
-        args.inproc,
-        "--group",
-        str(args.group),
-        "--tasks",
-        str(args.tasks),
-        "--window",
-        str(args.window),
-        "--batch",
-        str(args.batch),
-        "--reps",
-        "1",
-        *(["--uvloop"] if args.uvloop else []),
+        *arguments,
     ]
     env = dict(
         os.environ,
         UPSCALE_BENCH_ICOUNT="1",
         PYTHONHASHSEED="0",
-        PYTHONPATH=os.pathsep.join([str(args.src.resolve()), str(HERE.parent)]),
+        PYTHONPATH=os.pathsep.join([str(src.resolve()), str(HERE.parent)]),
     )
     run = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     found = re.search(r"Collected : (\d+)", run.stderr)
     if run.returncode != 0 or found is None:
-        raise SystemExit(f"benchmarks.inproc failed (exit {run.returncode}):\n{run.stderr[-2000:]}")
-    print(
-        f"inproc {args.inproc} group {args.group}: {int(found[1]) / args.tasks:,.0f} "
-        f"instructions per task, the fake socket's own work included ({args.src})"
-    )
+        raise SystemExit(f"{what} failed (exit {run.returncode}):\n{run.stderr[-2000:]}")
+    return int(found[1])
 
 
 if __name__ == "__main__":

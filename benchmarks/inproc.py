@@ -28,7 +28,8 @@ from typing import Any
 
 import orjson
 
-IMAGE = "11111111-2222-4333-8444-555555555555"
+from .profile_client import IMAGE, drive
+
 _AUTH_OK = (
     b'{"data":[{"taskType":"authentication",'
     b'"connectionSessionUUID":"aaaaaaaa-2222-4333-8444-555555555555"}]}'
@@ -117,17 +118,7 @@ async def _client_run(mode: str, sock: FakeSocket, tasks: int, window: int, batc
     ) as client:
         await client.upscale(IMAGE)  # connects and authenticates, outside the measured phase
         start = _measure(sock, True)
-        if mode == "many":
-            async for _ in client.upscale_many([IMAGE] * tasks):
-                pass
-        else:
-            todo = iter(range(tasks))
-
-            async def worker() -> None:
-                for _ in todo:
-                    await client.upscale(IMAGE)
-
-            await asyncio.gather(*(worker() for _ in range(window)))
+        await drive(client, mode, tasks, window)
         return _measure(sock, False) - start
 
 

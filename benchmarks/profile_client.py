@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 IMAGE = "11111111-2222-4333-8444-555555555555"
 
@@ -33,19 +34,25 @@ async def run(url: str, mode: str, tasks: int, window: int, batch: int) -> str:
     ) as client:
         await client.upscale(IMAGE)
         start, cpu = time.perf_counter(), time.process_time()
-        if mode == "many":
-            async for _ in client.upscale_many([IMAGE] * tasks):
-                pass
-        else:
-            todo = iter(range(tasks))
-
-            async def worker() -> None:
-                for _ in todo:
-                    await client.upscale(IMAGE)
-
-            await asyncio.gather(*(worker() for _ in range(window)))
+        await drive(client, mode, tasks, window)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     return f"{mode}: {tasks / wall:,.0f} tasks/s, {cpu / tasks * 1e6:.1f} us CPU/task"
+
+
+async def drive(client: Any, mode: str, tasks: int, window: int) -> None:
+    """The profiled workload: one ``upscale_many`` over ``tasks`` image UUIDs, or ``window``
+    callers of ``upscale()`` taking the ``tasks`` in turn (also :mod:`benchmarks.inproc`'s)."""
+    if mode == "many":
+        async for _ in client.upscale_many([IMAGE] * tasks):
+            pass
+        return
+    todo = iter(range(tasks))
+
+    async def worker() -> None:
+        for _ in todo:
+            await client.upscale(IMAGE)
+
+    await asyncio.gather(*(worker() for _ in range(window)))
 
 
 @contextlib.contextmanager
