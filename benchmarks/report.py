@@ -128,7 +128,7 @@ def paired_ratio(record: Record, floor: Record | None, runs_key: str) -> float |
     if floor is None:
         return None
     mine, theirs = record.get(runs_key) or [], floor.get(runs_key) or []
-    pairs = [a / b for a, b in zip(mine, theirs, strict=False) if b]
+    pairs: list[float] = [float(a) / b for a, b in zip(mine, theirs, strict=False) if b]
     if len(pairs) >= 2 and record.get("rate") == floor.get("rate"):
         pairs.sort()
         middle = len(pairs) // 2
