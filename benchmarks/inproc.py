@@ -146,7 +146,7 @@ async def _floor_run(sock: FakeSocket, tasks: int, window: int, batch: int) -> f
             for _ in range(count)
         ]
         for task in array:
-            sent_at[task["taskUUID"]] = clock()
+            sent_at[str(task["taskUUID"])] = clock()
         submitted += count
         await sock.send(orjson.dumps(array), text=True)
 
