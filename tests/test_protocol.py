@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from upscale_stream.config import Heartbeat, Limits, Polling, Retry
-from upscale_stream.errors import APIError, AuthenticationError, UpscaleTimeout
+from upscale_stream.errors import APIError, AuthenticationError, InvalidResult, UpscaleTimeout
 from upscale_stream.models import UpscaleTask
 from upscale_stream.protocol import (
     Authenticated,
@@ -293,6 +293,21 @@ def test_results_in_any_order_and_grouping_reach_their_own_task() -> None:
     events = session.events_received()
     assert {e.task_uuid for e in events if isinstance(e, TaskResult)} == set(uuids)
     assert all(e.result.task_uuid == e.task_uuid for e in events if isinstance(e, TaskResult))
+    assert session.live_count == 0
+
+
+def test_a_result_the_core_cannot_decode_fails_only_its_own_task() -> None:
+    session = open_session()
+    good, bad = "00000001-0000-4000-8000-000000000000", "00000002-0000-4000-8000-000000000000"
+    for uuid in (good, bad):
+        session.submit(uuid, task_json(uuid), 0.0)
+    session.data_to_send(0.0)
+    unreadable = {**result_item(bad), "imageUUID": 5}  # a known field of the wrong type
+    session.receive_text(data(unreadable, result_item(good)), 1.0)
+    failed, done = session.events_received()
+    assert isinstance(failed, TaskFailed) and failed.task_uuid == bad
+    assert isinstance(failed.error, InvalidResult) and bad in str(failed.error)
+    assert isinstance(done, TaskResult) and done.result.task_uuid == good
     assert session.live_count == 0
 
 

@@ -19,8 +19,8 @@ from upscale_stream import UpscaleClient
 from upscale_stream import connection as connection_module
 
 IMAGE = "11111111-2222-4333-8444-555555555555"
-SESSION = b'{"data":[{"taskType":"authentication","connectionSessionUUID":"%s"}]}' % (
-    b"aaaaaaaa-2222-4333-8444-555555555555"
+SESSION = orjson.dumps(
+    {"data": [{"taskType": "authentication", "connectionSessionUUID": IMAGE.replace("1", "a")}]}
 )
 BURST = 200
 
