@@ -3,6 +3,8 @@ for the rest, checked against a plain model of "which live task is due"."""
 
 from __future__ import annotations
 
+import sys
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -100,3 +102,28 @@ def test_a_taskuuid_used_again_does_not_inherit_the_earlier_tasks_deadline() -> 
     session.handle_timer(15.0)
     failed = [e for e in session.events_received() if type(e).__name__ == "TaskFailed"]
     assert [e.task_uuid for e in failed] == [key]
+
+
+def test_an_ended_tasks_input_is_let_go_though_the_fifo_still_holds_its_record() -> None:
+    """The FIFO forgets ended records lazily: a record it still holds must not pin the task's
+    payload (a data URI input can be megabytes, and up to 2,048 ended records may wait)."""
+    session = ClientSession(task_timeout=DEFAULT)
+    session.authenticate("key", 0.0)
+    session.receive_text(
+        b'{"data":[{"taskType":"authentication","connectionSessionUUID":"s"}]}', 0.0
+    )
+    key = "11111111-2222-4333-8444-555555555555"
+    payload = b'{"taskUUID":"%s","inputs":{"image":"data:image/png;base64,%s"}}' % (
+        key.encode(),
+        b"A" * 1_000_000,
+    )
+    held_before = sys.getrefcount(payload)
+    session.submit(key, payload, 0.0)
+    session.data_to_send(0.0)
+    session.receive_text(
+        b'{"data":[{"taskType":"upscale","taskUUID":"%s","imageURL":"http://127.0.0.1/a.png"}]}'
+        % key.encode(),
+        1.0,
+    )
+    assert [type(e).__name__ for e in session.events_received()][-1] == "TaskResult"
+    assert sys.getrefcount(payload) == held_before

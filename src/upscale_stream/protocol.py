@@ -716,6 +716,7 @@ class ClientSession(RecoveryRules):
         if task.state is _IN_FLIGHT:
             self._on_wire -= 1
         del self._tasks[task.key]
+        task.payload = b""  # the deadline FIFO may hold the ended record a while: not its input
         if task.uuid is not task.key:
             self._renamed.pop(task.uuid, None)
         if task.deadline is not None:
