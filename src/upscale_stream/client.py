@@ -117,11 +117,6 @@ class UpscaleClient:
         self._connection: Connection | None = None
         self._closed = False
         self._templates: dict[Any, TaskTemplate] = {}
-        # upscale()'s callers wait on futures kept here by key, all settled by one callback
-        # (bound once): nothing callable is allocated per task, which the GC would have to
-        # track for the task's whole life.
-        self._futures: dict[str, asyncio.Future[UpscaleResult]] = {}
-        self._settle_by_key = self._settle_future
         self._metrics = Metrics()
         self._not_connected = "the client is not connected: use `async with` or connect()"
 
@@ -309,34 +304,19 @@ class UpscaleClient:
         connection = self._connection
         if connection is None or self._closed:
             connection = self._require_connection()
-        if not connection.try_acquire():
+        if not connection.slots.try_acquire():
             await connection.acquire()
         try:
+            # The future is the task's waiter: the connection settles it (nothing else per task).
             future: asyncio.Future[UpscaleResult] = connection.loop.create_future()
-            connection.submit(
-                key, payload, self._settle_by_key, template.is_async, timeout, job, model
-            )
-            self._futures[key] = future  # after submit: a refused task leaves nothing here
+            connection.submit(key, payload, future, template.is_async, timeout, job, model)
             try:
                 return await future
             except asyncio.CancelledError:
-                self._futures.pop(key, None)
                 connection.cancel(key)
                 raise
         finally:
             connection.release()
-
-    def _settle_future(
-        self, key: str, result: Any, error: UpscaleError | None, attempts: int
-    ) -> None:
-        """The connection's callback for every ``upscale()`` task: settle its future."""
-        future = self._futures.pop(key, None)
-        if future is None or future.done():
-            return
-        if error is None:
-            future.set_result(result)
-        else:
-            future.set_exception(error)
 
     async def build_task(
         self,

@@ -80,6 +80,10 @@ Socket: TypeAlias = "ClientConnection | PicowsSocket"
 TaskCallback = Callable[[str, Any, "UpscaleError | None", int], None]
 """``callback(task_uuid, result, error, attempts)``: exactly one of ``result`` and ``error``
 is set; ``task_uuid`` is the key the task was submitted under, ``attempts`` its tries."""
+Waiter: TypeAlias = "TaskCallback | asyncio.Future[Any]"
+"""Who hears of a task's end: a :data:`TaskCallback`, or a future that gets its result or
+error (if nobody has settled or cancelled it first)."""
+_Future = asyncio.Future
 
 
 class Connection:
@@ -121,11 +125,13 @@ class Connection:
         self.loop = self._loop
         """The event loop this connection runs on (callers make their futures with it:
         ``asyncio.get_running_loop()`` costs a ``getpid()`` system call per call on Linux)."""
-        self._waiters: dict[str, TaskCallback] = {}
+        self._waiters: dict[str, Waiter] = {}
         self._attempts: dict[str, int] = {}  # tries of retried tasks only, by key
         self.window = Window(session.limits.max_in_flight)
         """The adaptive in-flight window; ``window.size`` is the current limit."""
-        self._slots = InFlightWindow(self.window, self._loop)
+        self._slots = self.slots = InFlightWindow(self.window, self._loop)
+        """The window's slots. ``slots.try_acquire()`` is the fast path of :meth:`try_acquire`
+        (no check that the connection is usable: :meth:`submit` makes it anyway)."""
         self.release: Callable[[], None] = self._slots.release
         """Give back one slot taken with :meth:`acquire` (the window's own method: no extra call
         per task)."""
@@ -260,18 +266,19 @@ class Connection:
         self,
         task_uuid: str,
         payload: bytes,
-        callback: TaskCallback,
+        waiter: Waiter,
         is_async: bool,
         timeout: float | None,
         job: Any = None,
         model: str = "",
     ) -> None:
-        """Queue one encoded task; ``callback(task_uuid, result, error, attempts)`` runs once.
+        """Queue one encoded task; its ``waiter`` hears of its end exactly once.
 
         The one submit path: ``upscale()``, ``submit()`` and ``upscale_many()`` all come here,
-        after taking a window slot. No future, no scheduled callback per task. The callback
-        runs inside the reader (or the timer), so it must be quick; an exception it raises is
-        logged and swallowed.
+        after taking a window slot. A future as the waiter gets the result or the error (the
+        ``upscale()`` case: nothing else is kept per task); a callback is called as
+        ``callback(task_uuid, result, error, attempts)`` inside the reader (or the timer), so
+        it must be quick; an exception it raises is logged and swallowed.
 
         Raises:
             ClientClosed: the connection is closed.
@@ -282,7 +289,7 @@ class Connection:
             self._check_usable()
         now = self._loop.time()
         self.session.submit(task_uuid, payload, now, is_async, timeout, job)
-        self._waiters[task_uuid] = callback
+        self._waiters[task_uuid] = waiter
         self.metrics.task_submitted(task_uuid, now, model)
         if not self._writer_woken:  # one Event.set() per writer wake-up, not one per task
             self._writer_woken = True
@@ -319,10 +326,24 @@ class Connection:
         now: float | None = None,
     ) -> None:
         """End the task ``key``: metrics, then its waiter (``now``: the caller's clock read)."""
-        callback = self._waiters.pop(key, None)
-        if callback is None:
+        waiter = self._waiters.pop(key, None)
+        if waiter is None:
             return
         self.metrics.task_resolved(key, error, self._loop.time() if now is None else now)
+        if type(waiter) is _Future or isinstance(waiter, _Future):
+            if not waiter.done():  # its caller may have given up already
+                if error is None:
+                    waiter.set_result(result)
+                else:
+                    waiter.set_exception(error)
+        else:
+            self._call(waiter, key, result, error, attempts)
+
+    @staticmethod
+    def _call(
+        callback: TaskCallback, key: str, result: Any, error: UpscaleError | None, attempts: int
+    ) -> None:
+        """Run a task's callback; an exception it raises is logged and swallowed."""
         try:
             callback(key, result, error, attempts)
         except Exception:
@@ -526,27 +547,39 @@ class Connection:
 
     def _process(self) -> int:
         """Act on the core's events; returns how many tasks ended with a result."""
-        resolve = self._resolve
+        waiters = self._waiters
         window = self.window
         attempts = self._attempts
         task_result = TaskResult
+        future = _Future
         now = self._loop.time()  # one clock read for the whole batch of events
-        answered = 0  # results: the link may be proven healthy now (checked once a batch)
+        answered: list[str] = []  # keys of the results: one metrics call for the batch
         for event in self.session.events_received():
             if type(event) is task_result:
-                # The hot path (one result per task): _resolve is the one place that ends a
-                # task, so the metrics and the callback guard cannot be skipped here.
+                # The hot path (one result per task), _resolve's success case in line: the
+                # metrics for the whole batch follow the loop.
                 key = event.task_uuid
-                resolve(key, event.result, None, attempts.pop(key, 1) if attempts else 1, now)
+                waiter = waiters.pop(key, None)
+                if waiter is None:
+                    continue
+                answered.append(key)
+                if type(waiter) is future or isinstance(waiter, future):
+                    if not waiter.done():  # its caller may have given up already
+                        waiter.set_result(event.result)
+                else:
+                    self._call(
+                        waiter, key, event.result, None, attempts.pop(key, 1) if attempts else 1
+                    )
                 if window.limit < window.maximum:
                     window.on_success()
-                answered += 1
             elif type(event) is TaskFailed:
                 if self._attempts:
                     self._attempts.pop(event.task_uuid, None)
-                resolve(event.task_uuid, None, event.error, event.attempts)
+                self._resolve(event.task_uuid, None, event.error, event.attempts)
             else:
                 self._session_event(event)
+        if answered:
+            self.metrics.tasks_succeeded(answered, now)
         if answered and not self._proven:
             self._check_health()
         if self._drained is not None:
@@ -560,7 +593,7 @@ class Connection:
             self._writer_woken = True
             self._wake_writer.set()
         self._arm_timer()
-        return answered
+        return len(answered)
 
     def _check_health(self) -> None:
         """A pong or a result arrived: is this connection proven healthy now?"""
