@@ -288,15 +288,13 @@ class UpscaleClient:
         template = None if options else self._templates.get((factor, model))
         if template is None:
             template = self._template(factor, model, options)
-        job = (
-            None
-            if job_id is None and job_key is None
-            else _job_of(job_id, job_key, image, template, task_uuid)
-        )
-        if job is not None:
-            key = job.task_uuid(0)
-        else:
+        if job_id is None and job_key is None:
+            job = None
             key = new_task_uuid() if task_uuid is None else _checked_uuid(task_uuid)
+        else:
+            job = _job_of(job_id, job_key, image, template, task_uuid)
+            assert job is not None  # None only when both are None
+            key = job.task_uuid(0)
         value = image_uuid(image)  # an image UUID needs no coroutine and no thread
         if value is None:
             value = await input_value(image)

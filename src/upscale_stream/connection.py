@@ -147,6 +147,7 @@ class Connection:
         self._fatal: UpscaleError | None = None
         self._closing = False
         self._draining = False
+        self._usable = True  # none of _closing, _draining, _fatal (one test per task)
         self._backoff = ReconnectBackoff(retry, self._rng)
         self._authenticated_at: float | None = None
         self._proven = True  # no connection to prove yet
@@ -201,6 +202,7 @@ class Connection:
         if self._closing:
             return
         self._draining = True
+        self._usable = False
         drain_timed_out = False
         if self._waiters and not cancel and self._fatal is None:
             self._drained = self._loop.create_future()
@@ -209,6 +211,7 @@ class Connection:
             except TimeoutError:
                 drain_timed_out = True
         self._closing = True
+        self._usable = False
         pending = list(self._waiters)
         self.session.close()
         reason = (
@@ -251,7 +254,7 @@ class Connection:
         Raises:
             ClientClosed: the connection is closed.
         """
-        if self._closing or self._draining or self._fatal is not None:
+        if not self._usable:
             self._check_usable()
         return self._slots.try_acquire()
 
@@ -285,7 +288,7 @@ class Connection:
             InternalError: the core failed earlier.
             DuplicateTaskUUID: a live task already has this taskUUID.
         """
-        if self._closing or self._draining or self._fatal is not None:
+        if not self._usable:
             self._check_usable()
         now = self._loop.time()
         self.session.submit(task_uuid, payload, now, is_async, timeout, job)
@@ -330,24 +333,22 @@ class Connection:
         if waiter is None:
             return
         self.metrics.task_resolved(key, error, self._loop.time() if now is None else now)
-        if type(waiter) is _Future or isinstance(waiter, _Future):
-            if not waiter.done():  # its caller may have given up already
-                if error is None:
-                    waiter.set_result(result)
-                else:
-                    waiter.set_exception(error)
-        else:
-            self._call(waiter, key, result, error, attempts)
-
-    @staticmethod
-    def _call(
-        callback: TaskCallback, key: str, result: Any, error: UpscaleError | None, attempts: int
-    ) -> None:
-        """Run a task's callback; an exception it raises is logged and swallowed."""
+        if isinstance(waiter, _Future):
+            self._settle(waiter, result, error)
+            return
         try:
-            callback(key, result, error, attempts)
+            waiter(key, result, error, attempts)
         except Exception:
             log.exception("task callback failed", task_uuid=key)
+
+    @staticmethod
+    def _settle(future: asyncio.Future[Any], result: Any, error: UpscaleError | None) -> None:
+        """Give a waiting future its task's result or error (unless its caller gave up)."""
+        if not future.done():
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
 
     def _check_drained(self) -> None:
         drained = self._drained
@@ -563,13 +564,16 @@ class Connection:
                 if waiter is None:
                     continue
                 answered.append(key)
-                if type(waiter) is future or isinstance(waiter, future):
+                if type(waiter) is future:
                     if not waiter.done():  # its caller may have given up already
                         waiter.set_result(event.result)
+                elif isinstance(waiter, future):
+                    self._settle(waiter, event.result, None)
                 else:
-                    self._call(
-                        waiter, key, event.result, None, attempts.pop(key, 1) if attempts else 1
-                    )
+                    try:
+                        waiter(key, event.result, None, attempts.pop(key, 1) if attempts else 1)
+                    except Exception:
+                        log.exception("task callback failed", task_uuid=key)
                 if window.limit < window.maximum:
                     window.on_success()
             elif type(event) is TaskFailed:
@@ -686,6 +690,7 @@ class Connection:
         if self._fatal is not None:
             return
         self._fatal = error
+        self._usable = False
         if self._auth_waiter is not None and not self._auth_waiter.done():
             self._auth_waiter.set_exception(error)
         never_sent: set[str] = set()

@@ -355,11 +355,12 @@ class Metrics:
             return
         self.succeeded += len(keys)
         counts = self.latency.counts_at(now)
-        started = self._started
+        pop = self._started.pop
+        find, bounds = _bisect_left, LATENCY_BOUNDS
         for key in keys:
-            begun = started.pop(key, None)
+            begun = pop(key, None)
             if begun is not None:
-                counts[_bisect_left(LATENCY_BOUNDS, now - begun)] += 1  # bucket(), in line
+                counts[find(bounds, now - begun)] += 1  # bucket(), in line
 
     def task_forgotten(self, key: str) -> None:
         """The caller cancelled the task ``key``: it is neither a success nor a failure."""

@@ -381,15 +381,17 @@ class ClientSession(RecoveryRules):
         self._last_received = now
         results = decode_plain_frame(text)
         if results is not None:  # the usual frame, typed in one C call
-            tasks = self._tasks
+            get = self._tasks.get
+            forget = self._forget
+            ended = self._events.append
             for index, result in enumerate(results):
                 task_uuid = result.task_uuid
-                task = tasks.get(task_uuid)
+                task = get(task_uuid)
                 if (
                     task is None
                     or task.details
                     or result.status is not None
-                    or (task.uuid is not task_uuid and task.uuid != task_uuid)
+                    or task.uuid != task_uuid  # a stale attempt's (decoded: never "is")
                     or not (
                         result.image_url
                         or result.image_base64_data
@@ -401,8 +403,8 @@ class ClientSession(RecoveryRules):
                     return
                 if task.state is not _IN_FLIGHT:
                     self._count_late_result(task)
-                self._forget(task)
-                self._events.append(TaskResult(task.key, result))
+                forget(task)
+                ended(TaskResult(task.key, result))
             return
         self._receive_json(text, now, 0)
 
@@ -658,12 +660,15 @@ class ClientSession(RecoveryRules):
         queued = TaskState.QUEUED
         in_flight = TaskState.IN_FLIGHT
         payloads: list[bytes] = []
+        add = payloads.append
+        take = queue.popleft
+        live = self._tasks.get
         sent = self.tasks_sent
         while queue:
-            task = queue.popleft()
-            if task.state is not queued or self._tasks.get(task.key) is not task:
+            task = take()
+            if task.state is not queued or live(task.key) is not task:
                 continue  # cancelled or finished while queued
-            payloads.append(task.payload)
+            add(task.payload)
             task.state = in_flight
             sent += 1
             task.sent_seq = sent
@@ -713,13 +718,18 @@ class ClientSession(RecoveryRules):
         self.deadline_version += 1
 
     def _forget(self, task: TaskRecord) -> None:
+        """Drop an ended task: from the table, the wire count and whatever else holds it."""
         if task.state is _IN_FLIGHT:
             self._on_wire -= 1
         del self._tasks[task.key]
         task.payload = b""  # the deadline FIFO may hold the ended record a while: not its input
+        if task.scheduled or task.poll_at or task.retry_at or task.uuid is not task.key:
+            self._forget_rest(task)  # not the common case: one test above for all four
+
+    def _forget_rest(self, task: TaskRecord) -> None:
         if task.uuid is not task.key:
             self._renamed.pop(task.uuid, None)
-        if task.deadline is not None:
+        if task.scheduled:
             self._timeouts.discard(task)
         if task.poll_at:
             self._polls.discard(task.key, task.poll_at)

@@ -68,6 +68,7 @@ class TaskRecord(msgspec.Struct, eq=False, gc=False):
     sent_seq: int = 0
     retry_at: float = 0.0
     details: bool = False  # recovering with getTaskDetails (not getResponse)
+    scheduled: bool = False  # its deadline is in Deadlines' schedule (a timeout of its own)
 
 
 class Schedule:
@@ -153,6 +154,7 @@ class Deadlines:
         if task.timeout != self._default:
             assert task.deadline is not None
             self._other.add(task.key, task.deadline)
+            task.scheduled = True
             return True
         fifo = self._fifo
         fifo.append(task)
@@ -162,8 +164,11 @@ class Deadlines:
         return len(fifo) == 1
 
     def discard(self, task: TaskRecord) -> None:
-        """Stop tracking ``task`` (it ended); the FIFO forgets it lazily."""
-        if task.timeout != self._default and task.deadline is not None:
+        """Stop tracking ``task`` (it ended). Only a task whose ``scheduled`` is set needs
+        this call; the FIFO forgets the others lazily."""
+        if task.scheduled:
+            task.scheduled = False
+            assert task.deadline is not None
             self._other.discard(task.key, task.deadline)
 
     def _compact(self) -> None:

@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
+
+import msgspec
 
 from .connection import Connection
 from .errors import DuplicateTaskUUID, UpscaleError
@@ -31,12 +32,12 @@ S = TypeVar("S", bound=ImageSource)
 _END: Any = object()  # the end of a plain iterable of inputs
 
 
-@dataclass(slots=True)
-class Outcome(Generic[S]):
+class Outcome(msgspec.Struct, Generic[S]):
     """One finished item of :meth:`UpscaleClient.upscale_many`.
 
-    Read it, do not change it. It is not a frozen dataclass because one is built per task and a
-    frozen one costs about four times as much to build (``object.__setattr__`` per field).
+    Read it, do not change it. It is a msgspec Struct (slotted; compares, prints and pickles
+    like a dataclass) because one is built per task: its ``__init__`` is one C call, where a
+    dataclass's ran Python bytecode (and a frozen one's ``object.__setattr__`` per field).
 
     Attributes:
         index: Position of the input in the iterable (0-based).
@@ -251,8 +252,8 @@ class Stream(Generic[S]):
                 self._on_finished,
                 self._is_async,
                 self._timeout,
-                job=job,
-                model=self._model,
+                job,
+                self._model,
             )
         except UpscaleError as exc:
             del self._pending[task_uuid]
@@ -270,14 +271,16 @@ class Stream(Generic[S]):
             final = result.task_uuid if result is not None else getattr(error, "task_uuid", None)
             task_uuid = final or task_uuid
         self._ready.append(Outcome(index, source, task_uuid, result, error, attempts))
-        wake = self._wake
-        if wake is not None and not wake.done():
-            wake.set_result(None)
+        if self._wake is not None:
+            self._wakeup()
 
     def _wakeup(self) -> None:
+        """Wake the consumer (once: the other outcomes of a frame find no waiter to wake)."""
         wake = self._wake
-        if wake is not None and not wake.done():
-            wake.set_result(None)
+        if wake is not None:
+            self._wake = None
+            if not wake.done():  # a consumer cancelled meanwhile
+                wake.set_result(None)
 
     def next_outcome(self) -> Outcome[S] | None:
         """The next outcome to yield (completion order, or input order when ``ordered``), or
