@@ -17,6 +17,7 @@ from PIL import Image, ImageFile
 from upscale_stream.errors import InvalidTask
 from upscale_stream.inputs import (
     SUPPORTED_MIME,
+    UUID_FORM,
     ImageSource,
     PreparedInput,
     decode_inline,
@@ -90,6 +91,26 @@ def test_uuid_strings_pass_through_unchanged(text: str) -> None:
 )
 def test_is_uuid_rejects_non_canonical_spellings(text: str) -> None:
     assert not is_uuid(text)
+
+
+_UUID_ALPHABET = "0123456789abcdefABCDEF-gG xX_\u00e9\u0660\udc80"
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.one_of(
+        st.uuids().map(str),
+        st.uuids().map(lambda u: str(u).upper()),
+        st.text(alphabet=_UUID_ALPHABET, min_size=34, max_size=38),
+        # a UUID with one character swapped for anything: the near misses
+        st.tuples(st.uuids().map(str), st.integers(0, 35), st.characters()).map(
+            lambda t: t[0][: t[1]] + t[2] + t[0][t[1] + 1 :]
+        ),
+    )
+)
+def test_is_uuid_accepts_exactly_what_the_uuid_form_regex_accepts(text: str) -> None:
+    """is_uuid's translate-and-compare test is held to UUID_FORM, the spec as a regex."""
+    assert is_uuid(text) == (UUID_FORM.fullmatch(text) is not None)
 
 
 @pytest.mark.parametrize(

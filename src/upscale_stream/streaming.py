@@ -22,7 +22,7 @@ import msgspec
 
 from .connection import Connection
 from .errors import DuplicateTaskUUID, UpscaleError
-from .inputs import UUID_FORM, ImageSource, needs_thread, prepare_input
+from .inputs import ImageSource, is_uuid, needs_thread, prepare_input
 from .jobs import JobTask, input_key
 from .models import TaskTemplate, UpscaleResult, new_task_uuid
 
@@ -70,13 +70,10 @@ class Outcome(msgspec.Struct, Generic[S]):
         return self.result
 
 
-_uuid_match = UUID_FORM.fullmatch  # is_uuid's own test, bound once: it runs per task
-
-
 def image_uuid(image: object) -> str | None:
     """``image`` itself when it is an image UUID (the bulk-job case: nothing to read, encode
     or check beyond the UUID form), else ``None``. The one test of that fast path."""
-    if type(image) is str and len(image) == 36 and _uuid_match(image) is not None:
+    if type(image) is str and is_uuid(image):
         return image
     return None
 
