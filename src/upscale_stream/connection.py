@@ -42,6 +42,7 @@ from .config import Retry, Timeouts, Transport
 from .errors import (
     ClientClosed,
     ConnectionLost,
+    DuplicateTaskUUID,
     InternalError,
     InvalidURL,
     UpscaleError,
@@ -277,11 +278,12 @@ class Connection:
     ) -> None:
         """Queue one encoded task; its ``waiter`` hears of its end exactly once.
 
-        The one submit path: ``upscale()``, ``submit()`` and ``upscale_many()`` all come here,
-        after taking a window slot. A future as the waiter gets the result or the error (the
-        ``upscale()`` case: nothing else is kept per task); a callback is called as
-        ``callback(task_uuid, result, error, attempts)`` inside the reader (or the timer), so
-        it must be quick; an exception it raises is logged and swallowed.
+        The submit path of ``upscale()``, ``submit()`` and ``upscale_many()`` (which hands
+        image UUIDs over in batches: :meth:`submit_many`), after taking a window slot. A
+        future as the waiter gets the result or the error (the ``upscale()`` case: nothing
+        else is kept per task); a callback is called as ``callback(task_uuid, result, error,
+        attempts)`` inside the reader (or the timer), so it must be quick; an exception it
+        raises is logged and swallowed.
 
         Raises:
             ClientClosed: the connection is closed.
@@ -299,6 +301,50 @@ class Connection:
             self._wake_writer.set()
         if self._timer is None:
             self._arm_timer()
+
+    def submit_many(
+        self,
+        task_uuids: list[str],
+        payloads: list[bytes],
+        waiter: TaskCallback,
+        is_async: bool,
+        timeout: float | None,
+        model: str = "",
+    ) -> list[tuple[str, UpscaleError]]:
+        """:meth:`submit` for several tasks (not of a job) with one callback, one slot each
+        taken already: one clock read, one metrics call and one writer wake-up for them all.
+
+        Returns:
+            The tasks refused, with why (a live task already has that taskUUID); the others
+            are queued.
+
+        Raises:
+            ClientClosed: the connection is closed (no task was queued).
+            InternalError: the core failed earlier (no task was queued).
+        """
+        if not self._usable:
+            self._check_usable()
+        now = self._loop.time()
+        submit = self.session.submit
+        waiters = self._waiters
+        refused: list[tuple[str, UpscaleError]] = []
+        for task_uuid, payload in zip(task_uuids, payloads, strict=True):
+            try:
+                submit(task_uuid, payload, now, is_async, timeout)
+            except DuplicateTaskUUID as exc:
+                refused.append((task_uuid, exc))
+                continue
+            waiters[task_uuid] = waiter
+        if refused:
+            taken = {task_uuid for task_uuid, _ in refused}
+            task_uuids = [task_uuid for task_uuid in task_uuids if task_uuid not in taken]
+        self.metrics.tasks_submitted(task_uuids, now, model)
+        if not self._writer_woken:
+            self._writer_woken = True
+            self._wake_writer.set()
+        if self._timer is None:
+            self._arm_timer()
+        return refused
 
     def cancel(self, task_uuid: str) -> bool:
         """Forget a task: never sent if still queued, its late answer ignored otherwise.

@@ -331,6 +331,15 @@ class Metrics:
             self._models[key] = model
             self._bridge.submitted(1, model)
 
+    def tasks_submitted(self, keys: list[str], now: float, model: str = "") -> None:
+        """:meth:`task_submitted` for a batch of tasks, in one call."""
+        if self._bridge is not None:
+            for key in keys:
+                self.task_submitted(key, now, model)
+            return
+        self.submitted += len(keys)
+        self._started.update(dict.fromkeys(keys, now))
+
     def task_resolved(self, key: str, error: BaseException | None, now: float) -> None:
         """The task ``key`` ended at ``now``: with a result when ``error`` is ``None``."""
         started = self._started.pop(key, None)

@@ -30,6 +30,7 @@ __all__ = ["Outcome", "Stream"]
 
 S = TypeVar("S", bound=ImageSource)
 _END: Any = object()  # the end of a plain iterable of inputs
+_BATCH = 64  # image UUIDs submitted per connection call at most
 
 
 class Outcome(msgspec.Struct, Generic[S]):
@@ -171,6 +172,11 @@ class Stream(Generic[S]):
         connection = self._connection
         window = self._window
         has_job = self._job is not None
+        # Image UUIDs (no job) are submitted in batches of up to _BATCH: one connection call,
+        # one metrics call and one writer wake-up for the batch. A batch goes out before the
+        # producer awaits anything, so no input it has read waits on the next one.
+        batch: list[tuple[int, S, str]] = []
+        add = batch.append
         # A plain iterable is read without an async generator around it (once per input).
         source: Iterator[S] | None = None if isinstance(images, AsyncIterable) else iter(images)
         later: AsyncIterator[S] | None = None if source is not None else _aiter(images)
@@ -182,18 +188,27 @@ class Stream(Generic[S]):
                         break
                 else:
                     assert later is not None
+                    if batch:
+                        self._submit_batch(batch)
                     try:
                         image = await anext(later)
                     except StopAsyncIteration:
                         break
-                while window is not None and self._slots >= window:
-                    self._room = self._loop.create_future()
-                    await self._room  # an outcome was yielded: one of our slots is free
+                if window is not None and self._slots >= window:
+                    if batch:
+                        self._submit_batch(batch)
+                    while self._slots >= window:
+                        self._room = self._loop.create_future()
+                        await self._room  # an outcome was yielded: one of our slots is free
                 if not connection.try_acquire():
+                    if batch:
+                        self._submit_batch(batch)
                     await connection.acquire()
                 self._slots += 1
                 if not has_job and (ready := image_uuid(image)) is not None:
-                    self._submit(count, image, ready, None)  # nothing to prepare
+                    add((count, image, ready))  # nothing to prepare
+                    if len(batch) >= _BATCH:
+                        self._submit_batch(batch)
                 elif needs_thread(image):
                     job = asyncio.create_task(self._prepare_and_submit(count, image))
                     preparing.add(job)
@@ -201,11 +216,15 @@ class Stream(Generic[S]):
                 else:
                     self._submit(count, image, *self._prepare(image))
                 count += 1
+            if batch:
+                self._submit_batch(batch)
             if preparing:
                 await asyncio.gather(*preparing)
         except asyncio.CancelledError:
-            raise
+            raise  # the consumer went away: close() gives back every slot, batch included
         except BaseException as exc:  # the input iterable itself failed
+            if batch:
+                self._submit_batch(batch)  # the inputs read before it still run
             self._error = exc
         self._total = count
         self._wakeup()
@@ -257,6 +276,36 @@ class Stream(Generic[S]):
             self._ready.append(Outcome(index, image, task_uuid, error=exc, attempts=0))
             self._wakeup()
 
+    def _submit_batch(self, batch: list[tuple[int, S, str]]) -> None:
+        """Submit ``(index, image, image UUID)`` entries (no job) in one connection call, and
+        empty ``batch``."""
+        pending = self._pending
+        encode = self._template.encode
+        keys: list[str] = []
+        payloads: list[bytes] = []
+        ready = self._ready
+        for index, image, value in batch:
+            task_uuid = new_task_uuid()
+            if task_uuid in pending:  # never seen from a CSPRNG; never lose an outcome to it
+                twice = DuplicateTaskUUID(task_uuid)
+                ready.append(Outcome(index, image, task_uuid, error=twice, attempts=0))
+                continue
+            pending[task_uuid] = (index, image)
+            keys.append(task_uuid)
+            payloads.append(encode(task_uuid, value))
+        batch.clear()
+        try:
+            refused = self._connection.submit_many(
+                keys, payloads, self._on_finished, self._is_async, self._timeout, self._model
+            )
+        except UpscaleError as exc:  # the client closed, or the core failed: every one of them
+            refused = [(task_uuid, exc) for task_uuid in keys]
+        for task_uuid, error in refused:
+            index, image = pending.pop(task_uuid)
+            ready.append(Outcome(index, image, task_uuid, error=error, attempts=0))
+        if ready:
+            self._wakeup()  # an outcome of this batch may be ready already
+
     def _finished(
         self, task_uuid: str, result: Any, error: UpscaleError | None, attempts: int
     ) -> None:
@@ -303,7 +352,7 @@ class Stream(Generic[S]):
                 self._yielded += 1
                 self._give_back()
                 return in_order
-        if self._error is not None:
+        if self._error is not None and self.finished:  # the inputs read before it are out
             raise self._error
         return None
 
