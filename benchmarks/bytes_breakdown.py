@@ -41,7 +41,7 @@ from upscale_stream.results import decode_result
 try:
     import pybase64
 except ImportError:  # the fast extra is not installed: its rows are left out
-    pybase64 = None
+    pybase64 = None  # type: ignore[assignment]  # (a module or None: checked before use)
 
 
 def best_of(runs: int, step: Callable[[], object]) -> float:

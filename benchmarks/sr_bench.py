@@ -31,6 +31,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from PIL import Image, ImageDraw
 
 from upscale_stream.models import CCSR, SWINIR
 from upscale_stream.server.engines import Engine, get_engine
+from upscale_stream.server.engines.neural import NeuralEngine
 from upscale_stream.server.engines.quality import (
     mean_gradient,
     psnr,
@@ -109,7 +111,7 @@ def speed(
 
 def quality(seeds: list[int], factors: list[int]) -> list[dict[str, Any]]:
     """PSNR, SSIM and edge energy of each method on a 256x256 round trip, mean over seeds."""
-    methods = {
+    methods: dict[str, Callable[[Image.Image, int], Image.Image]] = {
         "LANCZOS": lambda source, factor: source.resize(
             (source.width * factor, source.height * factor), Image.Resampling.LANCZOS
         ),
@@ -170,10 +172,17 @@ def write_crop(path: Path, factor: int = 2) -> None:
     print(f"wrote {path}", file=sys.stderr)
 
 
+def _neural_workers() -> int:
+    """The neural engine's tile workers (it is the one engine with a pool)."""
+    engine = get_engine("neural")
+    assert isinstance(engine, NeuralEngine)
+    return engine.workers
+
+
 def markdown(speed_records: list[dict[str, Any]], quality_records: list[dict[str, Any]]) -> str:
     """The two tables, for benchmarks/RESULTS.md."""
     lines = [
-        f"Machine: {os.cpu_count()} cores; neural engine: {get_engine('neural').workers} "
+        f"Machine: {os.cpu_count()} cores; neural engine: {_neural_workers()} "
         "tile workers (one ncnn thread each).",
         "",
         "| engine | model | served by | input | factor | s/image | images/s |",

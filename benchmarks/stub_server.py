@@ -432,7 +432,8 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             pass
         else:
-            return uvloop.run(serve_until_stopped(args))
+            code: int = uvloop.run(serve_until_stopped(args))
+            return code
     return asyncio.run(serve_until_stopped(args))
 
 
