@@ -601,6 +601,7 @@ class Connection:
         future = _Future
         now = self._loop.time()  # one clock read for the whole batch of events
         answered: list[str] = []  # keys of the results: one metrics call for the batch
+        grew = False  # the window grew (on_success is the one thing that grows it)
         for event in self.session.events_received():
             if type(event) is task_result:
                 # The hot path (one result per task), _resolve's success case in line: the
@@ -622,6 +623,7 @@ class Connection:
                         log.exception("task callback failed", task_uuid=key)
                 if window.limit < window.maximum:
                     window.on_success()
+                    grew = True
             elif type(event) is TaskFailed:
                 if self._attempts:
                     self._attempts.pop(event.task_uuid, None)
@@ -634,15 +636,16 @@ class Connection:
             self._check_health()
         if self._drained is not None:
             self._check_drained()
-        slots = self._slots
-        if slots.waiting:
-            slots.grant()
         session = self.session
-        session.send_limit = int(window.limit)
+        if grew:  # room for more tasks: on the wire, and for callers waiting for a slot
+            session.send_limit = int(window.limit)
+            if self._slots.waiting:
+                self._slots.grant()
         if not self._writer_woken and session.wants_write:  # one wake-up until the writer runs
             self._writer_woken = True
             self._wake_writer.set()
-        self._arm_timer()
+        if self._timer is None or session.deadline_version != self._armed_version:
+            self._arm_timer()  # (_arm_timer's own first test, in line: once per frame)
         return len(answered)
 
     def _check_health(self) -> None:

@@ -365,11 +365,10 @@ class Metrics:
         self.succeeded += len(keys)
         counts = self.latency.counts_at(now)
         pop = self._started.pop
-        find, bounds = _bisect_left, LATENCY_BOUNDS
         for key in keys:
             begun = pop(key, None)
             if begun is not None:
-                counts[find(bounds, now - begun)] += 1  # bucket(), in line
+                counts[_bisect_left(LATENCY_BOUNDS, now - begun)] += 1  # bucket(), in line
 
     def task_forgotten(self, key: str) -> None:
         """The caller cancelled the task ``key``: it is neither a success nor a failure."""

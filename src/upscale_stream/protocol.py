@@ -372,15 +372,13 @@ class ClientSession(RecoveryRules):
         """
         if self.phase is _ERROR:
             self._check_open()
-        try:
-            self._receive_text(text, now)
-        except BaseException as exc:
-            raise self._broken(exc) from exc
-
-    def _receive_text(self, text: str | bytes, now: float) -> None:
-        self._last_received = now
-        results = decode_plain_frame(text)
-        if results is not None:  # the usual frame, typed in one C call
+        try:  # the body in line (no frame of its own): this runs once per frame
+            self._last_received = now
+            results = decode_plain_frame(text)
+            if results is None:
+                self._receive_json(text, now, 0)
+                return
+            # The usual frame, typed in one C call.
             get = self._tasks.get
             forget = self._forget
             ended = self._events.append
@@ -405,8 +403,8 @@ class ClientSession(RecoveryRules):
                     self._count_late_result(task)
                 forget(task)
                 ended(TaskResult(task.key, result))
-            return
-        self._receive_json(text, now, 0)
+        except BaseException as exc:
+            raise self._broken(exc) from exc
 
     def _receive_json(self, text: str | bytes, now: float, start: int) -> None:
         """Read a frame as JSON, its ``data`` items from ``start`` on (the general path)."""
