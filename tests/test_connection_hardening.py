@@ -83,6 +83,20 @@ async def test_transient_errors_on_a_fifth_of_first_attempts_are_retried_and_eve
     assert server.received.total() == 400 + hit
 
 
+async def test_retried_upscale_calls_leave_no_per_task_state_behind(
+    server: ReferenceServer,
+) -> None:
+    """Each retried task's tries are kept by key until it ends; an upscale() call, whose
+    waiter is a future, must drop them too, or a long run keeps one entry per retry."""
+    server.faults.transient_error_every = 3
+    async with client_for(server) as client:
+        await asyncio.gather(*(client.upscale(image) for image in INPUTS[:30]))
+        connection = client._connection
+        assert connection is not None
+        assert connection.retries == 10
+        assert connection._attempts == {} and connection._waiters == {}
+
+
 async def test_upscale_many_outcomes_carry_attempts_and_the_final_task_uuid(
     server: ReferenceServer,
 ) -> None:

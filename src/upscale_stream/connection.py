@@ -611,6 +611,7 @@ class Connection:
                 if waiter is None:
                     continue
                 answered.append(key)
+                tries = attempts.pop(key, 1) if attempts else 1  # for every waiter: no leak
                 if type(waiter) is future:
                     if not waiter.done():  # its caller may have given up already
                         waiter.set_result(event.result)
@@ -618,7 +619,7 @@ class Connection:
                     self._settle(waiter, event.result, None)
                 else:
                     try:
-                        waiter(key, event.result, None, attempts.pop(key, 1) if attempts else 1)
+                        waiter(key, event.result, None, tries)
                     except Exception:
                         log.exception("task callback failed", task_uuid=key)
                 if window.limit < window.maximum:
