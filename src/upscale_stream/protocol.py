@@ -296,8 +296,13 @@ class ClientSession(RecoveryRules):
         task = TaskRecord(task_uuid, task_uuid, payload, is_async, seconds, deadline, job)
         tasks[task_uuid] = task
         self._queue.append(task)
-        if deadline is not None and self._timeouts.add(task):
-            self.deadline_version += 1
+        if deadline is not None:
+            timeouts = self._timeouts
+            if seconds != timeouts.default:
+                timeouts.add(task)  # a timeout of its own: it may be the earliest
+                self.deadline_version += 1
+            elif len(tasks) == timeouts.scheduled + 1:  # the one default: see Deadlines
+                self.deadline_version += 1
 
     def cancel(self, task_uuid: str) -> bool:
         """Forget a task (its caller gave up). A queued task is never sent; a late answer for a
@@ -720,7 +725,7 @@ class ClientSession(RecoveryRules):
         if task.state is _IN_FLIGHT:
             self._on_wire -= 1
         del self._tasks[task.key]
-        task.payload = b""  # the deadline FIFO may hold the ended record a while: not its input
+        task.payload = b""  # the send queue may hold a cancelled record a while: not its input
         if task.scheduled or task.poll_at or task.retry_at or task.uuid is not task.key:
             self._forget_rest(task)  # not the common case: one test above for all four
 

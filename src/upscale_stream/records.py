@@ -10,7 +10,6 @@ import enum
 import heapq
 import math
 import random
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -122,92 +121,89 @@ class Deadlines:
     """The live tasks' timeouts: the one owner of "which task times out when".
 
     Tasks with the session's default timeout (nearly all) fall due in the order they were
-    submitted, so their records go in a FIFO: O(1) to add, nothing to do when a task ends (an
-    ended task is skipped when it reaches the head; a record is live while the core's task
-    table maps its key to that very record). Other timeouts go in a :class:`Schedule`. The
-    FIFO is compacted when it holds more than 1,024 records and twice the live ones it held
-    after the last compaction, so its memory stays bounded by the live tasks, not by
-    everything ever submitted, and each record is looked at about twice in all.
+    submitted, which is the order of the core's task table: a dict keeps insertion order, and
+    the core inserts a record once, when it is submitted, and deletes it once, when it ends.
+    So those tasks need nothing of their own here, and nothing per task at all: the earliest
+    default deadline is that of the table's first record without a timeout of its own, and
+    the due ones are read off the table's head. Other timeouts go in a :class:`Schedule`,
+    and :attr:`scheduled` counts those tasks, so that finding the head passes at most that
+    many records and a table holding only them is not read at all.
+
+    The core's side of the contract: call :meth:`add` for a task whose timeout differs from
+    the default (and :meth:`discard` when a task with ``scheduled`` set ends); for a task with
+    the default timeout, call nothing, and re-arm the timer only when it is the table's one
+    task without a timeout of its own (``len(tasks) == scheduled + 1`` just after inserting
+    it): one behind others is due after them.
 
     Args:
-        tasks: The core's live tasks by key (read to tell an ended record from a live one).
+        tasks: The core's live tasks by key, in the order they were submitted.
         default: The default timeout in seconds (``None``: no default deadline).
     """
 
-    __slots__ = ("_compact_at", "_default", "_fifo", "_other", "_tasks")
+    __slots__ = ("_other", "_tasks", "default", "scheduled")
 
     def __init__(self, tasks: dict[str, TaskRecord], default: float | None) -> None:
         self._tasks = tasks
-        self._default = default
-        self._fifo: deque[TaskRecord] = deque()
+        self.default = default
+        """The session's default timeout (tasks with it are tracked by the table's order)."""
+        self.scheduled = 0
+        """Live tasks with a timeout of their own (``scheduled`` set)."""
         self._other = Schedule(0.05)
-        self._compact_at = 1024
 
-    def add(self, task: TaskRecord) -> bool:
-        """Track ``task``'s deadline (it must have one).
-
-        Returns:
-            Whether the earliest deadline may have moved earlier (the timer must be re-armed):
-            always for a timeout of its own, only when the FIFO was empty for a default one
-            (a record behind others is due after them).
-        """
-        if task.timeout != self._default:
-            assert task.deadline is not None
-            self._other.add(task.key, task.deadline)
-            task.scheduled = True
-            return True
-        fifo = self._fifo
-        fifo.append(task)
-        if len(fifo) > self._compact_at:
-            self._compact()
-            return False
-        return len(fifo) == 1
+    def add(self, task: TaskRecord) -> None:
+        """Track the deadline of ``task``, whose timeout differs from the default (the timer
+        must be re-armed: it may be the earliest)."""
+        assert task.deadline is not None and task.timeout != self.default
+        self._other.add(task.key, task.deadline)
+        task.scheduled = True
+        self.scheduled += 1
 
     def discard(self, task: TaskRecord) -> None:
         """Stop tracking ``task`` (it ended). Only a task whose ``scheduled`` is set needs
-        this call; the FIFO forgets the others lazily."""
+        this call; one with the default timeout leaves with its table entry."""
         if task.scheduled:
             task.scheduled = False
+            self.scheduled -= 1
             assert task.deadline is not None
             self._other.discard(task.key, task.deadline)
 
-    def _compact(self) -> None:
-        get = self._tasks.get
-        self._fifo = deque([task for task in self._fifo if get(task.key) is task])
-        self._compact_at = max(1024, 2 * len(self._fifo))
+    def _head(self) -> TaskRecord | None:
+        """The live task with the default timeout submitted first (the earliest due)."""
+        if self.default is None or len(self._tasks) == self.scheduled:
+            return None
+        for task in self._tasks.values():  # passes at most `scheduled` records
+            if not task.scheduled:
+                return task
+        return None  # unreachable while the count is right
 
     def next_time(self) -> float | None:
         """The earliest live deadline, or ``None``."""
-        fifo = self._fifo
-        get = self._tasks.get
-        while fifo and get(fifo[0].key) is not fifo[0]:
-            fifo.popleft()
-        head = fifo[0].deadline if fifo else None
+        head = self._head()
+        first = None if head is None else head.deadline
         other = self._other.next_time()
-        if head is None or (other is not None and other < head):
+        if first is None or (other is not None and other < first):
             return other
-        return head
+        return first
 
     def pop_due(self, now: float) -> list[str]:
-        """Keys of the live tasks whose deadline is at or before ``now``."""
+        """Keys of the live tasks whose deadline is at or before ``now`` (the core ends them
+        before it asks again)."""
         due: list[str] = []
-        fifo = self._fifo
-        get = self._tasks.get
-        while fifo:
-            task = fifo[0]
-            deadline = task.deadline
-            assert deadline is not None
-            if deadline > now:
-                break
-            fifo.popleft()
-            if get(task.key) is task:
+        if self._head() is not None:
+            for task in self._tasks.values():
+                if task.scheduled:
+                    continue
+                deadline = task.deadline
+                assert deadline is not None
+                if deadline > now:
+                    break
                 due.append(task.key)
         due.extend(self._other.pop_due(now))
         return due
 
     def clear(self) -> None:
-        """Forget every deadline (the session closed)."""
-        self._fifo.clear()
+        """Forget every deadline (the session closed; the core empties its table too)."""
+        self.scheduled = 0
         self._other = Schedule(0.05)
 
 
