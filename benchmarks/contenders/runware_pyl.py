@@ -33,8 +33,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     client = Runware(api_key=API_KEY, url=args.url)
     await client.connect()
 
-    async def call() -> None:
-        await client.imageUpscale(
+    def call() -> Any:  # the SDK's own coroutine, not one of the harness's around it
+        return client.imageUpscale(
             IImageUpscale(inputImage=image, upscaleFactor=FACTOR, model=MODEL)
         )
 

@@ -30,8 +30,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     async with Runware(api_key=API_KEY, ws_base_url=args.url) as client:
 
-        async def call() -> None:
-            await client.run(
+        def call() -> Any:  # the SDK's own coroutine, not one of the harness's around it
+            return client.run(
                 {
                     "taskType": "upscale",
                     "model": MODEL,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import time
 from pathlib import Path
@@ -99,9 +100,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         meter = Meter(args.tasks)
         extra: dict[str, Any] = {}
         if mode == "upscale":
-
-            async def call() -> None:
-                await client.upscale(image, **task_options)
+            # The call itself, not a coroutine of the harness's around it: a caller awaits
+            # client.upscale(...) directly.
+            call = functools.partial(client.upscale, image, **task_options)
 
             meter.start()
             await run_pool(meter, args.window, args.rate, call)
