@@ -129,6 +129,22 @@ def test_one_latency_comes_back_as_every_percentile_within_two_and_a_half_percen
     assert math.isclose(summary.p50, seconds, rel_tol=0.026)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([0.0, 0.0004, 0.001, 0.00105, 0.0021, 0.5, 3.0]), max_size=60))
+def test_a_batch_of_results_counts_each_latency_in_its_own_bucket(offsets):
+    """tasks_succeeded reuses the bucket of a latency equal to the one before it: runs of
+    equal latencies and changes between them land exactly as one record() a task would."""
+    clock = FakeClock()
+    batch, single = Metrics(clock=clock), LatencyHistogram(clock=clock)
+    keys = [f"k{i}" for i in range(len(offsets))]
+    for key, offset in zip(keys, offsets, strict=True):
+        batch.task_submitted(key, clock.now - offset)
+        single.record(offset, clock.now)
+    batch.tasks_succeeded(keys, clock.now)
+    assert batch.succeeded == len(keys)
+    assert batch.latency.counts_at(clock.now) == single.counts_at(clock.now)
+
+
 def test_latencies_outside_the_buckets_are_clamped_not_lost():
     histogram = LatencyHistogram(clock=FakeClock())
     histogram.record(-1.0)

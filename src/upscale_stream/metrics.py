@@ -365,10 +365,18 @@ class Metrics:
         self.succeeded += len(keys)
         counts = self.latency.counts_at(now)
         pop = self._started.pop
+        # bucket() in line, and only when the latency differs from the one before: tasks
+        # submitted in one loop turn and answered in one frame share it, often (the event
+        # loop's clock may be cached per turn, as uvloop's is), and the bisect's float
+        # compares cost ~1.4k instructions where the test costs ~0.1k.
+        last, index = -1.0, 0
         for key in keys:
             begun = pop(key, None)
             if begun is not None:
-                counts[_bisect_left(LATENCY_BOUNDS, now - begun)] += 1  # bucket(), in line
+                latency = now - begun
+                if latency != last:
+                    last, index = latency, _bisect_left(LATENCY_BOUNDS, latency)
+                counts[index] += 1
 
     def task_forgotten(self, key: str) -> None:
         """The caller cancelled the task ``key``: it is neither a success nor a failure."""
