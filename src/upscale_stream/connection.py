@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import random
 import ssl as ssl_module
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -123,6 +124,14 @@ class Connection:
         self._ssl = ssl_context
         self._rng = rng or random.Random()
         self._loop = asyncio.get_running_loop()
+        # The loop's clock, read once per task: asyncio's own BaseEventLoop.time() is
+        # time.monotonic() behind a Python frame, so that is called directly unless the loop
+        # has a clock of its own (uvloop's, a test's).
+        self._clock: Callable[[], float] = (
+            time.monotonic
+            if getattr(self._loop.time, "__func__", None) is asyncio.BaseEventLoop.time
+            else self._loop.time
+        )
         self.loop = self._loop
         """The event loop this connection runs on (callers make their futures with it:
         ``asyncio.get_running_loop()`` costs a ``getpid()`` system call per call on Linux)."""
@@ -292,7 +301,7 @@ class Connection:
         """
         if not self._usable:
             self._check_usable()
-        now = self._loop.time()
+        now = self._clock()
         self.session.submit(task_uuid, payload, now, is_async, timeout, job)
         self._waiters[task_uuid] = waiter
         self.metrics.task_submitted(task_uuid, now, model)
@@ -324,7 +333,7 @@ class Connection:
         """
         if not self._usable:
             self._check_usable()
-        now = self._loop.time()
+        now = self._clock()
         submit = self.session.submit
         waiters = self._waiters
         refused: list[tuple[str, UpscaleError]] = []
@@ -526,7 +535,7 @@ class Connection:
         writer = asyncio.create_task(self._write_loop(ws), name="upscale-stream-writer")
         received = self.metrics.frame_received  # bound once: this loop runs once per frame
         process = self._process
-        clock = loop.time
+        clock = self._clock
         recv = ws.recv
         # A burst of buffered frames is read without the loop ever getting back to the callers
         # the results woke: recv() returns at once while frames are queued. So the reader steps
@@ -538,8 +547,9 @@ class Connection:
             while True:
                 message = await recv(decode=False)
                 received(len(message))
-                session.receive_text(message, clock())  # looked up each time: tests patch it
-                freed += process()
+                now = clock()
+                session.receive_text(message, now)  # looked up each time: tests patch it
+                freed += process(now)
                 frames += 1
                 if freed >= refill or frames >= 64:
                     freed = frames = 0
@@ -563,13 +573,12 @@ class Connection:
         metrics = self.metrics
         wake = self._wake_writer
         session = self.session
-        loop = self._loop
         while True:
             await wake.wait()
             wake.clear()
             self._writer_woken = False
             try:
-                frames = session.data_to_send(loop.time())
+                frames = session.data_to_send(self._clock())
             except Exception as exc:
                 self._fail_safe(exc)
                 return
@@ -592,14 +601,14 @@ class Connection:
 
     # -- events ----------------------------------------------------------------------------------
 
-    def _process(self) -> int:
-        """Act on the core's events; returns how many tasks ended with a result."""
+    def _process(self, now: float) -> int:
+        """Act on the core's events (of the input or timer call made at ``now``: one clock
+        read for the whole batch); returns how many tasks ended with a result."""
         waiters = self._waiters
         window = self.window
         attempts = self._attempts
         task_result = TaskResult
         future = _Future
-        now = self._loop.time()  # one clock read for the whole batch of events
         answered: list[str] = []  # keys of the results: one metrics call for the batch
         grew = False  # the window grew (on_success is the one thing that grows it)
         for event in self.session.events_received():
@@ -811,8 +820,9 @@ class Connection:
         if self._fatal is not None or self._closing:
             return
         try:
-            self.session.handle_timer(self._loop.time())
-            self._process()
+            now = self._loop.time()
+            self.session.handle_timer(now)
+            self._process(now)
         except Exception as exc:
             self._fail_safe(exc)
 

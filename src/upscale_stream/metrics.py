@@ -363,7 +363,11 @@ class Metrics:
                 self.task_resolved(key, None, now)
             return
         self.succeeded += len(keys)
-        counts = self.latency.counts_at(now)
+        histogram = self.latency
+        if histogram._slot_start <= now < histogram._slot_end:  # counts_at(), in line
+            counts = histogram._current
+        else:
+            counts = histogram.counts_at(now)
         pop = self._started.pop
         # bucket() in line, and only when the latency differs from the one before: tasks
         # submitted in one loop turn and answered in one frame share it, often (the event
