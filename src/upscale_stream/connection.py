@@ -157,7 +157,9 @@ class Connection:
         self._fatal: UpscaleError | None = None
         self._closing = False
         self._draining = False
-        self._usable = True  # none of _closing, _draining, _fatal (one test per task)
+        self.usable = True
+        """Whether the connection takes tasks now: none of closing, draining, failed (one
+        test per task; :meth:`acquire` and :meth:`submit` raise why when it is not)."""
         self._backoff = ReconnectBackoff(retry, self._rng)
         self._authenticated_at: float | None = None
         self._proven = True  # no connection to prove yet
@@ -212,7 +214,7 @@ class Connection:
         if self._closing:
             return
         self._draining = True
-        self._usable = False
+        self.usable = False
         drain_timed_out = False
         if self._waiters and not cancel and self._fatal is None:
             self._drained = self._loop.create_future()
@@ -221,7 +223,7 @@ class Connection:
             except TimeoutError:
                 drain_timed_out = True
         self._closing = True
-        self._usable = False
+        self.usable = False
         pending = list(self._waiters)
         self.session.close()
         reason = (
@@ -264,7 +266,7 @@ class Connection:
         Raises:
             ClientClosed: the connection is closed.
         """
-        if not self._usable:
+        if not self.usable:
             self._check_usable()
         return self._slots.try_acquire()
 
@@ -299,7 +301,7 @@ class Connection:
             InternalError: the core failed earlier.
             DuplicateTaskUUID: a live task already has this taskUUID.
         """
-        if not self._usable:
+        if not self.usable:
             self._check_usable()
         now = self._clock()
         self.session.submit(task_uuid, payload, now, is_async, timeout, job)
@@ -331,7 +333,7 @@ class Connection:
             ClientClosed: the connection is closed (no task was queued).
             InternalError: the core failed earlier (no task was queued).
         """
-        if not self._usable:
+        if not self.usable:
             self._check_usable()
         now = self._clock()
         submit = self.session.submit
@@ -749,7 +751,7 @@ class Connection:
         if self._fatal is not None:
             return
         self._fatal = error
-        self._usable = False
+        self.usable = False
         if self._auth_waiter is not None and not self._auth_waiter.done():
             self._auth_waiter.set_exception(error)
         never_sent: set[str] = set()

@@ -170,6 +170,7 @@ class Stream(Generic[S]):
         preparing: set[asyncio.Task[None]] = set()
         self._preparing = preparing
         connection = self._connection
+        try_acquire = connection.slots.try_acquire  # in line below: once per input
         window = self._window
         has_job = self._job is not None
         # Image UUIDs (no job) are submitted in batches of up to _BATCH: one connection call,
@@ -200,10 +201,10 @@ class Stream(Generic[S]):
                     while self._slots >= window:
                         self._room = self._loop.create_future()
                         await self._room  # an outcome was yielded: one of our slots is free
-                if not connection.try_acquire():
+                if not (connection.usable and try_acquire()):  # connection.try_acquire()
                     if batch:
                         self._submit_batch(batch)
-                    await connection.acquire()
+                    await connection.acquire()  # (raises why the connection takes no tasks)
                 self._slots += 1
                 if not has_job and (ready := image_uuid(image)) is not None:
                     add((count, image, ready))  # nothing to prepare
