@@ -18,7 +18,10 @@ rounds that alternate the contenders (floor, A, B, floor, A, B, ...), each run a
 the run with the median throughput is kept, and the report's paired ratios compare runs of the
 same round. Before the bytes-path scenarios the harness also measures this machine's memcpy and
 base64 speed on one core (``report.bytes_speed``), the ceiling the bytes path is read against.
-The output directory receives ``results.json`` (every record), ``RESULTS.md`` and
+A full run (no ``--quick``, ``--tasks``, ``--only`` or ``--contenders``) ends with the
+instructions per task of the main shapes under callgrind (``benchmarks.icount``, about two
+minutes; skipped without valgrind or with ``--no-icount``): the figure the machine's load does
+not move. The output directory receives ``results.json`` (every record), ``RESULTS.md`` and
 ``chart.png`` (see ``benchmarks.report``).
 """
 
@@ -39,7 +42,7 @@ from typing import Any
 
 import orjson
 
-from benchmarks import report
+from benchmarks import icount, report
 from benchmarks.noise_png import write_bytes_inputs, write_noise_png
 from benchmarks.scenarios import CONTENDERS, FLOOR, SCENARIOS, Contender, Scenario
 
@@ -485,6 +488,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--out-dir", type=Path, help="default benchmarks/ (quick: benchmarks/out/quick)"
     )
     parser.add_argument("--no-chart", action="store_true", help="skip chart.png")
+    parser.add_argument(
+        "--no-icount",
+        action="store_true",
+        help="skip the instruction counts (callgrind; only in a full run, where valgrind is)",
+    )
     parser.add_argument("--list", action="store_true", help="list scenarios and contenders, exit")
     parser.add_argument(
         "--report-only", type=Path, metavar="RESULTS_JSON", help="rewrite the report from a run"
@@ -539,6 +547,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     if any(s.bytes_path is not None for s in scenarios):
         run["machine"]["bytes_speed"] = report.bytes_speed()
+    partial = args.quick or args.tasks or args.only or args.contenders
+    if not partial and not args.no_icount and icount.available():
+        log("== instructions per task (callgrind, over a real socket)")
+        run["instructions"] = icount.count_shapes()
     (out_dir / "results.json").write_bytes(orjson.dumps(run, option=orjson.OPT_INDENT_2))
     write_outputs(out_dir, run, chart=not args.no_chart)
     return 0

@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from .profile_client import spawned_stub
 
@@ -45,13 +46,13 @@ def main() -> None:
     parser.add_argument("--inproc", choices=("upscale", "many", "floor"), help="in one process")
     parser.add_argument("extra", nargs="*", help="more contender arguments (after --)")
     args = parser.parse_args()
-    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+    if not available():
         raise SystemExit("needs valgrind and callgrind_control (apt-get install valgrind)")
     sizes = ["--tasks", str(args.tasks), "--window", str(args.window), "--batch", str(args.batch)]
     loop = ["--uvloop"] if args.uvloop else []
     if args.inproc:
         script = ["-m", "benchmarks.inproc", "--mode", args.inproc, "--group", str(args.group)]
-        count = _callgrind([*script, *sizes, "--reps", "1", *loop], args.src, "benchmarks.inproc")
+        count = callgrind([*script, *sizes, "--reps", "1", *loop], args.src, "benchmarks.inproc")
         print(
             f"inproc {args.inproc} group {args.group}: {count / args.tasks:,.0f} "
             f"instructions per task, the fake socket's own work included ({args.src})"
@@ -60,14 +61,58 @@ def main() -> None:
     with spawned_stub(args.group) as url:
         script = [str(HERE / "contenders" / args.contender), "--url", url]
         extra = ["--delivery", "sync", *loop, *args.extra]
-        count = _callgrind([*script, *sizes, *extra], args.src, "the contender")
+        count = callgrind([*script, *sizes, *extra], args.src, "the contender")
     print(
         f"{args.contender} {' '.join(args.extra)} group {args.group}: "
         f"{count / args.tasks:,.0f} instructions per task ({args.src})"
     )
 
 
-def _callgrind(arguments: list[str], src: Path, what: str) -> int:
+# The shapes RESULTS.md counts: (label, contender, extra arguments, results per frame, uvloop).
+SHAPES: tuple[tuple[str, str, tuple[str, ...], int, bool], ...] = (
+    ("raw floor", "raw_floor.py", (), 50, False),
+    ("raw floor + uvloop", "raw_floor.py", (), 50, True),
+    ("upscale()", "upscale_stream_client.py", ("--api", "upscale"), 50, False),
+    ("upscale() + uvloop", "upscale_stream_client.py", ("--api", "upscale"), 50, True),
+    ("upscale_many", "upscale_stream_client.py", ("--api", "many"), 50, False),
+    ("upscale_many + uvloop", "upscale_stream_client.py", ("--api", "many"), 50, True),
+    ("raw floor + uvloop", "raw_floor.py", (), 1, True),
+    ("upscale() + uvloop", "upscale_stream_client.py", ("--api", "upscale"), 1, True),
+    ("upscale_many + uvloop", "upscale_stream_client.py", ("--api", "many"), 1, True),
+)
+
+
+def available() -> bool:
+    """Whether valgrind and callgrind_control are installed."""
+    return shutil.which("valgrind") is not None and shutil.which("callgrind_control") is not None
+
+
+def count_shapes(tasks: int = 4000, window: int = 500, batch: int = 50) -> list[dict[str, Any]]:
+    """Instructions per task over a real socket for every shape of :data:`SHAPES` (one stub per
+    frame size, the client under callgrind): the rows of RESULTS.md's instruction table."""
+    sizes = ["--tasks", str(tasks), "--window", str(window), "--batch", str(batch)]
+    rows: list[dict[str, Any]] = []
+    for group in sorted({shape[3] for shape in SHAPES}, reverse=True):
+        with spawned_stub(group) as url:
+            for label, contender, extra, shape_group, uvloop in SHAPES:
+                if shape_group != group:
+                    continue
+                script = [str(HERE / "contenders" / contender), "--url", url]
+                loop = ["--uvloop"] if uvloop else []
+                arguments = [*script, *sizes, "--delivery", "sync", *loop, *extra]
+                count = callgrind(arguments, HERE.parent / "src", label)
+                rows.append(
+                    {
+                        "label": label,
+                        "group": group,
+                        "uvloop": uvloop,
+                        "instructions_per_task": round(count / tasks),
+                    }
+                )
+    return rows
+
+
+def callgrind(arguments: list[str], src: Path, what: str) -> int:
     """Run ``python ARGUMENTS`` under callgrind with ``src`` first on its path; return the
     instructions its measured phase collected (it switches collection on and off itself)."""
     command = [

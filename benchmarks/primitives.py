@@ -23,15 +23,14 @@ import argparse
 import asyncio
 import bisect
 import os
-import re
-import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from .icount import available, callgrind
+
+SRC = Path(__file__).resolve().parent.parent / "src"
 CALLERS = 500
 
 
@@ -113,34 +112,8 @@ def child(what: str, loop: str, n: int, empty: bool) -> None:
 
 
 def _count(what: str, loop: str, n: int, empty: bool) -> int:
-    command = [
-        "valgrind",
-        "--tool=callgrind",
-        "--instr-atstart=no",
-        "--callgrind-out-file=/dev/null",
-        sys.executable,
-        "-m",
-        "benchmarks.primitives",
-        "--child",
-        what,
-        "--loop",
-        loop,
-        "--n",
-        str(n),
-    ]
-    if empty:
-        command.append("--empty")
-    env = dict(
-        os.environ,
-        UPSCALE_BENCH_ICOUNT="1",
-        PYTHONHASHSEED="0",
-        PYTHONPATH=os.pathsep.join([str(HERE.parent / "src"), str(HERE.parent)]),
-    )
-    run = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    found = re.search(r"Collected : (\d+)", run.stderr)
-    if run.returncode != 0 or found is None:
-        raise SystemExit(f"{what} on {loop} failed (exit {run.returncode}):\n{run.stderr[-2000:]}")
-    return int(found[1])
+    arguments = ["-m", "benchmarks.primitives", "--child", what, "--loop", loop, "--n", str(n)]
+    return callgrind([*arguments, *(["--empty"] if empty else [])], SRC, f"{what} on {loop}")
 
 
 def main() -> None:
@@ -156,7 +129,7 @@ def main() -> None:
     if args.child:
         child(args.child, args.loop, args.n, args.empty)
         return
-    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+    if not available():
         raise SystemExit("needs valgrind and callgrind_control (apt-get install valgrind)")
     for what in args.what.split(","):
         loops = ("asyncio", "uvloop") if what in ("wakeup", "future") else ("asyncio",)

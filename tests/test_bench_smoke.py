@@ -249,3 +249,24 @@ def test_upscale_many_contender_reports_latency_from_due_times_when_paced(
     assert_complete(line)
     assert line["wall_s"] >= (TASKS - 1) / 4000
     assert line["lat_p50_ms"] >= 5.0  # the stub's latency, counted from each due time
+
+
+def test_the_report_shows_each_instruction_count_against_its_own_floor() -> None:
+    from benchmarks.report import instruction_lines
+
+    def row(label: str, group: int, uvloop: bool, count: int) -> dict[str, Any]:
+        return {"label": label, "group": group, "uvloop": uvloop, "instructions_per_task": count}
+
+    rows = [
+        row("raw floor + uvloop", 50, True, 40000),
+        row("upscale() + uvloop", 50, True, 50000),
+        row("raw floor + uvloop", 1, True, 80000),
+        row("upscale() + uvloop", 1, True, 96000),
+        row("upscale()", 50, False, 60000),
+    ]
+    lines = instruction_lines({"instructions": rows})
+    assert "## Instructions per task (callgrind)" in lines
+    assert "| upscale() + uvloop | 50 | 50,000 | 1.25x |" in lines
+    assert "| upscale() + uvloop | 1 | 96,000 | 1.20x |" in lines
+    assert "| upscale() | 50 | 60,000 | - |" in lines  # no asyncio floor counted: no ratio
+    assert instruction_lines({}) == []
