@@ -17,7 +17,7 @@ from PIL import Image
 from upscale_stream import UpscaleClient
 from upscale_stream import streaming as streaming_module
 from upscale_stream.connection import Connection
-from upscale_stream.errors import DuplicateTaskUUID
+from upscale_stream.errors import ClientClosed, DuplicateTaskUUID
 from upscale_stream.server import ReferenceServer, ServerConfig
 
 KEY = "batch-test-key"
@@ -118,3 +118,33 @@ async def test_inputs_read_before_the_iterable_failed_still_run(server: Referenc
                     outcomes.append(outcome)
     assert sorted(o.index for o in outcomes) == list(range(5))
     assert all(o.ok for o in outcomes)
+
+
+async def test_a_stream_stops_reading_its_inputs_once_the_client_closes(
+    server: ReferenceServer,
+) -> None:
+    """Closing the client while a stream runs (window slots still free) ends the stream with
+    ClientClosed after the outcomes of the inputs already read; it does not go on reading a
+    long input source only to refuse every input."""
+    read = 0
+    outcomes: list[Any] = []
+    async with UpscaleClient(api_key=KEY, url=server.url, max_in_flight=500) as client:
+        image = await _stored_image(client)
+
+        async def inputs() -> AsyncIterator[str]:
+            nonlocal read
+            for _ in range(100_000):
+                read += 1
+                yield image
+                await asyncio.sleep(0)  # a lazy source: lets the loop run between inputs
+
+        closing: asyncio.Task[None] | None = None
+        with pytest.raises(ClientClosed):
+            async for outcome in client.upscale_many(inputs()):
+                outcomes.append(outcome)
+                if closing is None:
+                    closing = asyncio.create_task(client.close())
+        assert closing is not None
+        await closing
+    assert outcomes and all(o.error is None or isinstance(o.error, ClientClosed) for o in outcomes)
+    assert read < 2_000, read
