@@ -140,10 +140,11 @@ async def test_a_stream_stops_reading_its_inputs_once_the_client_closes(
 
         closing: asyncio.Task[None] | None = None
         with pytest.raises(ClientClosed):
-            async for outcome in client.upscale_many(inputs()):
-                outcomes.append(outcome)
-                if closing is None:
-                    closing = asyncio.create_task(client.close())
+            async with asyncio.timeout(30):
+                async for outcome in client.upscale_many(inputs()):
+                    outcomes.append(outcome)
+                    if closing is None:
+                        closing = asyncio.create_task(client.close())
         assert closing is not None
         await closing
     assert outcomes and all(o.error is None or isinstance(o.error, ClientClosed) for o in outcomes)

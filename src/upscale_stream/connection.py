@@ -140,8 +140,9 @@ class Connection:
         self.window = Window(session.limits.max_in_flight)
         """The adaptive in-flight window; ``window.size`` is the current limit."""
         self._slots = self.slots = InFlightWindow(self.window, self._loop)
-        """The window's slots. ``slots.try_acquire()`` is the fast path of :meth:`try_acquire`
-        (no check that the connection is usable: :meth:`submit` makes it anyway)."""
+        """The window's slots. ``slots.try_acquire()`` takes a free one without a coroutine,
+        the fast path of :meth:`acquire` (it does not test :attr:`usable`: :meth:`submit`
+        does, and a caller that must stop at once on a closed connection tests it first)."""
         self.release: Callable[[], None] = self._slots.release
         """Give back one slot taken with :meth:`acquire` (the window's own method: no extra call
         per task)."""
@@ -256,19 +257,6 @@ class Connection:
         """
         self._check_usable()
         await self._slots.acquire()
-
-    def try_acquire(self) -> bool:
-        """Take one slot if one is free now, without a coroutine (the common case).
-
-        Returns:
-            Whether a slot was taken; if not, await :meth:`acquire`.
-
-        Raises:
-            ClientClosed: the connection is closed.
-        """
-        if not self.usable:
-            self._check_usable()
-        return self._slots.try_acquire()
 
     @property
     def slots_used(self) -> int:
@@ -822,7 +810,7 @@ class Connection:
         if self._fatal is not None or self._closing:
             return
         try:
-            now = self._loop.time()
+            now = self._clock()
             self.session.handle_timer(now)
             self._process(now)
         except Exception as exc:

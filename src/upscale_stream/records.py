@@ -167,19 +167,18 @@ class Deadlines:
             assert task.deadline is not None
             self._other.discard(task.key, task.deadline)
 
-    def _head(self) -> TaskRecord | None:
-        """The live task with the default timeout submitted first (the earliest due)."""
-        if self.default is None or len(self._tasks) == self.scheduled:
-            return None
-        for task in self._tasks.values():  # passes at most `scheduled` records
-            if not task.scheduled:
-                return task
-        return None  # unreachable while the count is right
+    def _defaults(self) -> bool:
+        """Whether the table holds a task with the default timeout."""
+        return self.default is not None and len(self._tasks) > self.scheduled
 
     def next_time(self) -> float | None:
         """The earliest live deadline, or ``None``."""
-        head = self._head()
-        first = None if head is None else head.deadline
+        first = None
+        if self._defaults():
+            for task in self._tasks.values():  # passes at most `scheduled` records
+                if not task.scheduled:
+                    first = task.deadline
+                    break
         other = self._other.next_time()
         if first is None or (other is not None and other < first):
             return other
@@ -189,7 +188,7 @@ class Deadlines:
         """Keys of the live tasks whose deadline is at or before ``now`` (the core ends them
         before it asks again)."""
         due: list[str] = []
-        if self._head() is not None:
+        if self._defaults():
             for task in self._tasks.values():
                 if task.scheduled:
                     continue

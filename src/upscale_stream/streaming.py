@@ -201,7 +201,7 @@ class Stream(Generic[S]):
                     while self._slots >= window:
                         self._room = self._loop.create_future()
                         await self._room  # an outcome was yielded: one of our slots is free
-                if not (connection.usable and try_acquire()):  # connection.try_acquire()
+                if not (connection.usable and try_acquire()):  # stop at once when closed
                     if batch:
                         self._submit_batch(batch)
                     await connection.acquire()  # (raises why the connection takes no tasks)
