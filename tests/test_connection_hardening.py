@@ -33,6 +33,7 @@ from upscale_stream import (
     Timeouts,
     UpscaleClient,
     UpscaleTimeout,
+    protocol,
 )
 from upscale_stream.server import ReferenceServer, ServerConfig
 
@@ -284,17 +285,16 @@ async def test_a_caller_waiting_for_a_window_slot_gets_client_closed(
 
 
 async def test_a_bug_in_the_core_fails_every_pending_call_with_one_error_and_never_reconnects(
-    server: ReferenceServer,
+    server: ReferenceServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server.faults.result_delay = 0.5
     async with client_for(server) as client:
         assert client._connection is not None
-        session = client._connection.session
 
-        def buggy(task: Any) -> None:  # ends every task, on the typed and the JSON path alike
+        def buggy(*args: Any) -> None:  # every result's event, on the typed and the JSON path
             raise ZeroDivisionError("a bug in the core")
 
-        session._forget = buggy  # type: ignore[method-assign]
+        monkeypatch.setattr(protocol, "TaskResult", buggy)
         outcomes = await asyncio.gather(
             *(client.upscale(image) for image in INPUTS[:5]), return_exceptions=True
         )

@@ -14,6 +14,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from upscale_stream.errors import APIError, ClientClosed, ConnectionLost, UpscaleTimeout
+from upscale_stream.events import TaskResult
 from upscale_stream.metrics import (
     LATENCY_BOUNDS,
     LatencyHistogram,
@@ -22,6 +23,9 @@ from upscale_stream.metrics import (
     Stats,
     error_code,
 )
+from upscale_stream.results import decode_result
+
+RESULT = decode_result({"taskType": "upscale", "taskUUID": "k", "imageURL": "http://127.0.0.1/a"})
 
 
 class FakeClock:
@@ -59,10 +63,10 @@ def test_every_counter_lands_in_its_own_field():
         queued=9, in_flight=8, window=64, retried=2, resent=3, replayed=4, fetched=6
     )
     for key in "abcde":
-        metrics.task_submitted(key, 10.0)
-    metrics.task_resolved("a", None, 10.2)
-    metrics.task_resolved("b", UpscaleTimeout("task", seconds=1), 10.5)
-    metrics.task_resolved("c", APIError("invalidApiKey", "no"), 10.3)
+        metrics.task_submitted(key)
+    metrics.task_resolved("a", None, 10.2, 10.0)
+    metrics.task_resolved("b", UpscaleTimeout("task", seconds=1), 10.5, 10.0)
+    metrics.task_resolved("c", APIError("invalidApiKey", "no"), 10.3, 10.0)
     metrics.task_forgotten("d")
     metrics.frame_sent(100)
     metrics.frame_sent(50)
@@ -96,7 +100,7 @@ def test_every_counter_lands_in_its_own_field():
     }
     assert stats.latency.p50 == pytest.approx(0.3, rel=0.03)
     assert stats.latency.p99 == pytest.approx(0.5, rel=0.03)
-    assert metrics._started == {"e": 10.0}  # only the live task is remembered
+    assert metrics._models == {}  # nothing kept per task (the core holds the submit time)
 
 
 def test_a_failure_is_counted_under_the_servers_code_or_a_local_one():
@@ -136,12 +140,13 @@ def test_a_batch_of_results_counts_each_latency_in_its_own_bucket(offsets):
     equal latencies and changes between them land exactly as one record() a task would."""
     clock = FakeClock()
     batch, single = Metrics(clock=clock), LatencyHistogram(clock=clock)
-    keys = [f"k{i}" for i in range(len(offsets))]
-    for key, offset in zip(keys, offsets, strict=True):
-        batch.task_submitted(key, clock.now - offset)
+    results = []
+    for i, offset in enumerate(offsets):
+        batch.task_submitted(f"k{i}")
+        results.append(TaskResult(f"k{i}", RESULT, clock.now - offset))
         single.record(offset, clock.now)
-    batch.tasks_succeeded(keys, clock.now)
-    assert batch.succeeded == len(keys)
+    batch.tasks_succeeded(results, clock.now)
+    assert batch.succeeded == len(results)
     assert batch.latency.counts_at(clock.now) == single.counts_at(clock.now)
 
 
@@ -212,10 +217,10 @@ def test_opentelemetry_gets_counters_and_a_duration_histogram_in_seconds(otel):
     metrics = Metrics()
     metrics.live = lambda: Live(in_flight=3, window=64, resent=1, fetched=2)
     metrics.export_to(provider)
-    metrics.task_submitted("a", 0.0, "runware:503@1")
-    metrics.task_submitted("b", 0.0, "runware:501@1")
-    metrics.task_resolved("a", None, 0.25)
-    metrics.task_resolved("b", APIError("invalidUpscaleFactor", "x2 only"), 0.05)
+    metrics.task_submitted("a", "runware:503@1")
+    metrics.task_submitted("b", "runware:501@1")
+    metrics.task_resolved("a", None, 0.25, 0.0)
+    metrics.task_resolved("b", APIError("invalidUpscaleFactor", "x2 only"), 0.05, 0.0)
     metrics.frame_sent(120)
     metrics.frame_received(80)
     metrics.reconnected()
@@ -266,7 +271,7 @@ def test_no_attribute_can_carry_a_key_a_url_or_image_data(otel):
         f"bad code with {secret}",
     ]
     for value in bad_values:
-        metrics.task_submitted(value, 0.0, value)
+        metrics.task_submitted(value, value)
         metrics.task_failed(value, 0.1, value)
     for _metric, points in _collect(reader).values():
         for point in points:
@@ -288,8 +293,8 @@ def test_without_the_otel_extra_the_error_names_it(monkeypatch):
 def test_without_an_sdk_the_bridge_is_a_harmless_no_op():
     metrics = Metrics()
     metrics.export_to()  # the global provider: a no-op one unless an app configured an SDK
-    metrics.task_submitted("a", 0.0, "runware:503@1")
-    metrics.task_resolved("a", None, 0.1)
+    metrics.task_submitted("a", "runware:503@1")
+    metrics.task_resolved("a", None, 0.1, 0.0)
     metrics.frame_sent(10)
     assert metrics.snapshot().succeeded == 1
 

@@ -196,6 +196,26 @@ def test_a_template_encodes_exactly_what_the_model_serialises(quality: int, fmt:
     assert template.encode(task_uuid, 'a "quoted" \\ image') == expected
 
 
+@given(
+    st.uuids().map(str),
+    st.sampled_from(["JPG", "PNG", "WEBP"]),
+    st.text(max_size=12),
+    st.booleans(),
+)
+def test_a_template_encodes_an_image_uuid_input_the_same_both_ways(
+    image: str, fmt: str, note: str, upper: bool
+) -> None:
+    """The image-UUID shortcut builds one string; any option text (quotes, escapes, non-ASCII)
+    must still come out byte for byte as the general encoder and the model have it."""
+    image = image.upper() if upper else image
+    task_uuid = new_task_uuid()
+    options: dict[str, Any] = {"output_format": fmt, "settings": {"prompt": note}}
+    template = TaskTemplate(model=CLARITY, **options)
+    expected = UpscaleTask(task_uuid=task_uuid, input_image=image, model=CLARITY, **options)
+    assert template.encode_image_uuid(task_uuid, image) == expected.to_json()
+    assert template.encode_image_uuid(task_uuid, image) == template.encode(task_uuid, image)
+
+
 def test_a_template_validates_its_options_once_up_front() -> None:
     with pytest.raises(InvalidTask):
         TaskTemplate(model=CCSR, upscale_factor=4)

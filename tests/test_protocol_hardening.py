@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
+from upscale_stream import protocol
 from upscale_stream.config import Heartbeat, TaskRetry
 from upscale_stream.errors import APIError, InternalError, InvalidResult
 from upscale_stream.jobs import JobTask
@@ -275,7 +276,7 @@ def test_an_unexpected_exception_moves_the_core_to_error_and_it_refuses_every_la
     def broken(*args: Any) -> None:
         raise KeyError("half-updated")
 
-    monkeypatch.setattr(session, "_forget", broken)  # on every path that ends a task
+    monkeypatch.setattr(protocol, "decode_plain_frame", broken)  # the usual frame's first step
     with pytest.raises(InternalError) as info:
         session.receive_text(data(result_item(U1)), 0.1)
     assert isinstance(info.value.__cause__, KeyError)

@@ -297,8 +297,9 @@ class UpscaleClient:
             key = job.task_uuid(0)
         value = image_uuid(image)  # an image UUID needs no coroutine and no thread
         if value is None:
-            value = await input_value(image)
-        payload = template.encode(key, value)
+            payload = template.encode(key, await input_value(image))
+        else:
+            payload = template.encode_image_uuid(key, value)
         connection = self._connection
         if connection is None or self._closed:
             connection = self._require_connection()

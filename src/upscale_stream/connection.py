@@ -32,6 +32,7 @@ import contextlib
 import random
 import ssl as ssl_module
 import time
+import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -86,6 +87,7 @@ Waiter: TypeAlias = "TaskCallback | asyncio.Future[Any]"
 """Who hears of a task's end: a :data:`TaskCallback`, or a future that gets its result or
 error (if nobody has settled or cancelled it first)."""
 _Future = asyncio.Future
+_Method = types.MethodType  # upscale_many's callback (Stream._finished, bound): no isinstance
 
 
 class Connection:
@@ -226,6 +228,7 @@ class Connection:
         self._closing = True
         self.usable = False
         pending = list(self._waiters)
+        submitted = [self.session.submitted_at(key) for key in pending]
         self.session.close()
         reason = (
             f"the close drain ran out of time ({self._timeouts.close:g} s) before this task "
@@ -233,8 +236,9 @@ class Connection:
             if drain_timed_out
             else "the client was closed before this task finished"
         )
-        for key in pending:
-            self._resolve(key, None, ClientClosed(reason), self._attempts.get(key, 1))
+        for key, since in zip(pending, submitted, strict=True):
+            error = ClientClosed(reason)
+            self._resolve(key, None, error, self._attempts.get(key, 1), None, since)
         self._attempts.clear()
         self._slots.fail_waiters(ClientClosed("the client was closed while waiting for a slot"))
         self._cancel_timer()
@@ -294,7 +298,7 @@ class Connection:
         now = self._clock()
         self.session.submit(task_uuid, payload, now, is_async, timeout, job)
         self._waiters[task_uuid] = waiter
-        self.metrics.task_submitted(task_uuid, now, model)
+        self.metrics.task_submitted(task_uuid, model)
         if not self._writer_woken:  # one Event.set() per writer wake-up, not one per task
             self._writer_woken = True
             self._wake_writer.set()
@@ -324,20 +328,14 @@ class Connection:
         if not self.usable:
             self._check_usable()
         now = self._clock()
-        submit = self.session.submit
-        waiters = self._waiters
+        twice = self.session.submit_many(task_uuids, payloads, now, is_async, timeout)
         refused: list[tuple[str, UpscaleError]] = []
-        for task_uuid, payload in zip(task_uuids, payloads, strict=True):
-            try:
-                submit(task_uuid, payload, now, is_async, timeout)
-            except DuplicateTaskUUID as exc:
-                refused.append((task_uuid, exc))
-                continue
-            waiters[task_uuid] = waiter
-        if refused:
-            taken = {task_uuid for task_uuid, _ in refused}
-            task_uuids = [task_uuid for task_uuid in task_uuids if task_uuid not in taken]
-        self.metrics.tasks_submitted(task_uuids, now, model)
+        if twice:
+            refused = [(task_uuids[i], DuplicateTaskUUID(task_uuids[i])) for i in twice]
+            skip = set(twice)
+            task_uuids = [key for i, key in enumerate(task_uuids) if i not in skip]
+        self._waiters.update(dict.fromkeys(task_uuids, waiter))
+        self.metrics.tasks_submitted(task_uuids, model)
         if not self._writer_woken:
             self._writer_woken = True
             self._wake_writer.set()
@@ -372,12 +370,15 @@ class Connection:
         error: UpscaleError | None,
         attempts: int,
         now: float | None = None,
+        submitted: float | None = None,
     ) -> None:
-        """End the task ``key``: metrics, then its waiter (``now``: the caller's clock read)."""
+        """End the task ``key``: metrics, then its waiter (``now``: the caller's clock read;
+        ``submitted``: the task's submit time, as the core kept it)."""
         waiter = self._waiters.pop(key, None)
         if waiter is None:
             return
-        self.metrics.task_resolved(key, error, self._loop.time() if now is None else now)
+        when = self._clock() if now is None else now
+        self.metrics.task_resolved(key, error, when, submitted)
         if isinstance(waiter, _Future):
             self._settle(waiter, result, error)
             return
@@ -599,7 +600,7 @@ class Connection:
         attempts = self._attempts
         task_result = TaskResult
         future = _Future
-        answered: list[str] = []  # keys of the results: one metrics call for the batch
+        answered: list[TaskResult] = []  # one metrics call for the batch
         grew = False  # the window grew (on_success is the one thing that grows it)
         for event in self.session.events_received():
             if type(event) is task_result:
@@ -609,25 +610,27 @@ class Connection:
                 waiter = waiters.pop(key, None)
                 if waiter is None:
                     continue
-                answered.append(key)
+                answered.append(event)
                 tries = attempts.pop(key, 1) if attempts else 1  # for every waiter: no leak
                 if type(waiter) is future:
                     if not waiter.done():  # its caller may have given up already
                         waiter.set_result(event.result)
-                elif isinstance(waiter, future):
-                    self._settle(waiter, event.result, None)
-                else:
+                elif type(waiter) is _Method or not isinstance(waiter, future):  # a callback
                     try:
                         waiter(key, event.result, None, tries)
                     except Exception:
                         log.exception("task callback failed", task_uuid=key)
+                else:  # a Future subclass
+                    self._settle(waiter, event.result, None)
                 if window.limit < window.maximum:
                     window.on_success()
                     grew = True
             elif type(event) is TaskFailed:
                 if self._attempts:
                     self._attempts.pop(event.task_uuid, None)
-                self._resolve(event.task_uuid, None, event.error, event.attempts)
+                self._resolve(
+                    event.task_uuid, None, event.error, event.attempts, now, event.submitted
+                )
             else:
                 self._session_event(event)
         if answered:
@@ -747,6 +750,7 @@ class Connection:
             never_sent = {
                 uuid for uuid in self._waiters if self.session.state_of(uuid) is TaskState.QUEUED
             }
+        submitted = {uuid: self.session.submitted_at(uuid) for uuid in self._waiters}
         self.session.close()
         for uuid in list(self._waiters):
             if isinstance(error, ConnectionLost):
@@ -755,7 +759,8 @@ class Connection:
                 task_error.__cause__ = error.__cause__
             else:
                 task_error = error
-            self._resolve(uuid, None, task_error, self._attempts.get(uuid, 1))
+            attempts = self._attempts.get(uuid, 1)
+            self._resolve(uuid, None, task_error, attempts, None, submitted.get(uuid))
         self._attempts.clear()
         self._slots.fail_waiters(error)
         self._check_drained()

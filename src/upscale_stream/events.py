@@ -70,6 +70,7 @@ class TaskResult(msgspec.Struct, gc=False):
 
     task_uuid: str
     result: UpscaleResult
+    submitted: float = 0.0  # the submit time the core was given: the latency's start
 
 
 class TaskFailed(msgspec.Struct):
@@ -78,6 +79,7 @@ class TaskFailed(msgspec.Struct):
     task_uuid: str
     error: UpscaleError
     attempts: int = 1
+    submitted: float | None = None  # the submit time the core was given
 
 
 @dataclass(frozen=True, slots=True)

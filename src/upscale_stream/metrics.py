@@ -1,10 +1,11 @@
 """Client metrics: a cheap recorder, its frozen :class:`Stats` snapshot, and OpenTelemetry.
 
 The connection calls the recorder's ``task_*``, ``frame_*`` and ``reconnected`` methods on the
-hot path; each is O(1) and keeps nothing per task beyond a float (its submit time): counters
-are plain ints and latencies land in a fixed-bucket histogram (log-spaced buckets, from 1 ms
-to about 20 minutes, 5% apart, so a percentile is off by at most 2.5%). Percentiles cover a recent
-window only: the histogram is a ring of ``slots`` sub-histograms of ``slot_seconds`` each, and a
+hot path; each is O(1) and keeps nothing per task (the core's record holds a task's submit
+time, and the events that end the task bring it back): counters are plain ints and latencies
+land in a fixed-bucket histogram (log-spaced buckets, from 1 ms to about 20 minutes, 5% apart,
+so a percentile is off by at most 2.5%). Percentiles cover a recent window only: the histogram
+is a ring of ``slots`` sub-histograms of ``slot_seconds`` each, and a
 slot is cleared when the clock comes back to it.
 
 :meth:`Metrics.snapshot` freezes everything into a :class:`Stats` (``client.stats()``), with
@@ -45,12 +46,15 @@ import bisect
 import math
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import UpscaleError
+
+if TYPE_CHECKING:
+    from .events import TaskResult
 
 __all__ = [
     "LATENCY_BOUNDS",
@@ -289,8 +293,8 @@ class Metrics:
     """The recorder behind ``client.stats()``: plain counters and a latency histogram.
 
     One recorder per connection, used from its event loop only (no locks). Every method is
-    O(1); per live task it keeps one float (its submit time), plus its model's name while
-    OpenTelemetry is on.
+    O(1); it keeps nothing per live task (the submit time comes back with the task's end),
+    except its model's name while OpenTelemetry is on.
 
     Args:
         clock: Monotonic time source of the latency window (the event loop's).
@@ -317,74 +321,70 @@ class Metrics:
         self.latency = LatencyHistogram(slot_seconds=slot_seconds, slots=slots, clock=clock)
         self.live: Callable[[], Live] = Live
         """Where :meth:`snapshot` reads the figures others own (set by the connection)."""
-        self._started: dict[str, float] = {}
-        self._models: dict[str, str] = {}
+        self._models: dict[str, str] = {}  # a task's model, kept only for OpenTelemetry
         self._bridge: OpenTelemetryBridge | None = None
 
     # -- the hot path --------------------------------------------------------------------------
 
-    def task_submitted(self, key: str, now: float, model: str = "") -> None:
-        """The task ``key`` was handed to the connection at ``now``."""
+    def task_submitted(self, key: str, model: str = "") -> None:
+        """The task ``key`` was handed to the connection (the core keeps the time: the
+        events that end the task bring it back, for the latency)."""
         self.submitted += 1
-        self._started[key] = now
         if self._bridge is not None:
             self._models[key] = model
             self._bridge.submitted(1, model)
 
-    def tasks_submitted(self, keys: list[str], now: float, model: str = "") -> None:
+    def tasks_submitted(self, keys: list[str], model: str = "") -> None:
         """:meth:`task_submitted` for a batch of tasks, in one call."""
         if self._bridge is not None:
             for key in keys:
-                self.task_submitted(key, now, model)
+                self.task_submitted(key, model)
             return
         self.submitted += len(keys)
-        self._started.update(dict.fromkeys(keys, now))
 
-    def task_resolved(self, key: str, error: BaseException | None, now: float) -> None:
-        """The task ``key`` ended at ``now``: with a result when ``error`` is ``None``."""
-        started = self._started.pop(key, None)
+    def task_resolved(
+        self, key: str, error: BaseException | None, now: float, submitted: float | None = None
+    ) -> None:
+        """The task ``key``, submitted at ``submitted`` (``None``: unknown, no latency), ended
+        at ``now``: with a result when ``error`` is ``None``."""
+        latency = None if submitted is None else now - submitted
         if error is None and self._bridge is None:  # the common case, in one call
             self.succeeded += 1
-            if started is not None:
-                self.latency.record(now - started, now)
+            if latency is not None:
+                self.latency.record(latency, now)
             return
-        latency = None if started is None else now - started
         model = self._models.pop(key, "") if self._models else ""
         if error is None:
             self.task_succeeded(latency, model, now)
         else:
             self.task_failed(error_code(error), latency, model, now)
 
-    def tasks_succeeded(self, keys: list[str], now: float) -> None:
-        """The tasks ``keys`` (submitted with :meth:`task_submitted`) ended with a result at
+    def tasks_succeeded(self, results: Sequence[TaskResult], now: float) -> None:
+        """The tasks of ``results`` (each with its key and submit time) ended with a result at
         ``now``: :meth:`task_resolved`'s success case for a batch, in one call."""
         if self._bridge is not None:
-            for key in keys:
-                self.task_resolved(key, None, now)
+            for result in results:
+                self.task_resolved(result.task_uuid, None, now, result.submitted)
             return
-        self.succeeded += len(keys)
+        self.succeeded += len(results)
         histogram = self.latency
         if histogram._slot_start <= now < histogram._slot_end:  # counts_at(), in line
             counts = histogram._current
         else:
             counts = histogram.counts_at(now)
-        pop = self._started.pop
         # bucket() in line, and only when the latency differs from the one before: tasks
         # submitted in one loop turn and answered in one frame share it, often (the event
         # loop's clock may be cached per turn, as uvloop's is), and the bisect's float
         # compares cost ~1.4k instructions where the test costs ~0.1k.
         last, index = -1.0, 0
-        for key in keys:
-            begun = pop(key, None)
-            if begun is not None:
-                latency = now - begun
-                if latency != last:
-                    last, index = latency, _bisect_left(LATENCY_BOUNDS, latency)
-                counts[index] += 1
+        for result in results:
+            latency = now - result.submitted
+            if latency != last:
+                last, index = latency, _bisect_left(LATENCY_BOUNDS, latency)
+            counts[index] += 1
 
     def task_forgotten(self, key: str) -> None:
         """The caller cancelled the task ``key``: it is neither a success nor a failure."""
-        self._started.pop(key, None)
         if self._models:
             self._models.pop(key, None)
 

@@ -409,10 +409,19 @@ class TaskTemplate:
         InvalidTask: the options are invalid (same rules as :class:`UpscaleTask`).
     """
 
-    __slots__ = ("_suffix", "delivery_method", "is_async", "options", "wire_options")
+    __slots__ = (
+        "_suffix",
+        "_uuid_suffix",
+        "delivery_method",
+        "is_async",
+        "options",
+        "wire_options",
+    )
 
     _PREFIX = b'{"taskType":"upscale","taskUUID":"'
     _MIDDLE = b'","inputImage":'
+    _UUID_PREFIX = _PREFIX.decode()
+    _UUID_MIDDLE = _MIDDLE.decode() + '"'
 
     def __init__(self, **options: Any) -> None:
         if "task_uuid" in options or "taskUUID" in options:
@@ -426,6 +435,7 @@ class TaskTemplate:
         for key in ("taskType", "taskUUID", "inputImage"):
             del wire[key]
         self._suffix = b"," + orjson.dumps(wire)[1:]
+        self._uuid_suffix = '"' + self._suffix.decode()
         self.delivery_method = probe.delivery_method
         self.is_async = probe.delivery_method == "async"
         """Whether the tasks use ``deliveryMethod: "async"`` (ACK, then polling)."""
@@ -445,6 +455,13 @@ class TaskTemplate:
                 self._suffix,
             )
         )
+
+    def encode_image_uuid(self, task_uuid: str, image_uuid: str) -> bytes:
+        """:meth:`encode` for an image UUID input (one :func:`~upscale_stream.inputs.is_uuid`
+        accepted: ASCII hex digits and hyphens, nothing to escape), built as one string: a
+        third of ``encode``'s cost, once per task in bulk jobs."""
+        prefix, middle = self._UUID_PREFIX, self._UUID_MIDDLE
+        return f"{prefix}{task_uuid}{middle}{image_uuid}{self._uuid_suffix}".encode()
 
 
 class UpscaleResultModel(BaseModel):

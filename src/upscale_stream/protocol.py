@@ -293,7 +293,7 @@ class ClientSession(RecoveryRules):
             raise DuplicateTaskUUID(task_uuid)
         seconds = self._settings.task_timeout if timeout is None else timeout
         deadline = None if seconds is None else now + seconds
-        task = TaskRecord(task_uuid, task_uuid, payload, is_async, seconds, deadline, job)
+        task = TaskRecord(task_uuid, task_uuid, payload, is_async, seconds, deadline, now, job)
         tasks[task_uuid] = task
         self._queue.append(task)
         if deadline is not None:
@@ -303,6 +303,53 @@ class ClientSession(RecoveryRules):
                 self.deadline_version += 1
             elif len(tasks) == timeouts.scheduled + 1:  # the one default: see Deadlines
                 self.deadline_version += 1
+
+    def submit_many(
+        self,
+        task_uuids: list[str],
+        payloads: list[bytes],
+        now: float,
+        is_async: bool = False,
+        timeout: float | None = None,
+    ) -> list[int]:
+        """:meth:`submit` for several tasks (none of a job) queued at one time, with one
+        timeout: the same records, queue order and deadlines as one :meth:`submit` each, with
+        the per-call work (the phase test, the timeout's arithmetic) done once.
+
+        Returns:
+            The positions of the tasks refused because a live task (or an earlier one of this
+            batch) already has their taskUUID; every other task is queued, in order.
+        """
+        phase = self.phase
+        if phase is _CLOSED or phase is _ERROR:
+            self._check_open()
+        tasks = self._tasks
+        renamed = self._renamed
+        queue = self._queue.append
+        timeouts = self._timeouts
+        seconds = self._settings.task_timeout if timeout is None else timeout
+        deadline = None if seconds is None else now + seconds
+        own = deadline is not None and seconds != timeouts.default
+        # The one default-timeout task (see Deadlines) when none is live before this batch.
+        first_default = deadline is not None and not own and len(tasks) == timeouts.scheduled
+        refused: list[int] = []
+        for index, (task_uuid, payload) in enumerate(zip(task_uuids, payloads, strict=True)):
+            if task_uuid in tasks or (renamed and task_uuid in renamed):
+                refused.append(index)
+                continue
+            task = TaskRecord(task_uuid, task_uuid, payload, is_async, seconds, deadline, now)
+            tasks[task_uuid] = task
+            queue(task)
+            if own:
+                timeouts.add(task)  # a timeout of its own: it may be the earliest
+        if (own or first_default) and len(refused) < len(task_uuids):
+            self.deadline_version += 1
+        return refused
+
+    def submitted_at(self, task_uuid: str) -> float | None:
+        """When the live task ``task_uuid`` (its key) was submitted; ``None`` if not live."""
+        task = self._tasks.get(task_uuid)
+        return None if task is None else task.submitted
 
     def cancel(self, task_uuid: str) -> bool:
         """Forget a task (its caller gave up). A queued task is never sent; a late answer for a
@@ -384,9 +431,10 @@ class ClientSession(RecoveryRules):
                 self._receive_json(text, now, 0)
                 return
             # The usual frame, typed in one C call.
-            get = self._tasks.get
-            forget = self._forget
+            tasks = self._tasks
+            get = tasks.get
             ended = self._events.append
+            answered = 0  # tasks in flight that ended here: the wire count, once a frame
             for index, result in enumerate(results):
                 task_uuid = result.task_uuid
                 task = get(task_uuid)
@@ -402,12 +450,20 @@ class ClientSession(RecoveryRules):
                         or result.media_url
                     )
                 ):  # not a plain sync result of a live task: the general path, from here on
+                    self._on_wire -= answered
                     self._receive_json(text, now, index)
                     return
-                if task.state is not _IN_FLIGHT:
+                if task.state is _IN_FLIGHT:
+                    answered += 1
+                else:
                     self._count_late_result(task)
-                forget(task)
-                ended(TaskResult(task.key, result))
+                # _forget's common case in line (once per task): table, wire count, payload.
+                del tasks[task_uuid]
+                task.payload = b""
+                if task.scheduled or task.poll_at or task.retry_at or task.uuid is not task.key:
+                    self._forget_rest(task)
+                ended(TaskResult(task.key, result, task.submitted))
+            self._on_wire -= answered
         except BaseException as exc:
             raise self._broken(exc) from exc
 
@@ -721,7 +777,10 @@ class ClientSession(RecoveryRules):
         self.deadline_version += 1
 
     def _forget(self, task: TaskRecord) -> None:
-        """Drop an ended task: from the table, the wire count and whatever else holds it."""
+        """Drop an ended task: from the table, the wire count and whatever else holds it.
+
+        ``receive_text`` has this in line for a frame's plain results: change both together.
+        """
         if task.state is _IN_FLIGHT:
             self._on_wire -= 1
         del self._tasks[task.key]
@@ -743,7 +802,7 @@ class ClientSession(RecoveryRules):
 
     def _fail(self, task: TaskRecord, error: UpscaleError) -> None:
         self._forget(task)
-        self._events.append(TaskFailed(task.key, error, task.attempts))
+        self._events.append(TaskFailed(task.key, error, task.attempts, task.submitted))
 
     def _lookup(self, task_uuid: Any) -> TaskRecord | None:
         """The live task whose *current* taskUUID this is (a stale attempt's is not)."""
@@ -819,7 +878,7 @@ class ClientSession(RecoveryRules):
                 self._fail(task, InvalidResult(message, task_uuid=task.key))
             else:
                 self._forget(task)
-                self._events.append(TaskResult(task.key, result))
+                self._events.append(TaskResult(task.key, result, task.submitted))
         elif status == "success":
             # "success" with no image is not a result: the caller would only find out at
             # save() time. It fails its task now.

@@ -57,6 +57,7 @@ class TaskRecord(msgspec.Struct, eq=False, gc=False):
     is_async: bool
     timeout: float | None
     deadline: float | None
+    submitted: float = 0.0  # when it was handed over: its latency runs from here
     job: JobTask | None = None
     state: TaskState = TaskState.QUEUED
     resent: bool = False

@@ -73,7 +73,8 @@ class Outcome(msgspec.Struct, Generic[S]):
 
 def image_uuid(image: object) -> str | None:
     """``image`` itself when it is an image UUID (the bulk-job case: nothing to read, encode
-    or check beyond the UUID form), else ``None``. The one test of that fast path."""
+    or check beyond the UUID form), else ``None``. The test of that fast path (Stream.produce
+    has it in line, once per input)."""
     if type(image) is str and is_uuid(image):
         return image
     return None
@@ -206,8 +207,9 @@ class Stream(Generic[S]):
                         self._submit_batch(batch)
                     await connection.acquire()  # (raises why the connection takes no tasks)
                 self._slots += 1
-                if not has_job and (ready := image_uuid(image)) is not None:
-                    add((count, image, ready))  # nothing to prepare
+                # image_uuid() in line; `ready` narrows to str where `image` stays an S.
+                if not has_job and type(ready := image) is str and is_uuid(ready):
+                    add((count, image, ready))  # an image UUID: nothing to prepare
                     if len(batch) >= _BATCH:
                         self._submit_batch(batch)
                 elif needs_thread(image):
@@ -281,7 +283,7 @@ class Stream(Generic[S]):
         """Submit ``(index, image, image UUID)`` entries (no job) in one connection call, and
         empty ``batch``."""
         pending = self._pending
-        encode = self._template.encode
+        encode = self._template.encode_image_uuid
         keys: list[str] = []
         payloads: list[bytes] = []
         ready = self._ready
