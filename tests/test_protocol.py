@@ -467,6 +467,24 @@ def test_after_resume_replayed_results_arrive_and_only_the_rest_is_resent() -> N
     assert session.was_resent(U2)
 
 
+def test_a_replay_that_lands_after_its_task_was_queued_again_is_not_sent_twice() -> None:
+    """The send queue still holds the re-queued record when its replayed result ends it: the
+    record, out of the table, must not go out (the server would run the task again)."""
+    session = open_session(retry=Retry(resume_grace=1.0))
+    _drop_with_in_flight(session)
+    session.authenticate(KEY, 2.0)
+    session.data_to_send(2.0)
+    session.receive_text(
+        data({"taskType": "authentication", "connectionSessionUUID": SESSION}), 2.0
+    )
+    session.data_to_send(2.0)  # U3, never sent before
+    session.handle_timer(3.0)  # no replay in time: U1 and U2 are queued again
+    session.receive_text(data(result_item(U1)), 3.1)  # ...and then U1's replay arrives
+    assert [type(e) for e in session.events_received()] == [Authenticated, TaskResult]
+    resent = sent_items(session.data_to_send(3.1))
+    assert [i["taskUUID"] for i in resent] == [U2]
+
+
 def test_without_resume_unanswered_tasks_are_resent_at_once_with_the_same_uuid() -> None:
     session = open_session()
     _drop_with_in_flight(session)

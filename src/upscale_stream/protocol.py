@@ -459,6 +459,7 @@ class ClientSession(RecoveryRules):
                     self._count_late_result(task)
                 # _forget's common case in line (once per task): table, wire count, payload.
                 del tasks[task_uuid]
+                task.state = _ENDED
                 task.payload = b""
                 if task.scheduled or task.poll_at or task.retry_at or task.uuid is not task.key:
                     self._forget_rest(task)
@@ -721,12 +722,11 @@ class ClientSession(RecoveryRules):
         payloads: list[bytes] = []
         add = payloads.append
         take = queue.popleft
-        live = self._tasks.get
         sent = self.tasks_sent
         while queue:
             task = take()
-            if task.state is not queued or live(task.key) is not task:
-                continue  # cancelled or finished while queued
+            if task.state is not queued:
+                continue  # ended while queued (cancelled, timed out, answered by a replay)
             add(task.payload)
             task.state = in_flight
             sent += 1
@@ -784,6 +784,7 @@ class ClientSession(RecoveryRules):
         if task.state is _IN_FLIGHT:
             self._on_wire -= 1
         del self._tasks[task.key]
+        task.state = _ENDED  # the send queue skips it by this alone
         task.payload = b""  # the send queue may hold a cancelled record a while: not its input
         if task.scheduled or task.poll_at or task.retry_at or task.uuid is not task.key:
             self._forget_rest(task)  # not the common case: one test above for all four
@@ -989,6 +990,7 @@ class ClientSession(RecoveryRules):
 
 # Module constants: an enum attribute lookup costs ~90 ns, too much per task.
 _IN_FLIGHT = TaskState.IN_FLIGHT
+_ENDED = TaskState.ENDED
 _CLOSED = Phase.CLOSED
 _ERROR = Phase.ERROR
 

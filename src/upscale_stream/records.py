@@ -40,6 +40,7 @@ class TaskState(enum.Enum):
     AWAITING_REPLAY = "awaiting_replay"
     RECOVERING = "recovering"
     RETRY_WAIT = "retry_wait"
+    ENDED = "ended"  # out of the table; a queue may still hold the record, which skips it
 
 
 class TaskRecord(msgspec.Struct, eq=False, gc=False):
