@@ -447,7 +447,9 @@ def _drop_with_in_flight(session: ClientSession) -> None:
     assert plan.session_id == SESSION
 
 
-def test_after_resume_replayed_results_arrive_and_only_the_rest_is_resent() -> None:
+def _resumed_after_a_drop() -> ClientSession:
+    """Two tasks in flight and one queued when the socket drops; the session resumed at 2.0
+    with a replay grace of 1 s (nothing sent on the new socket yet)."""
     session = open_session(retry=Retry(resume_grace=1.0))
     _drop_with_in_flight(session)
     session.authenticate(KEY, 2.0)
@@ -455,6 +457,11 @@ def test_after_resume_replayed_results_arrive_and_only_the_rest_is_resent() -> N
     session.receive_text(
         data({"taskType": "authentication", "connectionSessionUUID": SESSION}), 2.0
     )
+    return session
+
+
+def test_after_resume_replayed_results_arrive_and_only_the_rest_is_resent() -> None:
+    session = _resumed_after_a_drop()
     assert session.events_received() == [Authenticated(SESSION, resumed=True)]
     # The unsent task goes at once; the in-flight ones wait for a replay.
     assert [i["taskUUID"] for i in sent_items(session.data_to_send(2.0))] == [U3]
@@ -470,13 +477,7 @@ def test_after_resume_replayed_results_arrive_and_only_the_rest_is_resent() -> N
 def test_a_replay_that_lands_after_its_task_was_queued_again_is_not_sent_twice() -> None:
     """The send queue still holds the re-queued record when its replayed result ends it: the
     record, out of the table, must not go out (the server would run the task again)."""
-    session = open_session(retry=Retry(resume_grace=1.0))
-    _drop_with_in_flight(session)
-    session.authenticate(KEY, 2.0)
-    session.data_to_send(2.0)
-    session.receive_text(
-        data({"taskType": "authentication", "connectionSessionUUID": SESSION}), 2.0
-    )
+    session = _resumed_after_a_drop()
     session.data_to_send(2.0)  # U3, never sent before
     session.handle_timer(3.0)  # no replay in time: U1 and U2 are queued again
     session.receive_text(data(result_item(U1)), 3.1)  # ...and then U1's replay arrives
