@@ -91,7 +91,7 @@ def main() -> None:
 
     payloads = [template.encode(u, IMAGE) for u in uuids]
     decoded = [UpscaleResult.model_validate(i) for i in items]
-    events = [TaskResult(u, r) for u, r in zip(uuids, decoded, strict=True)]
+    events = [TaskResult(u, r, 0.0) for u, r in zip(uuids, decoded, strict=True)]
     timings = {
         "taskUUID (new_task_uuid)": best_of(3, lambda _: [new_task_uuid() for _ in range(n)]),
         "input check (UUID fast path)": best_of(

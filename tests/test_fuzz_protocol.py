@@ -123,7 +123,7 @@ def still_works(session: ClientSession) -> None:
     for task_uuid in LIVE:
         if session.state_of(task_uuid) is TaskState.IN_FLIGHT:
             session.receive_text(orjson.dumps({"data": [result_item(task_uuid)]}), 2.0)
-            expected = TaskResult(task_uuid, decode_result(result_item(task_uuid)))
+            expected = TaskResult(task_uuid, decode_result(result_item(task_uuid)), 0.0)
             assert expected in session.events_received()
             assert session.state_of(task_uuid) is None
 
@@ -334,7 +334,7 @@ def test_an_enormous_result_for_a_live_task_is_delivered_whole() -> None:
     session = live_session()
     item = {**result_item(SYNC), "imageBase64Data": "A" * ENORMOUS}
     session.receive_text(orjson.dumps({"data": [item]}), 1.0)
-    assert session.events_received() == [TaskResult(SYNC, decode_result(item))]
+    assert session.events_received() == [TaskResult(SYNC, decode_result(item), 0.0)]
 
 
 # -- over a socket -------------------------------------------------------------------------------

@@ -70,7 +70,7 @@ class TaskResult(msgspec.Struct, gc=False):
 
     task_uuid: str
     result: UpscaleResult
-    submitted: float = 0.0  # the submit time the core was given: the latency's start
+    submitted: float  # the submit time the core was given: the latency's start
 
 
 class TaskFailed(msgspec.Struct):
