@@ -306,16 +306,21 @@ class UpscaleClient:
         if not connection.slots.try_acquire():
             await connection.acquire()
         try:
-            # The future is the task's waiter: the connection settles it (nothing else per task).
-            future: asyncio.Future[UpscaleResult] = connection.loop.create_future()
-            connection.submit(key, payload, future, template.is_async, timeout, job, model)
-            try:
-                return await future
-            except asyncio.CancelledError:
-                connection.cancel(key)
-                raise
-        finally:
-            connection.release()
+            # The future is the task's waiter: the connection settles it and gives its slot
+            # back when the task ends (nothing else per task).
+            if task_uuid is None and job is None:  # a fresh taskUUID: handed over in a batch
+                future = connection.submit_soon(key, payload, template.is_async, timeout, model)
+            else:
+                future = connection.loop.create_future()
+                connection.submit(key, payload, future, template.is_async, timeout, job, model)
+        except BaseException:
+            connection.release()  # refused: the slot is still ours
+            raise
+        try:
+            return await future  # type: ignore[no-any-return]
+        except asyncio.CancelledError:
+            connection.cancel(key)  # forgets the task and gives its slot back (if still live)
+            raise
 
     async def build_task(
         self,

@@ -87,6 +87,7 @@ Waiter: TypeAlias = "TaskCallback | asyncio.Future[Any]"
 """Who hears of a task's end: a :data:`TaskCallback`, or a future that gets its result or
 error (if nobody has settled or cancelled it first)."""
 _Future = asyncio.Future
+_InvalidState = asyncio.InvalidStateError
 _Method = types.MethodType  # upscale_many's callback (Stream._finished, bound): no isinstance
 
 
@@ -135,9 +136,14 @@ class Connection:
             else self._loop.time
         )
         self.loop = self._loop
+        self._new_future = self._loop.create_future
         """The event loop this connection runs on (callers make their futures with it:
         ``asyncio.get_running_loop()`` costs a ``getpid()`` system call per call on Linux)."""
         self._waiters: dict[str, Waiter] = {}
+        # upscale()'s tasks of this loop turn, not yet handed to the core (see :meth:`queue`)
+        self._pending_keys: list[str] = []
+        self._pending_payloads: list[bytes] = []
+        self._pending_kind: tuple[bool, float | None, str] = (False, None, "")
         self._attempts: dict[str, int] = {}  # tries of retried tasks only, by key
         self.window = Window(session.limits.max_in_flight)
         """The adaptive in-flight window; ``window.size`` is the current limit."""
@@ -227,6 +233,7 @@ class Connection:
                 drain_timed_out = True
         self._closing = True
         self.usable = False
+        self._forget_pending()  # their waiters are among those failed below
         pending = list(self._waiters)
         submitted = [self.session.submitted_at(key) for key in pending]
         self.session.close()
@@ -284,9 +291,10 @@ class Connection:
         The submit path of ``upscale()``, ``submit()`` and ``upscale_many()`` (which hands
         image UUIDs over in batches: :meth:`submit_many`), after taking a window slot. A
         future as the waiter gets the result or the error (the ``upscale()`` case: nothing
-        else is kept per task); a callback is called as ``callback(task_uuid, result, error,
+        else is kept per task), and the connection gives its slot back when the task ends
+        (or is cancelled); a callback is called as ``callback(task_uuid, result, error,
         attempts)`` inside the reader (or the timer), so it must be quick; an exception it
-        raises is logged and swallowed.
+        raises is logged and swallowed, and its caller gives the slot back.
 
         Raises:
             ClientClosed: the connection is closed.
@@ -295,6 +303,8 @@ class Connection:
         """
         if not self.usable:
             self._check_usable()
+        if self._pending_keys:
+            self._flush()  # upscale()'s tasks of this turn go first
         now = self._clock()
         self.session.submit(task_uuid, payload, now, is_async, timeout, job)
         self._waiters[task_uuid] = waiter
@@ -304,6 +314,79 @@ class Connection:
             self._wake_writer.set()
         if self._timer is None:
             self._arm_timer()
+
+    def submit_soon(
+        self,
+        task_uuid: str,
+        payload: bytes,
+        is_async: bool,
+        timeout: float | None,
+        model: str = "",
+    ) -> asyncio.Future[Any]:
+        """:meth:`submit` for ``upscale()``'s tasks under a fresh random taskUUID, with a
+        future as the waiter (returned): the task joins the others submitted in this loop
+        turn, and they reach the core together at the turn's end (:meth:`_flush`: one core
+        call, one clock read, one metrics call and one writer wake-up for them all; the core
+        sends nothing before the writer runs anyway).
+
+        ``task_uuid`` must be fresh (:func:`~upscale_stream.models.new_task_uuid`): a caller's
+        own taskUUID goes through :meth:`submit`, which refuses a duplicate at once.
+
+        Raises:
+            ClientClosed: the connection is closed.
+            InternalError: the core failed earlier.
+        """
+        if not self.usable:
+            self._check_usable()
+        future = self._new_future()
+        self._waiters[task_uuid] = future
+        keys = self._pending_keys
+        if not keys:
+            self._pending_kind = (is_async, timeout, model)
+            self._loop.call_soon(self._flush)
+        elif self._pending_kind != (is_async, timeout, model):
+            self._flush()  # one kind a batch: the earlier ones go first, in order
+            self._pending_kind = (is_async, timeout, model)
+            self._loop.call_soon(self._flush)
+            keys = self._pending_keys
+        keys.append(task_uuid)
+        self._pending_payloads.append(payload)
+        return future
+
+    def _flush(self) -> None:
+        """Hand the core the tasks :meth:`submit_soon` holds, in one call (at the end of the
+        loop turn they were submitted in, or before any other submit, to keep their order)."""
+        keys = self._pending_keys
+        if not keys:
+            return
+        payloads = self._pending_payloads
+        self._pending_keys = []
+        self._pending_payloads = []
+        is_async, timeout, model = self._pending_kind
+        try:
+            twice = self.session.submit_many(keys, payloads, self._clock(), is_async, timeout)
+        except Exception as exc:  # the core failed: every waiter fails, these included
+            self._fail_safe(exc)
+            return
+        if twice:  # a fresh random taskUUID already live: impossible, but never lose a task
+            for index in twice:
+                self._resolve(keys[index], None, DuplicateTaskUUID(keys[index]), 1)
+            skip = set(twice)
+            keys = [key for i, key in enumerate(keys) if i not in skip]
+        self.metrics.tasks_submitted(keys, model)
+        if not self._writer_woken:
+            self._writer_woken = True
+            self._wake_writer.set()
+        if self._timer is None:
+            self._arm_timer()
+
+    def _forget_pending(self) -> list[str]:
+        """Drop the tasks :meth:`submit_soon` holds (their waiters are failed by the caller,
+        with the others); returns their keys."""
+        keys = self._pending_keys
+        self._pending_keys = []
+        self._pending_payloads = []
+        return keys
 
     def submit_many(
         self,
@@ -327,6 +410,8 @@ class Connection:
         """
         if not self.usable:
             self._check_usable()
+        if self._pending_keys:
+            self._flush()
         now = self._clock()
         twice = self.session.submit_many(task_uuids, payloads, now, is_async, timeout)
         refused: list[tuple[str, UpscaleError]] = []
@@ -348,12 +433,18 @@ class Connection:
 
         Its callback is not called. Returns whether the task was live.
         """
-        if self._waiters.pop(task_uuid, None) is None:
+        waiter = self._waiters.pop(task_uuid, None)
+        if waiter is None:
             return False
+        if isinstance(waiter, _Future):
+            self._slots.release()  # a future's slot is the connection's to give back
         self.metrics.task_forgotten(task_uuid)
         if self._attempts:
             self._attempts.pop(task_uuid, None)
-        self.session.cancel(task_uuid)
+        if not self.session.cancel(task_uuid) and task_uuid in self._pending_keys:
+            index = self._pending_keys.index(task_uuid)  # not handed to the core yet
+            del self._pending_keys[index]
+            del self._pending_payloads[index]
         self._check_drained()
         return True
 
@@ -381,6 +472,7 @@ class Connection:
         self.metrics.task_resolved(key, error, when, submitted)
         if isinstance(waiter, _Future):
             self._settle(waiter, result, error)
+            self._slots.release()
             return
         try:
             waiter(key, result, error, attempts)
@@ -408,7 +500,7 @@ class Connection:
 
     def _live_figures(self) -> Live:
         session = self.session
-        queued = session.queued_count
+        queued = session.queued_count + len(self._pending_keys)
         return Live(
             queued=queued,
             in_flight=max(0, len(self._waiters) - queued),
@@ -602,6 +694,8 @@ class Connection:
         future = _Future
         answered: list[TaskResult] = []  # one metrics call for the batch
         grew = False  # the window grew (on_success is the one thing that grows it)
+        growing = window.limit < window.maximum
+        freed = 0  # the futures' slots, given back in one call after the loop
         for event in self.session.events_received():
             if type(event) is task_result:
                 # The hot path (one result per task), _resolve's success case in line: the
@@ -613,8 +707,11 @@ class Connection:
                 answered.append(event)
                 tries = attempts.pop(key, 1) if attempts else 1  # for every waiter: no leak
                 if type(waiter) is future:
-                    if not waiter.done():  # its caller may have given up already
+                    freed += 1
+                    try:  # noqa: SIM105 (suppress() is a context manager a task; try is free)
                         waiter.set_result(event.result)
+                    except _InvalidState:  # its caller gave up already (a cancelled wait)
+                        pass
                 elif type(waiter) is _Method or not isinstance(waiter, future):  # a callback
                     try:
                         waiter(key, event.result, None, tries)
@@ -622,9 +719,11 @@ class Connection:
                         log.exception("task callback failed", task_uuid=key)
                 else:  # a Future subclass
                     self._settle(waiter, event.result, None)
-                if window.limit < window.maximum:
+                    freed += 1
+                if growing:
                     window.on_success()
                     grew = True
+                    growing = window.limit < window.maximum
             elif type(event) is TaskFailed:
                 if self._attempts:
                     self._attempts.pop(event.task_uuid, None)
@@ -633,6 +732,8 @@ class Connection:
                 )
             else:
                 self._session_event(event)
+        if freed:
+            self._slots.release_many(freed)
         if answered:
             self.metrics.tasks_succeeded(answered, now)
         if answered and not self._proven:
@@ -745,11 +846,11 @@ class Connection:
         self.usable = False
         if self._auth_waiter is not None and not self._auth_waiter.done():
             self._auth_waiter.set_exception(error)
-        never_sent: set[str] = set()
+        never_sent = set(self._forget_pending())
         if isinstance(error, ConnectionLost):
-            never_sent = {
+            never_sent.update(
                 uuid for uuid in self._waiters if self.session.state_of(uuid) is TaskState.QUEUED
-            }
+            )
         submitted = {uuid: self.session.submitted_at(uuid) for uuid in self._waiters}
         self.session.close()
         for uuid in list(self._waiters):

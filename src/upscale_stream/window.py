@@ -79,6 +79,12 @@ class InFlightWindow:
         if self._waiters:
             self.grant()
 
+    def release_many(self, count: int) -> None:
+        """Give back ``count`` slots."""
+        self.used -= count
+        if self._waiters:
+            self.grant()
+
     def grant(self) -> None:
         """Hand free slots to waiters, oldest first (call after the limit grew)."""
         waiters = self._waiters
