@@ -69,6 +69,8 @@ def main() -> None:
 
 
 # The shapes RESULTS.md counts: (label, contender, extra arguments, results per frame, uvloop).
+# The lean yardstick (contenders/lean_callers.py) is no client: what upscale()'s shape (one
+# caller awaiting each task) costs with no library at all, to weigh upscale()'s targets with.
 SHAPES: tuple[tuple[str, str, tuple[str, ...], int, bool], ...] = (
     ("raw floor", "raw_floor.py", (), 50, False),
     ("raw floor + uvloop", "raw_floor.py", (), 50, True),
@@ -76,6 +78,8 @@ SHAPES: tuple[tuple[str, str, tuple[str, ...], int, bool], ...] = (
     ("upscale() + uvloop", "upscale_stream_client.py", ("--api", "upscale"), 50, True),
     ("upscale_many", "upscale_stream_client.py", ("--api", "many"), 50, False),
     ("upscale_many + uvloop", "upscale_stream_client.py", ("--api", "many"), 50, True),
+    ("lean per-caller yardstick", "lean_callers.py", (), 50, False),
+    ("lean per-caller yardstick + uvloop", "lean_callers.py", (), 50, True),
     ("raw floor + uvloop", "raw_floor.py", (), 1, True),
     ("upscale() + uvloop", "upscale_stream_client.py", ("--api", "upscale"), 1, True),
     ("upscale_many + uvloop", "upscale_stream_client.py", ("--api", "many"), 1, True),

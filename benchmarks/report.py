@@ -636,7 +636,10 @@ def instruction_lines(run: dict[str, Any]) -> list[str]:
         "where the wall-clock rows above swing by tens of per cent between runs. System calls "
         "are not in it. The targets stay the wall clock's; at 50 results per frame a client "
         "that is CPU-bound on its core, as these are, reaches 0.9x the floor's throughput at "
-        "about 1.11x its instructions.",
+        "about 1.11x its instructions. The lean per-caller yardstick "
+        "(`contenders/lean_callers.py`) is no client: W callers each awaiting a future, a "
+        "writer and a msgspec reader, nothing else; it is what the shape of `upscale()` costs "
+        "by itself on each loop.",
         "",
         "| shape | results per frame | instructions per task | xfloor |",
         "|---|---|---|---|",

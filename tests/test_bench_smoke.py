@@ -99,6 +99,18 @@ def test_raw_floor_completes_every_task_against_the_stub(stub: StubServer) -> No
     assert stats["results_sent"] == TASKS
 
 
+def test_the_lean_per_caller_yardstick_completes_every_task_against_the_stub(
+    stub: StubServer,
+) -> None:
+    start = stub.stats_lines()
+    line = run_contender("lean_callers.py", stub.url)
+    assert_complete(line)
+    assert line["lat_p99_ms"] is not None
+    stats = stub.stats_since(start)
+    assert stats["tasks"] == TASKS  # each task sent once, none left behind by its caller
+    assert stats["results_sent"] == TASKS
+
+
 def test_raw_floor_completes_a_paced_run_with_a_data_uri_input(
     stub: StubServer, tmp_path: Path
 ) -> None:
