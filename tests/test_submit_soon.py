@@ -31,6 +31,7 @@ from upscale_stream import (
     UpscaleTimeout,
 )
 from upscale_stream.connection import Connection
+from upscale_stream.models import SWINIR
 from upscale_stream.server import ReferenceServer, ServerConfig
 
 KEY = "test-key-SECRET-submit-soon-01"
@@ -126,7 +127,7 @@ async def test_a_call_with_its_own_uuid_or_its_own_timeout_keeps_its_place_on_th
                 ("submit_many", fresh[:3]),
                 ("submit", [own]),  # handed over at once, after the three before it
                 ("submit_many", fresh[3:5]),
-                ("submit_many", [fresh[5]]),  # timeout=60: a batch of its own
+                ("submit", [fresh[5]]),  # a timeout of its own: handed over at once, in order
                 ("submit_many", [fresh[6]]),
             ]
         )
@@ -148,7 +149,7 @@ async def test_a_task_cancelled_before_its_turn_ends_is_never_sent_and_its_slot_
         payloads = [(await client.build_task(IMAGE, task_uuid=key)).to_json() for key in keys]
         for key, payload in zip(keys, payloads, strict=True):  # upscale(), up to the hand-over
             assert connection.slots.try_acquire()
-            futures.append(connection.submit_soon(key, payload, False, None))
+            futures.append(connection.submit_soon(key, payload, (False, SWINIR)))
         assert connection.cancel(keys[1])  # before the turn ends: the core never hears of it
         assert connection.slots_used == 2 and connection.in_flight == 2
         await server.wait_received(2)

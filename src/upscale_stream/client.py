@@ -33,14 +33,14 @@ from .config import (
 )
 from .connection import Connection
 from .errors import ClientClosed, InvalidLimits, InvalidTask, UpscaleError
-from .inputs import ImageSource
+from .inputs import ImageSource, is_uuid
 from .jobs import JobTask, check_job_id, input_key, options_digest
 from .log import get_logger
 from .metrics import Metrics, Stats
 from .models import SWINIR, UUID_V4, TaskTemplate, UpscaleResult, UpscaleTask, new_task_uuid
 from .options import Factor, TaskOptions
 from .protocol import ClientSession
-from .streaming import Outcome, Stream, image_uuid, input_value
+from .streaming import Outcome, Stream, input_value
 
 __all__ = ["Outcome", "UpscaleClient"]
 
@@ -295,11 +295,10 @@ class UpscaleClient:
             job = _job_of(job_id, job_key, image, template, task_uuid)
             assert job is not None  # None only when both are None
             key = job.task_uuid(0)
-        value = image_uuid(image)  # an image UUID needs no coroutine and no thread
-        if value is None:
-            payload = template.encode(key, await input_value(image))
+        if type(image) is str and is_uuid(image):  # image_uuid(), in line: once per task
+            payload = template.encode_image_uuid(key, image)  # no coroutine, no thread
         else:
-            payload = template.encode_image_uuid(key, value)
+            payload = template.encode(key, await input_value(image))
         connection = self._connection
         if connection is None or self._closed:
             connection = self._require_connection()
@@ -308,8 +307,8 @@ class UpscaleClient:
         try:
             # The future is the task's waiter: the connection settles it and gives its slot
             # back when the task ends (nothing else per task).
-            if task_uuid is None and job is None:  # a fresh taskUUID: handed over in a batch
-                future = connection.submit_soon(key, payload, template.is_async, timeout, model)
+            if task_uuid is None and job is None and timeout is None:  # handed over in a batch
+                future = connection.submit_soon(key, payload, template.kind)
             else:
                 future = connection.loop.create_future()
                 connection.submit(key, payload, future, template.is_async, timeout, job, model)

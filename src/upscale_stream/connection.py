@@ -143,7 +143,7 @@ class Connection:
         # upscale()'s tasks of this loop turn, not yet handed to the core (see :meth:`queue`)
         self._pending_keys: list[str] = []
         self._pending_payloads: list[bytes] = []
-        self._pending_kind: tuple[bool, float | None, str] = (False, None, "")
+        self._pending_kind: tuple[bool, str] = (False, "")
         self._attempts: dict[str, int] = {}  # tries of retried tasks only, by key
         self.window = Window(session.limits.max_in_flight)
         """The adaptive in-flight window; ``window.size`` is the current limit."""
@@ -316,21 +316,21 @@ class Connection:
             self._arm_timer()
 
     def submit_soon(
-        self,
-        task_uuid: str,
-        payload: bytes,
-        is_async: bool,
-        timeout: float | None,
-        model: str = "",
+        self, task_uuid: str, payload: bytes, kind: tuple[bool, str]
     ) -> asyncio.Future[Any]:
-        """:meth:`submit` for ``upscale()``'s tasks under a fresh random taskUUID, with a
-        future as the waiter (returned): the task joins the others submitted in this loop
-        turn, and they reach the core together at the turn's end (:meth:`_flush`: one core
-        call, one clock read, one metrics call and one writer wake-up for them all; the core
-        sends nothing before the writer runs anyway).
+        """:meth:`submit` for ``upscale()``'s tasks under a fresh random taskUUID with the
+        default timeout, a future as the waiter (returned): the task joins the others
+        submitted in this loop turn, and they reach the core together at the turn's end
+        (:meth:`_flush`: one core call, one clock read, one metrics call and one writer
+        wake-up for them all; the core sends nothing before the writer runs anyway).
 
-        ``task_uuid`` must be fresh (:func:`~upscale_stream.models.new_task_uuid`): a caller's
-        own taskUUID goes through :meth:`submit`, which refuses a duplicate at once.
+        Args:
+            task_uuid: A fresh taskUUID (:func:`~upscale_stream.models.new_task_uuid`): a
+                caller's own goes through :meth:`submit`, which refuses a duplicate at once.
+            payload: The encoded task.
+            kind: ``(is_async, model)`` of the task (a template's ``kind``, compared by
+                identity first): a task of another kind starts a batch of its own, after the
+                earlier ones.
 
         Raises:
             ClientClosed: the connection is closed.
@@ -342,11 +342,11 @@ class Connection:
         self._waiters[task_uuid] = future
         keys = self._pending_keys
         if not keys:
-            self._pending_kind = (is_async, timeout, model)
+            self._pending_kind = kind
             self._loop.call_soon(self._flush)
-        elif self._pending_kind != (is_async, timeout, model):
+        elif kind is not self._pending_kind and kind != self._pending_kind:
             self._flush()  # one kind a batch: the earlier ones go first, in order
-            self._pending_kind = (is_async, timeout, model)
+            self._pending_kind = kind
             self._loop.call_soon(self._flush)
             keys = self._pending_keys
         keys.append(task_uuid)
@@ -362,9 +362,9 @@ class Connection:
         payloads = self._pending_payloads
         self._pending_keys = []
         self._pending_payloads = []
-        is_async, timeout, model = self._pending_kind
+        is_async, model = self._pending_kind
         try:
-            twice = self.session.submit_many(keys, payloads, self._clock(), is_async, timeout)
+            twice = self.session.submit_many(keys, payloads, self._clock(), is_async, None)
         except Exception as exc:  # the core failed: every waiter fails, these included
             self._fail_safe(exc)
             return

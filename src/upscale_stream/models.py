@@ -414,6 +414,7 @@ class TaskTemplate:
         "_uuid_suffix",
         "delivery_method",
         "is_async",
+        "kind",
         "options",
         "wire_options",
     )
@@ -439,6 +440,9 @@ class TaskTemplate:
         self.delivery_method = probe.delivery_method
         self.is_async = probe.delivery_method == "async"
         """Whether the tasks use ``deliveryMethod: "async"`` (ACK, then polling)."""
+        self.kind: tuple[bool, str] = (self.is_async, probe.model)
+        """``(is_async, model)``: what the connection keeps once for a batch of these tasks
+        (:meth:`~upscale_stream.connection.Connection.submit_soon`)."""
         self.options = options
         self.wire_options: dict[str, Any] = wire
         """The options as they go on the wire (what a job's options digest is taken of)."""
