@@ -58,6 +58,12 @@ def client_for(server: ReferenceServer, **options: Any) -> UpscaleClient:
     return UpscaleClient(api_key=KEY, url=server.url, **options)
 
 
+def connection_of(client: UpscaleClient) -> Connection:
+    """The client's connection (it is connected)."""
+    assert client._connection is not None
+    return client._connection
+
+
 def numbered_uuids(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], str]:
     """Make upscale()'s fresh taskUUIDs 0, 1, 2, ... in call order; return the n-th's name."""
 
@@ -94,8 +100,7 @@ async def test_the_calls_of_one_loop_turn_reach_the_core_in_one_call_and_the_wir
     name = numbered_uuids(monkeypatch)
     server.faults.result_delay = 30.0
     async with client_for(server) as client:
-        assert client._connection is not None
-        calls = spy_on_the_core(client._connection)
+        calls = spy_on_the_core(connection_of(client))
         pending = [asyncio.ensure_future(client.upscale(IMAGE)) for _ in range(20)]
         await server.wait_received(20)
         assert calls == [("submit_many", [name(n) for n in range(20)])]
@@ -112,8 +117,7 @@ async def test_a_call_with_its_own_uuid_or_its_own_timeout_keeps_its_place_on_th
     own = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
     server.faults.result_delay = 30.0
     async with client_for(server) as client:
-        assert client._connection is not None
-        calls = spy_on_the_core(client._connection)
+        calls = spy_on_the_core(connection_of(client))
         pending = [asyncio.ensure_future(client.upscale(IMAGE)) for _ in range(3)]
         pending.append(asyncio.ensure_future(client.upscale(IMAGE, task_uuid=own)))
         pending += [asyncio.ensure_future(client.upscale(IMAGE)) for _ in range(2)]
@@ -141,8 +145,7 @@ async def test_a_task_cancelled_before_its_turn_ends_is_never_sent_and_its_slot_
 ) -> None:
     server.faults.result_delay = 30.0
     async with client_for(server) as client:
-        connection = client._connection
-        assert connection is not None
+        connection = connection_of(client)
         calls = spy_on_the_core(connection)
         keys = [f"00000000-0000-4000-8000-00000000000{n}" for n in range(3)]
         futures = []
@@ -166,8 +169,7 @@ async def test_closing_before_the_turn_ends_fails_the_calls_and_sends_nothing(
 ) -> None:
     client = client_for(server)
     await client.connect()
-    connection = client._connection
-    assert connection is not None
+    connection = connection_of(client)
     calls = spy_on_the_core(connection)
     pending = [asyncio.ensure_future(client.upscale(IMAGE)) for _ in range(5)]
     await asyncio.sleep(0)  # the five calls run up to their hand-over; the turn is not over
@@ -185,8 +187,7 @@ async def test_a_core_that_fails_on_the_batch_fails_every_call_with_one_internal
     server: ReferenceServer,
 ) -> None:
     async with client_for(server) as client:
-        connection = client._connection
-        assert connection is not None
+        connection = connection_of(client)
 
         def broken(*args: Any, **kwargs: Any) -> list[int]:
             raise ZeroDivisionError("a bug in the core")
@@ -207,8 +208,7 @@ async def test_tasks_still_held_when_the_connection_gives_up_are_reported_unsent
     server: ReferenceServer,
 ) -> None:
     async with client_for(server) as client:
-        connection = client._connection
-        assert connection is not None
+        connection = connection_of(client)
         pending = [asyncio.ensure_future(client.upscale(IMAGE)) for _ in range(3)]
         await asyncio.sleep(0)  # handed to the connection, not yet to the core
         lost = ConnectionLost("the server is gone")
@@ -227,8 +227,7 @@ async def test_every_way_an_upscale_call_ends_gives_its_slot_back_once(
     server: ReferenceServer,
 ) -> None:
     async with client_for(server, max_in_flight=4) as client:
-        connection = client._connection
-        assert connection is not None
+        connection = connection_of(client)
         results = await asyncio.gather(*(client.upscale(PNG) for _ in range(10)))
         assert len(results) == 10 and connection.slots_used == 0
         bad = await asyncio.gather(
@@ -260,8 +259,7 @@ async def test_a_call_granted_a_slot_as_the_connection_fails_gives_the_slot_back
     name = numbered_uuids(monkeypatch)
     server.faults.result_delay = 30.0
     async with client_for(server, max_in_flight=1) as client:
-        connection = client._connection
-        assert connection is not None
+        connection = connection_of(client)
         first = asyncio.ensure_future(client.upscale(IMAGE))
         second = asyncio.ensure_future(client.upscale(IMAGE))
         await server.wait_received(1)

@@ -136,11 +136,11 @@ class Connection:
             else self._loop.time
         )
         self.loop = self._loop
-        self._new_future = self._loop.create_future
         """The event loop this connection runs on (callers make their futures with it:
         ``asyncio.get_running_loop()`` costs a ``getpid()`` system call per call on Linux)."""
+        self._new_future = self._loop.create_future
         self._waiters: dict[str, Waiter] = {}
-        # upscale()'s tasks of this loop turn, not yet handed to the core (see :meth:`queue`)
+        # upscale()'s tasks of this loop turn, not yet handed to the core (see submit_soon)
         self._pending_keys: list[str] = []
         self._pending_payloads: list[bytes] = []
         self._pending_kind: tuple[bool, str] = (False, "")
@@ -373,6 +373,11 @@ class Connection:
                 self._resolve(keys[index], None, DuplicateTaskUUID(keys[index]), 1)
             skip = set(twice)
             keys = [key for i, key in enumerate(keys) if i not in skip]
+        self._queued(keys, model)
+
+    def _queued(self, keys: list[str], model: str) -> None:
+        """Tasks went into the core's queue: count them, wake the writer (once until it runs)
+        and arm the timer for their deadlines."""
         self.metrics.tasks_submitted(keys, model)
         if not self._writer_woken:
             self._writer_woken = True
@@ -420,12 +425,7 @@ class Connection:
             skip = set(twice)
             task_uuids = [key for i, key in enumerate(task_uuids) if i not in skip]
         self._waiters.update(dict.fromkeys(task_uuids, waiter))
-        self.metrics.tasks_submitted(task_uuids, model)
-        if not self._writer_woken:
-            self._writer_woken = True
-            self._wake_writer.set()
-        if self._timer is None:
-            self._arm_timer()
+        self._queued(task_uuids, model)
         return refused
 
     def cancel(self, task_uuid: str) -> bool:
