@@ -205,8 +205,9 @@ async def test_a_core_that_fails_on_the_batch_fails_every_call_with_one_internal
 
 
 async def test_tasks_still_held_when_the_connection_gives_up_are_reported_unsent(
-    server: ReferenceServer,
+    server: ReferenceServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    name = numbered_uuids(monkeypatch)
     async with client_for(server) as client:
         connection = connection_of(client)
         pending = [asyncio.ensure_future(client.upscale(IMAGE)) for _ in range(3)]
@@ -215,10 +216,10 @@ async def test_tasks_still_held_when_the_connection_gives_up_are_reported_unsent
         connection._give_up(lost)  # what a final reconnect failure does
         done, _ = await asyncio.wait(pending, timeout=5)
         assert len(done) == 3
-        for call in pending:
+        for n, call in enumerate(pending):
             error = call.exception()
             assert isinstance(error, ConnectionLost)
-            assert error.unsent_task_uuids  # never sent: safe to send again
+            assert error.unsent_task_uuids == (name(n),)  # never sent: safe to send again
         assert connection.slots_used == 0
     assert server.received.total() == 0
 

@@ -733,7 +733,7 @@ class Connection:
             else:
                 self._session_event(event)
         if freed:
-            self._slots.release_many(freed)
+            self._slots.release(freed)
         if answered:
             self.metrics.tasks_succeeded(answered, now)
         if answered and not self._proven:

@@ -73,14 +73,8 @@ class InFlightWindow:
                     self._waiters.remove(waiter)
             raise
 
-    def release(self) -> None:
-        """Give back one slot."""
-        self.used -= 1
-        if self._waiters:
-            self.grant()
-
-    def release_many(self, count: int) -> None:
-        """Give back ``count`` slots."""
+    def release(self, count: int = 1) -> None:
+        """Give back ``count`` slots (one by default)."""
         self.used -= count
         if self._waiters:
             self.grant()
