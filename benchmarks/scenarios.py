@@ -89,6 +89,10 @@ CONTENDERS: dict[str, Contender] = {
             ("--uvloop",),
             delivery="async",
         ),
+        Contender("lean", "lean per-caller yardstick", "lean_callers.py"),
+        Contender(
+            "lean-uvloop", "lean per-caller yardstick + uvloop", "lean_callers.py", ("--uvloop",)
+        ),
         Contender("pyl", "runware 0.5.24", "runware_pyl.py", venv="runware"),
         Contender("pyn-sync", "runware-sdk 1.8.0 sync", "runware_pyn.py", venv="runware-sdk"),
         Contender(
@@ -121,6 +125,7 @@ CONTENDERS: dict[str, Contender] = {
 FLOOR_OF: dict[str, str] = {
     "floor-uvloop": "floor",
     "us-tuned": "floor-uvloop",
+    "lean-uvloop": "floor-uvloop",
     "us-many-uvloop": "floor-uvloop",
     "us-picows": "floor-uvloop",
     "us-many-picows": "floor-uvloop",
@@ -138,6 +143,9 @@ FLOOR = "floor"
 #: The upscale() and upscale_many contenders on both loops, each beside its floor.
 _OURS = ("us-upscale", "us-tuned", "us-many", "us-many-uvloop", "us-picows", "us-many-picows")
 _ALL_ONE_SHOT = ("floor", "floor-uvloop", *_OURS, "us-default", "pyl", "pyn-sync", "pyn-async")
+#: No clients: yardsticks of what a shape costs by itself (`contenders/lean_callers.py`: the
+#: per-caller shape of `upscale()` with nothing of a library in it), no targets of their own.
+_YARDSTICKS = ("lean", "lean-uvloop")
 _BYTES = ("bytes-floor", "bytes-floor-uvloop", "us-bytes", "us-bytes-uvloop")
 
 
@@ -223,7 +231,7 @@ SCENARIOS: dict[str, Scenario] = {
             "zero-g1",
             "20k tasks, 0 ms latency, 1 result per frame",
             tasks=20_000,
-            contenders=(*_ALL_ONE_SHOT, "us-async"),
+            contenders=(*_ALL_ONE_SHOT, *_YARDSTICKS, "us-async"),
             caps={"pyn-async": 5_000, "us-async": 5_000},
         ),
         Scenario(
@@ -231,6 +239,7 @@ SCENARIOS: dict[str, Scenario] = {
             "20k tasks, 0 ms latency, up to 50 results per frame",
             tasks=20_000,
             group=50,
+            contenders=(*_ALL_ONE_SHOT, *_YARDSTICKS),
             caps={"pyn-async": 5_000},
         ),
         Scenario(

@@ -87,9 +87,10 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _cpu_s() -> float:
+def _cpu_s() -> tuple[float, float]:
+    """User + system CPU seconds of this process so far, and the system part."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime + usage.ru_stime, usage.ru_stime
 
 
 class Meter:
@@ -105,8 +106,8 @@ class Meter:
         self.failed = 0
         self.latencies_s: list[float] = []
         self.first_error: str | None = None
-        self._wall0 = self._cpu0 = 0.0
-        self.wall_s = self.cpu_s = 0.0
+        self._wall0 = self._cpu0 = self._sys0 = 0.0
+        self.wall_s = self.cpu_s = self.sys_s = 0.0
 
     pay_gc_debt = True
 
@@ -123,14 +124,15 @@ class Meter:
         if self.pay_gc_debt:
             gc.collect()
         _count_instructions(True)
-        self._cpu0 = _cpu_s()
+        self._cpu0, self._sys0 = _cpu_s()
         self._wall0 = time.perf_counter()
 
     def stop(self) -> None:
         """Take the closing snapshot."""
         _count_instructions(False)
         self.wall_s = time.perf_counter() - self._wall0
-        self.cpu_s = _cpu_s() - self._cpu0
+        cpu, system = _cpu_s()
+        self.cpu_s, self.sys_s = cpu - self._cpu0, system - self._sys0
 
     def fail(self, exc: BaseException) -> None:
         """Count one failed task, remembering the first error for the report."""
@@ -149,6 +151,7 @@ class Meter:
             "failed": self.failed,
             "wall_s": round(self.wall_s, 6),
             "cpu_s": round(self.cpu_s, 6),
+            "sys_s": round(self.sys_s, 6),  # the kernel's part of cpu_s
             "lat_p50_ms": None if p50 is None else round(p50 * 1000, 4),
             "lat_p99_ms": None if p99 is None else round(p99 * 1000, 4),
             "peak_rss_mib": round(peak_rss_mib(), 2),

@@ -4,7 +4,8 @@ The raw floor has no callers: one loop counts results by taskUUID. An applicatio
 ``await client.upscale(image)`` from W coroutines pays, for every task, a future, its result
 and one caller resumed, whatever library it uses. This contender is that shape and nothing
 else: a taskUUID from a pool-and-counter, the task as one f-string, one future per task in a
-dict, one writer task that sends what the callers queued in one array per wake-up, one reader
+dict, one writer task that sends what the callers queued in arrays of up to B a wake-up (the same
+batch as every contender), one reader
 that decodes each frame with msgspec and sets the futures. No validation, no metrics, no
 timeouts, no window beyond the W callers, no retries. It is a yardstick, not a client: what the
 per-caller shape costs by itself, to weigh ``upscale()``'s targets with.
@@ -40,7 +41,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.delivery != "sync" or args.rate > 0:
         raise SystemExit("lean_callers only runs flat out with sync delivery")
     image = input_image(args.input)
-    total, window = args.tasks, args.window
+    total, window, batch = args.tasks, args.window, args.batch
     meter = Meter(total)
     loop = asyncio.get_running_loop()
     decode = msgspec.json.Decoder(_Frame).decode
@@ -75,8 +76,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await wake.wait()
                 wake.clear()
                 frame, queue = queue, []
-                if frame:
-                    await ws.send(b"[" + b",".join(frame) + b"]", text=True)
+                for start in range(0, len(frame), batch):  # at most --batch tasks a frame
+                    await ws.send(b"[" + b",".join(frame[start : start + batch]) + b"]", text=True)
 
         async def reader() -> None:
             pop = waiters.pop
