@@ -403,6 +403,21 @@ def test_ping_goes_out_only_after_silence_and_any_message_moves_the_deadline() -
     assert isinstance(pong, Pong) and pong.rtt == pytest.approx(0.5)
 
 
+def test_the_heartbeat_deadline_that_begins_with_authentication_re_arms_the_shell() -> None:
+    # While authenticating only the auth deadline counts (15 s by default); once open, the
+    # heartbeat's falls due after `interval` of silence, earlier here: a shell that re-arms
+    # only when deadline_version moves must hear of it (it pinged at the auth deadline).
+    session = ClientSession(heartbeat=Heartbeat(interval=1, busy_interval=1, pong_timeout=5))
+    session.authenticate(KEY, 0.0)
+    session.data_to_send(0.0)
+    armed = session.deadline_version
+    assert session.next_deadline() == session.auth_timeout == 15.0
+    accepted = data({"taskType": "authentication", "connectionSessionUUID": SESSION})
+    session.receive_text(accepted, 0.5)
+    assert session.next_deadline() == 1.0  # the ping: 1 s after our auth frame
+    assert session.deadline_version != armed
+
+
 def test_silence_on_our_side_alone_also_sends_a_ping() -> None:
     # The server closes a socket idle for 120 s *from the client*, even if it sends to us.
     session = open_session(heartbeat=Heartbeat(interval=10, busy_interval=10, pong_timeout=5))

@@ -204,8 +204,9 @@ class ClientSession(RecoveryRules):
         self._last_sent = 0.0
         self._ping_sent_at: float | None = None
         self.deadline_version = 0
-        """Bumped whenever a deadline may have moved *earlier*; the shell re-arms its timer only
-        then (other deadlines, like the heartbeat's, only ever move later)."""
+        """Bumped whenever a deadline may have moved *earlier* or a new one began (the
+        heartbeat's, once authenticated); the shell re-arms its timer only then (the others,
+        like the heartbeat's while open, only ever move later)."""
 
     @property
     def heartbeat(self) -> Heartbeat:
@@ -829,11 +830,11 @@ class ClientSession(RecoveryRules):
         self.session_id = session_id
         self.phase = Phase.OPEN
         self._auth_deadline = None
+        self.deadline_version += 1  # the heartbeat's deadline begins: it may be the earlier
         self._events.append(Authenticated(session_id, resumed))
         if any(t.state is TaskState.AWAITING_REPLAY for t in self._tasks.values()):
             if resumed:
                 self._replay_deadline = self._last_received + self.retry.resume_grace
-                self.deadline_version += 1
             else:
                 self._requeue_awaiting()
         for task in self._tasks.values():  # go on polling right away on the new socket
