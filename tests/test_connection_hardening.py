@@ -181,6 +181,54 @@ async def test_a_server_that_accepts_and_hangs_up_gets_backoff_and_max_attempts(
     assert server.faults.fired["close_after_auth"] == 4
 
 
+@pytest.mark.parametrize(("healthy_after", "proven"), [(0.0, True), (3600.0, False)])
+async def test_a_result_proves_the_connection_only_healthy_after_its_authentication(
+    server: ReferenceServer, healthy_after: float, proven: bool
+) -> None:
+    # A connection that authenticates and answers counts as healthy (the reconnect backoff and
+    # max_attempts start over) only once healthy_after has passed since its authentication.
+    retry = Retry(initial=0.01, factor=1.5, max_delay=0.05, healthy_after=healthy_after)
+    async with client_for(server, retry=retry) as client:
+        await client.upscale(INPUTS[3])
+        await server.drop_connections()  # one failure: the backoff counts it on reconnecting
+        await server.wait_authenticated(2)
+        connection = client._connection
+        assert connection is not None
+        assert connection._backoff.failures == 1 and not connection._proven
+        await client.upscale(INPUTS[4])  # a result on the new connection
+        assert connection._proven is proven
+        assert connection._backoff.failures == (0 if proven else 1)
+
+
+async def test_a_pong_proves_the_connection_healthy_as_a_result_does(
+    server: ReferenceServer,
+) -> None:
+    retry = Retry(initial=0.01, factor=1.5, max_delay=0.05, healthy_after=0.0)
+    heartbeat = Heartbeat(interval=0.05, busy_interval=0.05, pong_timeout=5.0)
+    async with client_for(server, retry=retry, heartbeat=heartbeat) as client:
+        await client.connect()
+        connection = client._connection
+        assert connection is not None
+        loop = asyncio.get_running_loop()
+        proofs: list[tuple[int, int]] = []  # (authentications so far, failures before it)
+        proven: asyncio.Future[None] = loop.create_future()
+        healthy = connection._healthy
+
+        def spy() -> None:
+            proofs.append((server.counts.authentications, connection._backoff.failures))
+            healthy()
+            if not proven.done():
+                proven.set_result(None)
+
+        connection._healthy = spy  # type: ignore[method-assign]
+        await asyncio.wait_for(proven, 10)  # no task: the first connection's pong proves it
+        proven = loop.create_future()
+        await server.drop_connections()
+        await asyncio.wait_for(proven, 10)  # and the second's, after one failure
+        assert proofs == [(1, 0), (2, 1)]
+        assert connection._backoff.failures == 0
+
+
 @pytest.mark.parametrize("status", [429, 500, 503])
 async def test_busy_handshake_statuses_are_retried(server: ReferenceServer, status: int) -> None:
     async with client_for(server) as client:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import ssl as ssl_module
 import time
@@ -170,7 +171,9 @@ class Connection:
         """Whether the connection takes tasks now: none of closing, draining, failed (one
         test per task; :meth:`acquire` and :meth:`submit` raise why when it is not)."""
         self._backoff = ReconnectBackoff(retry, self._rng)
-        self._authenticated_at: float | None = None
+        # From when (the clock's time) an answer proves the current connection healthy:
+        # healthy_after past its authentication; never before it authenticated.
+        self._healthy_from = math.inf
         self._proven = True  # no connection to prove yet
         self._throttle = Throttle()
         self.reconnects = 0
@@ -603,7 +606,7 @@ class Connection:
     async def _serve(self, ws: Socket) -> str:
         """Authenticate on ``ws`` and read until it ends; return why it ended."""
         self._ws = ws
-        self._authenticated_at = None
+        self._healthy_from = math.inf
         self._proven = False
         loop = self._loop
         session = self.session
@@ -736,8 +739,8 @@ class Connection:
             self._slots.release(freed)
         if answered:
             self.metrics.tasks_succeeded(answered, now)
-        if answered and not self._proven:
-            self._check_health()
+        if answered and not self._proven and now >= self._healthy_from:
+            self._healthy()
         if self._drained is not None:
             self._check_drained()
         session = self.session
@@ -752,12 +755,11 @@ class Connection:
             self._arm_timer()  # (_arm_timer's own first test, in line: once per frame)
         return len(answered)
 
-    def _check_health(self) -> None:
-        """A pong or a result arrived: is this connection proven healthy now?"""
-        since = self._authenticated_at
-        if since is not None and self._loop.time() - since >= self._retry.healthy_after:
-            self._proven = True
-            self._backoff.healthy()
+    def _healthy(self) -> None:
+        """A pong or a result arrived ``healthy_after`` or more past the authentication:
+        the connection is proven (the reconnect backoff starts over after its next drop)."""
+        self._proven = True
+        self._backoff.healthy()
 
     def _session_event(self, event: object) -> None:
         match event:
@@ -780,7 +782,7 @@ class Connection:
                 )
             case Authenticated(session_id=session_id, resumed=resumed):
                 log.info("authenticated", session_id=session_id, resumed=resumed)
-                self._authenticated_at = self._loop.time()
+                self._healthy_from = self._clock() + self._retry.healthy_after
                 if self._auth_waiter is not None and not self._auth_waiter.done():
                     self._auth_waiter.set_result(None)
             case AuthRejected(error=error):
@@ -806,8 +808,8 @@ class Connection:
                 log.debug("task acknowledged", task_uuid=uuid)
             case Pong(rtt=rtt):
                 log.debug("pong", rtt_ms=round(rtt * 1000, 2))
-                if not self._proven:
-                    self._check_health()
+                if not self._proven and self._clock() >= self._healthy_from:
+                    self._healthy()
             case StrayError(error=error):
                 self._warn(
                     "stray_error",

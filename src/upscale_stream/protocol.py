@@ -436,7 +436,7 @@ class ClientSession(RecoveryRules):
             get = tasks.get
             ended = self._events.append
             answered = 0  # tasks in flight that ended here: the wire count, once a frame
-            for index, result in enumerate(results):
+            for result in results:
                 task_uuid = result.task_uuid
                 task = get(task_uuid)
                 if (
@@ -452,6 +452,9 @@ class ClientSession(RecoveryRules):
                     )
                 ):  # not a plain sync result of a live task: the general path, from here on
                     self._on_wire -= answered
+                    # Where the general path takes over (found by identity: equal items may
+                    # repeat; rare, so the loop carries no index).
+                    index = next(i for i, item in enumerate(results) if item is result)
                     self._receive_json(text, now, index)
                     return
                 if task.state is _IN_FLIGHT:
