@@ -18,6 +18,7 @@ from upscale_stream.errors import InvalidTask
 from upscale_stream.inputs import (
     SUPPORTED_MIME,
     UUID_FORM,
+    EncodedImage,
     ImageSource,
     PreparedInput,
     decode_inline,
@@ -25,6 +26,7 @@ from upscale_stream.inputs import (
     needs_thread,
     prepare_input,
     sniff_mime,
+    wire_value,
 )
 
 UUID = "fd613011-3872-4f37-b4aa-0d343c051a27"
@@ -166,6 +168,29 @@ def test_a_path_and_a_string_naming_an_existing_file_are_read_and_encoded(tmp_pa
         prepared = prepare_input(source)
         assert prepared.kind == "data_uri"
         assert prepared.value == data_uri(raw, "image/jpeg")
+
+
+def test_wire_value_is_prepare_inputs_value_with_local_data_kept_as_base64_bytes(
+    tmp_path: Path,
+) -> None:
+    # What a task's payload is built from (upscale(), upscale_many): the same value, but a
+    # data URI made from local data stays as its base64 bytes, never a str of the image's size.
+    raw = image_bytes("PNG")
+    path = tmp_path / "photo.png"
+    path.write_bytes(raw)
+    image = noisy_image()
+    already = data_uri(raw, "image/png")
+    for source in (path, str(path), raw, bytearray(raw), image):
+        value = wire_value(source)
+        assert isinstance(value, EncodedImage), source
+        assert str(value) == prepare_input(source).value
+        if source is not image:
+            assert base64.b64decode(value.data, validate=True) == raw
+    for source in (UUID, "https://example.com/a.png", already, already.split(",", 1)[1]):
+        assert wire_value(source) == prepare_input(source).value  # text passes as text
+    with pytest.raises(InvalidTask) as caught:
+        wire_value(tmp_path / "nope.png")
+    assert caught.value.code == "inputImageNotFound"
 
 
 def test_a_missing_path_is_rejected_naming_the_path(tmp_path: Path) -> None:

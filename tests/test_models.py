@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import random
 import uuid
@@ -11,7 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from upscale_stream import b64
 from upscale_stream.errors import InvalidTask
+from upscale_stream.inputs import EncodedImage
 from upscale_stream.models import (
     CCSR,
     CLARITY,
@@ -214,6 +217,28 @@ def test_a_template_encodes_an_image_uuid_input_the_same_both_ways(
     expected = UpscaleTask(task_uuid=task_uuid, input_image=image, model=CLARITY, **options)
     assert template.encode_image_uuid(task_uuid, image) == expected.to_json()
     assert template.encode_image_uuid(task_uuid, image) == template.encode(task_uuid, image)
+
+
+@given(
+    st.binary(max_size=300),
+    st.sampled_from(["image/png", "image/jpeg", "image/webp"]),
+    st.sampled_from(["JPG", "PNG", "WEBP"]),
+    st.text(max_size=12),
+)
+def test_a_template_encodes_local_image_data_as_its_data_uri_would_be(
+    raw: bytes, mime: str, fmt: str, note: str
+) -> None:
+    """An EncodedImage (local data as its base64 bytes) is joined in without a str of the URI;
+    the payload must be byte for byte the one the URI as a str gives, and the model's."""
+    image = EncodedImage(mime, b64.encode(raw))
+    uri = str(image)
+    assert uri == f"data:{mime};base64,{base64.b64encode(raw).decode()}"
+    task_uuid = new_task_uuid()
+    options: dict[str, Any] = {"output_format": fmt, "settings": {"prompt": note}}
+    template = TaskTemplate(model=CLARITY, **options)
+    expected = UpscaleTask(task_uuid=task_uuid, input_image=uri, model=CLARITY, **options)
+    assert template.encode(task_uuid, image) == template.encode(task_uuid, uri)
+    assert template.encode(task_uuid, image) == expected.to_json()
 
 
 def test_a_template_validates_its_options_once_up_front() -> None:

@@ -349,7 +349,7 @@ class UpscaleClient:
         elif task_uuid is not None:
             fields["task_uuid"] = task_uuid
         return UpscaleTask(
-            input_image=await input_value(image), model=model, upscale_factor=factor, **fields
+            input_image=str(await input_value(image)), model=model, upscale_factor=factor, **fields
         )
 
     async def upscale_many(

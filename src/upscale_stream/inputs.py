@@ -34,6 +34,7 @@ from upscale_stream.errors import InvalidTask
 __all__ = [
     "SUPPORTED_MIME",
     "UUID_FORM",
+    "EncodedImage",
     "ImageSource",
     "PreparedInput",
     "Verify",
@@ -42,6 +43,7 @@ __all__ = [
     "needs_thread",
     "prepare_input",
     "sniff_mime",
+    "wire_value",
 ]
 
 Verify: TypeAlias = bool | Literal["full"]
@@ -97,6 +99,48 @@ class PreparedInput:
     size_bytes: int | None = None
     width: int | None = None
     height: int | None = None
+
+
+class EncodedImage:
+    """A data URI made from local image bytes, kept as its base64 bytes (:func:`wire_value`).
+
+    A task's payload is joined from these bytes in one copy
+    (:meth:`~upscale_stream.models.TaskTemplate.encode`); as a ``str`` the same URI would cost
+    three more copies of the image's size (bytes to ``str``, the URI's prefix, the JSON
+    string), each a fresh buffer the size of the image. ``str()`` gives the data URI.
+
+    Args:
+        mime: The image's MIME type (``image/png``, ``image/jpeg`` or ``image/webp``).
+        data: The standard base64 of the image (ASCII; nothing in it needs a JSON escape).
+    """
+
+    __slots__ = ("data", "head", "mime")
+
+    def __init__(self, mime: str, data: bytes) -> None:
+        self.mime = mime
+        self.data = data
+        self.head = f'"data:{mime};base64,'.encode()
+        """The JSON string's opening quote and the URI up to its payload."""
+
+    def __str__(self) -> str:
+        return f"data:{self.mime};base64,{self.data.decode('ascii')}"
+
+    def __repr__(self) -> str:
+        return f"EncodedImage({self.mime!r}, <{len(self.data)} base64 bytes>)"
+
+
+@dataclass(frozen=True, slots=True)
+class _Local:
+    """Local image data (a file, bytes, a Pillow image), checked: what becomes a data URI."""
+
+    raw: bytes
+    mime: str
+    width: int | None
+    height: int | None
+
+    def prepared(self) -> PreparedInput:
+        value = _encode(self.mime, self.raw)
+        return PreparedInput(value, "data_uri", self.mime, len(self.raw), self.width, self.height)
 
 
 def is_uuid(text: str) -> bool:
@@ -195,6 +239,27 @@ def prepare_input(
             ``unsupportedImageFormat``, ``corruptImage``, ``imageTooLarge``,
             ``inputImageNotFound``).
     """
+    found = _examine(source, verify, max_bytes)
+    return found if isinstance(found, PreparedInput) else found.prepared()
+
+
+def wire_value(
+    source: ImageSource, *, verify: Verify = True, max_bytes: int = 50 * 1024 * 1024
+) -> str | EncodedImage:
+    """``prepare_input(source).value``, as a task's payload takes it: a data URI made from local
+    data comes back as an :class:`EncodedImage` (its base64 bytes, not a ``str``).
+
+    Raises:
+        InvalidTask: as :func:`prepare_input`.
+    """
+    found = _examine(source, verify, max_bytes)
+    if isinstance(found, PreparedInput):
+        return found.value
+    return EncodedImage(found.mime, b64.encode(found.raw))
+
+
+def _examine(source: ImageSource, verify: Verify, max_bytes: int) -> PreparedInput | _Local:
+    """What :func:`prepare_input` found: a value to pass as is, or local data to encode."""
     if isinstance(source, Image.Image):
         return _from_pillow(source, max_bytes)
     if isinstance(source, bytes | bytearray | memoryview):
@@ -209,7 +274,7 @@ def prepare_input(
     )
 
 
-def _from_text(text: str, verify: Verify, max_bytes: int) -> PreparedInput:
+def _from_text(text: str, verify: Verify, max_bytes: int) -> PreparedInput | _Local:
     if is_uuid(text):
         return PreparedInput(text, "uuid")
     if scheme := _SCHEME_RE.match(text):
@@ -343,7 +408,7 @@ def _header_size(head: bytes) -> tuple[int | None, int | None]:
         return None, None
 
 
-def _from_path(path: Path, verify: Verify, max_bytes: int) -> PreparedInput:
+def _from_path(path: Path, verify: Verify, max_bytes: int) -> _Local:
     shown = str(path)
     try:
         if not path.is_file():
@@ -359,12 +424,12 @@ def _from_path(path: Path, verify: Verify, max_bytes: int) -> PreparedInput:
     return _from_bytes(raw, verify, max_bytes, shown)
 
 
-def _from_bytes(raw: bytes, verify: Verify, max_bytes: int, shown: str) -> PreparedInput:
+def _from_bytes(raw: bytes, verify: Verify, max_bytes: int, shown: str) -> _Local:
     mime, width, height = _inspect(raw, verify, max_bytes, shown)
-    return PreparedInput(_encode(mime, raw), "data_uri", mime, len(raw), width, height)
+    return _Local(raw, mime, width, height)
 
 
-def _from_pillow(image: Image.Image, max_bytes: int) -> PreparedInput:
+def _from_pillow(image: Image.Image, max_bytes: int) -> _Local:
     width, height = image.size
     shown = f"<PIL image {image.mode} {width}x{height}>"
     if width == 0 or height == 0:
@@ -382,7 +447,7 @@ def _from_pillow(image: Image.Image, max_bytes: int) -> PreparedInput:
     png = buffer.getvalue()
     if len(png) > max_bytes:
         raise _too_large(len(png), max_bytes, shown)
-    return PreparedInput(_encode(_PNG, png), "data_uri", _PNG, len(png), width, height)
+    return _Local(png, _PNG, width, height)
 
 
 def _inspect(

@@ -22,7 +22,7 @@ import msgspec
 
 from .connection import Connection
 from .errors import DuplicateTaskUUID, UpscaleError
-from .inputs import ImageSource, is_uuid, needs_thread, prepare_input
+from .inputs import EncodedImage, ImageSource, is_uuid, needs_thread, wire_value
 from .jobs import JobTask, input_key
 from .models import TaskTemplate, UpscaleResult, new_task_uuid
 
@@ -80,8 +80,10 @@ def image_uuid(image: object) -> str | None:
     return None
 
 
-async def input_value(image: ImageSource) -> str:
-    """The ``inputImage`` value for ``image``: checked and encoded, off the loop when costly.
+async def input_value(image: ImageSource) -> str | EncodedImage:
+    """The ``inputImage`` value for ``image``: checked and encoded, off the loop when costly
+    (local data as an :class:`~upscale_stream.inputs.EncodedImage`: ``str()`` of it is the
+    data URI).
 
     Raises:
         InvalidTask: the image is unusable.
@@ -97,7 +99,7 @@ async def input_value(image: ImageSource) -> str:
     return value
 
 
-def input_value_now(image: ImageSource) -> str | UpscaleError:
+def input_value_now(image: ImageSource) -> str | EncodedImage | UpscaleError:
     """Prepare ``image`` in the calling thread; the error is returned, not raised.
 
     An image UUID (the common case in bulk jobs that upload first) takes a fast path.
@@ -105,7 +107,7 @@ def input_value_now(image: ImageSource) -> str | UpscaleError:
     if (ready := image_uuid(image)) is not None:
         return ready
     try:
-        return prepare_input(image).value
+        return wire_value(image)
     except UpscaleError as exc:
         return exc
 
@@ -236,7 +238,7 @@ class Stream(Generic[S]):
         prepared = await asyncio.to_thread(self._prepare, image)
         self._submit(index, image, *prepared)
 
-    def _prepare(self, image: S) -> tuple[str | UpscaleError, JobTask | None]:
+    def _prepare(self, image: S) -> tuple[str | EncodedImage | UpscaleError, JobTask | None]:
         """The input value, and the job task when there is a job (its key hashes the bytes
         of inline inputs, so it is computed where the input is prepared)."""
         value = input_value_now(image)
@@ -251,7 +253,9 @@ class Stream(Generic[S]):
         job_id, digest = self._job
         return value, JobTask(job_id, key, digest)
 
-    def _submit(self, index: int, image: S, value: str | UpscaleError, job: JobTask | None) -> None:
+    def _submit(
+        self, index: int, image: S, value: str | EncodedImage | UpscaleError, job: JobTask | None
+    ) -> None:
         if isinstance(value, UpscaleError):
             self._ready.append(Outcome(index, image, None, error=value, attempts=0))
             self._wakeup()
