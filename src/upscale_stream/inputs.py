@@ -70,7 +70,7 @@ _HEX_TO_ZERO = bytes.maketrans(b"0123456789abcdefABCDEF", b"0" * 22)
 _UUID_SHAPE = b"00000000-0000-0000-0000-000000000000"
 _BASE64_RE = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
-_DATA_URI_RE = re.compile(r"data:image/(png|jpeg|jpg|webp);base64,(.*)", re.DOTALL)
+_DATA_URI_RE = re.compile(r"data:image/(png|jpeg|jpg|webp);base64,")  # then the payload
 _OTHER_IMAGE_URI_RE = re.compile(r"data:image/([a-z0-9.+-]{1,20});base64,")
 _DECLARED_MIME = {"png": _PNG, "jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp"}
 _FORMAT_OF_MIME = {mime: name for name, mime in SUPPORTED_MIME.items()}
@@ -252,20 +252,23 @@ def wire_value(
     Raises:
         InvalidTask: as :func:`prepare_input`.
     """
-    found = _examine(source, verify, max_bytes)
+    found = _examine(source, verify, max_bytes, details=False)
     if isinstance(found, PreparedInput):
         return found.value
     return EncodedImage(found.mime, b64.encode(found.raw))
 
 
-def _examine(source: ImageSource, verify: Verify, max_bytes: int) -> PreparedInput | _Local:
-    """What :func:`prepare_input` found: a value to pass as is, or local data to encode."""
+def _examine(
+    source: ImageSource, verify: Verify, max_bytes: int, details: bool = True
+) -> PreparedInput | _Local:
+    """What :func:`prepare_input` found: a value to pass as is, or local data to encode
+    (``details=False``: a data URI's dimensions are not read, for a payload's sake)."""
     if isinstance(source, Image.Image):
         return _from_pillow(source, max_bytes)
     if isinstance(source, bytes | bytearray | memoryview):
         return _from_bytes(bytes(source), verify, max_bytes, f"<{memoryview(source).nbytes} bytes>")
     if isinstance(source, str):
-        return _from_text(source, verify, max_bytes)
+        return _from_text(source, verify, max_bytes, details)
     if isinstance(source, os.PathLike):
         return _from_path(Path(os.fsdecode(source)), verify, max_bytes)
     raise _invalid(
@@ -274,14 +277,16 @@ def _examine(source: ImageSource, verify: Verify, max_bytes: int) -> PreparedInp
     )
 
 
-def _from_text(text: str, verify: Verify, max_bytes: int) -> PreparedInput | _Local:
+def _from_text(
+    text: str, verify: Verify, max_bytes: int, details: bool = True
+) -> PreparedInput | _Local:
     if is_uuid(text):
         return PreparedInput(text, "uuid")
     if scheme := _SCHEME_RE.match(text):
         return _from_url(text, scheme.group(1).lower())
     shown = _shorten(text)
     if text.startswith("data:"):
-        return _from_data_uri(text, verify, max_bytes, shown)
+        return _from_data_uri(text, verify, max_bytes, shown, details)
     if os.path.isfile(text):  # False, not an error, for names too long or with NUL bytes
         return _from_path(Path(text), verify, max_bytes)
     raw = _decode_base64(text) if _looks_like_base64(text) else None
@@ -368,35 +373,48 @@ def _decode_inline(text: str, max_bytes: int) -> tuple[bytes, str]:
 
 def _split_inline(text: str, shown: str) -> tuple[str, str | None]:
     """The base64 payload of an inline value and the MIME type its data URI declares."""
+    start, declared = _inline_start(text, shown)
+    return (text[start:] if start else text), declared
+
+
+def _inline_start(text: str, shown: str) -> tuple[int, str | None]:
+    """Where the base64 payload of an inline value starts (0 for bare base64) and the MIME
+    type its data URI declares: the payload itself is not copied (megabytes, once per task)."""
     if text[:5].lower() != "data:":
-        return text, None
-    match = _DATA_URI_RE.fullmatch(text)
+        return 0, None
+    match = _DATA_URI_RE.match(text)
     if match is None:
         other = _OTHER_IMAGE_URI_RE.match(text)
         if other is not None:  # a well-formed data URI of a format the API does not take
             raise _unsupported(f"the data URI declares image/{other.group(1)}", shown)
         reason = "a data URI must look like data:image/<png|jpeg|jpg|webp>;base64,<payload>"
         raise _invalid(reason, shown)
-    return match.group(2), _DECLARED_MIME[match.group(1)]
+    return match.end(), _DECLARED_MIME[match.group(1)]
 
 
-def _from_data_uri(text: str, verify: Verify, max_bytes: int, shown: str) -> PreparedInput:
-    payload, declared = _split_inline(text, shown)
-    if (estimate := len(payload) * 3 // 4) > max_bytes:  # refuse before decoding
+def _from_data_uri(
+    text: str, verify: Verify, max_bytes: int, shown: str, details: bool = True
+) -> PreparedInput:
+    start, declared = _inline_start(text, shown)
+    length = len(text) - start  # the payload's, read in place: no copy of it
+    if (estimate := length * 3 // 4) > max_bytes:  # refuse before decoding
         raise _too_large(estimate, max_bytes, shown)
     # Text the caller already encoded is checked by its head (format and declared MIME), not
     # decoded whole: that would cost more than sending it. Local files, bytes and PIL images
     # are the ones decoded fully (``verify``).
-    raw = _decode_base64(payload[:_HEAD_CHARS] if len(payload) > _HEAD_CHARS else payload)
+    raw = _decode_base64(text[start : start + _HEAD_CHARS])
     if raw is None:
         raise _invalid("the data URI payload is not valid base64 (no spaces or line breaks)", shown)
-    if len(payload) <= _HEAD_CHARS:
+    if length <= _HEAD_CHARS:
         mime, width, height = _inspect(raw, verify, max_bytes, shown, declared)
     else:
         mime, _, _ = _inspect(raw, False, max_bytes, shown, declared)
-        width, height = _header_size(raw)
-    size = len(payload) * 3 // 4 - (len(payload) - len(payload.rstrip("=")))
-    return PreparedInput(text, "data_uri", mime, size, width, height)
+        # The dimensions are for PreparedInput's reader; a task's payload needs none.
+        width, height = _header_size(raw) if details else (None, None)
+    padding = 0
+    while padding < length and text[-1 - padding] == "=":
+        padding += 1
+    return PreparedInput(text, "data_uri", mime, length * 3 // 4 - padding, width, height)
 
 
 def _header_size(head: bytes) -> tuple[int | None, int | None]:
