@@ -59,6 +59,11 @@ Rules that keep every task resolved exactly once and never run twice:
 * An unexpected exception inside the core moves it to :attr:`Phase.ERROR` (h11's rule): every
   later call raises :class:`~upscale_stream.errors.InternalError`, so nobody feeds a
   half-updated core again. The shell fails every pending task with that one error.
+
+Two mixins keep the one state machine readable: :mod:`upscale_stream.receiving` holds the
+general receive path (frames other than a plain array of results, which
+:meth:`ClientSession.receive_text` reads itself), :mod:`upscale_stream.recovery` the rules for
+errors, resends and earlier runs of a job.
 """
 
 from __future__ import annotations
@@ -66,18 +71,14 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 import orjson
 
 from . import wire
 from .config import Heartbeat, Limits, Polling, Retry, TaskRetry
 from .errors import (
-    AUTH_ERROR_CODES,
-    AuthenticationError,
     DuplicateTaskUUID,
     InternalError,
-    InvalidResult,
     UpscaleError,
     UpscaleTimeout,
 )
@@ -98,11 +99,12 @@ from .events import (
     TaskRetrying,
 )
 from .jobs import JobTask
-from .models import ErrorItem, new_task_uuid
+from .models import new_task_uuid
 from .policy import backoff
+from .receiving import ReceiveRules
 from .records import Deadlines, Phase, Schedule, SessionSettings, TaskRecord, TaskState
-from .recovery import POLL_TYPES, RecoveryRules, task_error
-from .results import decode_plain_frame, decode_result
+from .recovery import RecoveryRules
+from .results import decode_plain_frame
 
 __all__ = [
     "AuthRejected",
@@ -129,7 +131,7 @@ __all__ = [
 # -- the session -------------------------------------------------------------------------------
 
 
-class ClientSession(RecoveryRules):
+class ClientSession(ReceiveRules, RecoveryRules):
     """One logical Runware session across any number of sockets.
 
     Args:
@@ -472,37 +474,6 @@ class ClientSession(RecoveryRules):
         except BaseException as exc:
             raise self._broken(exc) from exc
 
-    def _receive_json(self, text: str | bytes, now: float, start: int) -> None:
-        """Read a frame as JSON, its ``data`` items from ``start`` on (the general path)."""
-        try:
-            message = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            self._events.append(MalformedMessage("not JSON", _sample(text)))
-            return
-        if start:  # decode_plain_frame read it: a {"data": [...]} frame and nothing else
-            for item in message["data"][start:]:
-                self._receive_item(item, now)
-            return
-        if not isinstance(message, dict):
-            self._events.append(MalformedMessage("not a JSON object", _sample(text)))
-            return
-        handled = False
-        errors = message.get("errors")
-        if isinstance(errors, list):
-            handled = True
-            for item in errors:
-                self._receive_error(item, now)
-        elif "error" in message:
-            handled = True
-            self._receive_legacy_error(message)
-        data = message.get("data")
-        if isinstance(data, list):
-            handled = True
-            for item in data:
-                self._receive_item(item, now)
-        if not handled:
-            self._events.append(MalformedMessage("no data or errors array", _sample(text)))
-
     def handle_timer(self, now: float) -> None:
         """Act on every deadline that has passed. Then read events and output.
 
@@ -809,196 +780,9 @@ class ClientSession(RecoveryRules):
         self._forget(task)
         self._events.append(TaskFailed(task.key, error, task.attempts, task.submitted))
 
-    def _lookup(self, task_uuid: Any) -> TaskRecord | None:
-        """The live task whose *current* taskUUID this is (a stale attempt's is not)."""
-        if not isinstance(task_uuid, str):
-            return None
-        task = self._tasks.get(task_uuid)
-        if task is not None:
-            return task if task.uuid is task_uuid or task.uuid == task_uuid else None
-        return self._renamed.get(task_uuid) if self._renamed else None
-
-    def _authenticated(self, session_id: str) -> None:
-        resumed = session_id == self.session_id
-        if self.session_id is not None and not resumed:
-            # A new session: the server may have lost everything (a restart), polled tasks
-            # included. Resend those too, under the same taskUUID; a server that still knows
-            # one answers conflictTaskUUID and polling resumes (protocol.md section 2).
-            for task in self._tasks.values():
-                if task.state is TaskState.ACKNOWLEDGED or task.state is TaskState.RECOVERING:
-                    if task.poll_at:
-                        self._polls.discard(task.key, task.poll_at)
-                        task.poll_at = 0.0
-                    task.state = TaskState.AWAITING_REPLAY
-        self.session_id = session_id
-        self.phase = Phase.OPEN
-        self._auth_deadline = None
-        self.deadline_version += 1  # the heartbeat's deadline begins: it may be the earlier
-        self._events.append(Authenticated(session_id, resumed))
-        if any(t.state is TaskState.AWAITING_REPLAY for t in self._tasks.values()):
-            if resumed:
-                self._replay_deadline = self._last_received + self.retry.resume_grace
-            else:
-                self._requeue_awaiting()
-        for task in self._tasks.values():  # go on polling right away on the new socket
-            if task.poll_at:
-                self._schedule_poll(task, self._last_received)
-
-    def _receive_item(self, item: Any, now: float) -> None:
-        if type(item) is not dict:
-            self._events.append(MalformedMessage("data item is not an object", _sample(item)))
-            return
-        task_uuid = item.get("taskUUID")
-        task = self._tasks.get(task_uuid) if type(task_uuid) is str else None
-        if task is not None:
-            if task.uuid is not task_uuid and task.uuid != task_uuid:
-                task = None  # an answer to an earlier attempt of a retried task
-        elif self._renamed:
-            task = self._lookup(task_uuid)
-        if task is None:
-            self._receive_session_item(item, task_uuid, now)
-            return
-        if task.details and item.get("taskType") == wire.GET_TASK_DETAILS:
-            self._receive_details(task, item, now)
-            return
-        status = item.get("status")
-        if status == "error":
-            # The server's record of this taskUUID says it failed: known not delivered, so a
-            # retry may take a new taskUUID even if this one was sent twice.
-            nested = item.get("error")
-            error = ErrorItem.from_wire(nested if isinstance(nested, dict) else {})
-            self._retry_or_fail(task, task_error(error, task.uuid), now, known_failed=True)
-        elif (
-            item.get("imageURL")
-            or item.get("imageBase64Data")
-            or item.get("imageDataURI")
-            or item.get("mediaURL")
-        ):  # a finished output (protocol.md section 5.3); checked once per task
-            if task.state is not _IN_FLIGHT:
-                self._count_late_result(task)
-            try:
-                result = decode_result(item)
-            except Exception as exc:  # a result we cannot read fails its task only
-                message = f"task {task.key}: unreadable result: {exc}"
-                self._fail(task, InvalidResult(message, task_uuid=task.key))
-            else:
-                self._forget(task)
-                self._events.append(TaskResult(task.key, result, task.submitted))
-        elif status == "success":
-            # "success" with no image is not a result: the caller would only find out at
-            # save() time. It fails its task now.
-            self._fail(
-                task,
-                InvalidResult(
-                    f"task {task.uuid}: the server said success but sent no image "
-                    "(no imageURL, imageBase64Data, imageDataURI or mediaURL)",
-                    task_uuid=task.uuid,
-                ),
-            )
-        elif task.state is TaskState.IN_FLIGHT and task.is_async:
-            self._on_wire -= 1
-            task.state = TaskState.ACKNOWLEDGED
-            task.poll_delay = self.polling.initial
-            self._schedule_poll(task, now + self.polling.initial)
-            self._events.append(TaskAccepted(task.key))
-        # Otherwise a progress item (status processing) or an ACK for a sync task: the
-        # scheduled poll, or the server's push, will bring the result.
-
-    def _count_late_result(self, task: TaskRecord) -> None:
-        """For ``client.stats()``: a result that came by polling, or as a resumed replay."""
-        state = task.state
-        if state is TaskState.ACKNOWLEDGED or state is TaskState.RECOVERING:
-            self.fetched_count += 1
-        elif state is TaskState.AWAITING_REPLAY:
-            self.replayed_count += 1
-
-    def _receive_session_item(self, item: dict[str, Any], task_uuid: Any, now: float) -> None:
-        task_type = item.get("taskType")
-        if task_type == wire.PING and item.get("pong"):
-            # Only a pong answers a ping: other traffic moves the idle deadline, but the pong
-            # keeps its own (aiohttp's rule), so a server that stopped answering is found.
-            sent, self._ping_sent_at = self._ping_sent_at, None
-            self._events.append(Pong(now - sent if sent is not None else 0.0))
-        elif task_type == wire.AUTH or (
-            task_uuid is None and isinstance(item.get("connectionSessionUUID"), str)
-        ):
-            session_id = item.get("connectionSessionUUID")
-            if self.phase is Phase.AUTHENTICATING and isinstance(session_id, str) and session_id:
-                self._authenticated(session_id)
-        elif isinstance(task_uuid, str):
-            self._events.append(Discarded(task_uuid, "no live task with this taskUUID"))
-        else:
-            self._events.append(MalformedMessage("data item without taskUUID", _sample(item)))
-
-    def _receive_error(self, raw: Any, now: float) -> None:
-        if not isinstance(raw, dict):
-            self._events.append(MalformedMessage("error item is not an object", _sample(raw)))
-            return
-        error = ErrorItem.from_wire(raw)
-        task = self._lookup(error.task_uuid) if error.task_uuid else None
-        if task is None:
-            if error.task_uuid is None and (
-                error.code in AUTH_ERROR_CODES or error.task_type == wire.AUTH
-            ):
-                self._reject(error)
-            elif error.task_uuid is not None:
-                self._events.append(Discarded(error.task_uuid, f"late error {error.code}"))
-            else:
-                self._events.append(StrayError(error))
-            return
-        if error.code == "conflictTaskUUID" and (task.resent or task.job is not None):
-            # The server already has this task (protocol.md section 2): fetch, never rerun.
-            # Resent by us: getResponse, as before. Sent once, with a job id: an earlier
-            # process of the same job sent it; a sync task's result is only in
-            # getTaskDetails (section 6), which also echoes what was sent, to be checked.
-            self._recover(task, now, details=not task.resent and not task.is_async)
-            return
-        if error.task_type in POLL_TYPES and (
-            task.state is TaskState.RECOVERING or task.state is TaskState.ACKNOWLEDGED
-        ):
-            self._poll_failed(task, task_error(error, task.uuid), now)
-            return
-        self._retry_or_fail(task, task_error(error, task.uuid), now)
-
-    def _receive_legacy_error(self, message: dict[str, Any]) -> None:
-        # {"error": true, "errorId": 19, "errorMessage": ...} (older docs), or a singular
-        # {"error": {...}} object; both only matter for authentication (protocol.md section 2).
-        body = message.get("error")
-        raw = body if isinstance(body, dict) else message
-        error = ErrorItem.from_wire(raw)
-        if message.get("errorId") == 19 and error.code == "unknownError":
-            error = error.model_copy(update={"code": "invalidApiKey"})
-        if self.phase is Phase.AUTHENTICATING or error.code in AUTH_ERROR_CODES:
-            self._reject(error)
-        else:
-            task = self._lookup(error.task_uuid) if error.task_uuid else None
-            if task is not None:
-                self._fail(task, task_error(error, task.uuid))
-            else:
-                self._events.append(StrayError(error))
-
-    def _reject(self, error: ErrorItem) -> None:
-        self._auth_deadline = None
-        code = error.code if error.code != "unknownError" else "authenticationFailed"
-        self._events.append(
-            AuthRejected(
-                AuthenticationError(
-                    code,
-                    error.message or "the server rejected the API key",
-                    parameter="apiKey",
-                    task_type=wire.AUTH,
-                )
-            )
-        )
-
 
 # Module constants: an enum attribute lookup costs ~90 ns, too much per task.
 _IN_FLIGHT = TaskState.IN_FLIGHT
 _ENDED = TaskState.ENDED
 _CLOSED = Phase.CLOSED
 _ERROR = Phase.ERROR
-
-
-def _sample(value: Any, limit: int = 120) -> str:
-    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-    return text[:limit]

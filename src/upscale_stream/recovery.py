@@ -20,7 +20,7 @@ Why none of this can run a task twice is written down in docs/jobs.md and in the
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -49,14 +49,13 @@ class RecoveryRules:
     _events: list[Event]
     _on_wire: int
 
-    def _fail(self, task: TaskRecord, error: UpscaleError) -> None:
-        raise NotImplementedError  # ClientSession's
+    if TYPE_CHECKING:  # ClientSession's and ReceiveRules' (no stubs: they would shadow them)
 
-    def _schedule_poll(self, task: TaskRecord, when: float) -> None:
-        raise NotImplementedError  # ClientSession's
+        def _fail(self, task: TaskRecord, error: UpscaleError) -> None: ...
 
-    def _receive_item(self, item: Any, now: float) -> None:
-        raise NotImplementedError  # ClientSession's
+        def _schedule_poll(self, task: TaskRecord, when: float) -> None: ...
+
+        def _receive_item(self, item: Any, now: float) -> None: ...
 
     def _recover(self, task: TaskRecord, now: float, *, details: bool) -> None:
         if task.state is TaskState.IN_FLIGHT:
