@@ -18,7 +18,6 @@ one C call; anything else comes here from where the usual reading stopped:
 
 from __future__ import annotations
 
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -30,7 +29,6 @@ from .events import (
     Authenticated,
     AuthRejected,
     Discarded,
-    Event,
     MalformedMessage,
     Pong,
     StrayError,
@@ -38,29 +36,22 @@ from .events import (
     TaskResult,
 )
 from .models import ErrorItem
-from .records import Phase, Schedule, TaskRecord, TaskState
-from .recovery import POLL_TYPES, task_error
+from .records import Phase, TaskRecord, TaskState
+from .recovery import POLL_TYPES, CoreState, task_error
 from .results import decode_result
 
 __all__ = ["ReceiveRules"]
 
 
-class ReceiveRules:
+class ReceiveRules(CoreState):
     """The general receive path of the core; mixed into ``ClientSession``, which owns the
     state."""
 
-    # State owned by ClientSession (declared here for the type checker).
+    # More of ClientSession's state (declared here for the type checker).
     phase: Phase
     session_id: str | None
-    deadline_version: int
     fetched_count: int
     replayed_count: int
-    _tasks: dict[str, TaskRecord]
-    _renamed: dict[str, TaskRecord]
-    _queue: deque[TaskRecord]
-    _polls: Schedule
-    _events: list[Event]
-    _on_wire: int
     _auth_deadline: float | None
     _replay_deadline: float | None
     _last_received: float

@@ -32,13 +32,14 @@ from .models import ErrorItem
 from .policy import is_not_found, is_rate_limit, is_retryable_code, task_retry_delay
 from .records import Schedule, SessionSettings, TaskRecord, TaskState
 
-__all__ = ["POLL_TYPES", "RecoveryRules", "first_difference", "task_error"]
+__all__ = ["POLL_TYPES", "CoreState", "RecoveryRules", "first_difference", "task_error"]
 
 
-class RecoveryRules:
-    """The recovery half of the core; mixed into ``ClientSession``, which owns the state."""
+class CoreState:
+    """The state ``ClientSession`` owns that its mixins (:class:`RecoveryRules`,
+    :class:`~upscale_stream.receiving.ReceiveRules`) share: declared for the type checker,
+    set by ``ClientSession.__init__``."""
 
-    # State owned by ClientSession (declared here for the type checker).
     _settings: SessionSettings
     deadline_version: int
     _tasks: dict[str, TaskRecord]
@@ -48,6 +49,10 @@ class RecoveryRules:
     _retries: Schedule
     _events: list[Event]
     _on_wire: int
+
+
+class RecoveryRules(CoreState):
+    """The recovery half of the core; mixed into ``ClientSession``, which owns the state."""
 
     if TYPE_CHECKING:  # ClientSession's and ReceiveRules' (no stubs: they would shadow them)
 
