@@ -112,8 +112,9 @@ def frame_slices(
 def join_frame(encoded_items: Sequence[bytes]) -> bytes:
     """Join items that are already JSON-encoded into one array frame, without re-encoding.
 
-    One copy of the items (``b"[" + ... + b"]"`` made two more, each a fresh buffer the size of
-    the frame: megabytes a task with images inline); a one-item join is the item itself.
+    A frame of one task is one copy of it (a one-item join is the item itself), of several two
+    (the commas, then the brackets); ``b"[" + ... + b"]"`` made two more, each a fresh buffer
+    the size of the frame: megabytes a task with images inline.
     """
     return b"".join((b"[", b",".join(encoded_items), b"]"))
 
@@ -133,4 +134,4 @@ def encoded_frame(key: str, encoded_items: Sequence[bytes]) -> bytes:
 
     The reference server encodes each answer once, when it is ready, and joins them here.
     """
-    return b"".join((b'{"', key.encode(), b'":[', b",".join(encoded_items), b"]}"))  # one copy
+    return b"".join((b'{"', key.encode(), b'":[', b",".join(encoded_items), b"]}"))  # not "+"s
