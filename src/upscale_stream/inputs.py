@@ -138,8 +138,11 @@ class _Local:
     width: int | None
     height: int | None
 
+    def encoded(self) -> EncodedImage:
+        return EncodedImage(self.mime, b64.encode(self.raw))
+
     def prepared(self) -> PreparedInput:
-        value = _encode(self.mime, self.raw)
+        value = str(self.encoded())  # the data URI: EncodedImage is the one place that spells it
         return PreparedInput(value, "data_uri", self.mime, len(self.raw), self.width, self.height)
 
 
@@ -255,7 +258,7 @@ def wire_value(
     found = _examine(source, verify, max_bytes, details=False)
     if isinstance(found, PreparedInput):
         return found.value
-    return EncodedImage(found.mime, b64.encode(found.raw))
+    return found.encoded()
 
 
 def _examine(
@@ -597,11 +600,6 @@ def _webp_incomplete(raw: bytes) -> str | None:
             return f"a chunk needs {pos - end} bytes more than the RIFF size holds"
         pos += length & 1  # chunks are padded to an even length
     return None if pos >= end else "it ends inside a chunk header"
-
-
-def _encode(mime: str, raw: bytes) -> str:
-    # base64 bytes (the fastest codec present), then one copy into the str we send.
-    return f"data:{mime};base64,{b64.encode(raw).decode('ascii')}"
 
 
 def _looks_like_base64(text: str) -> bool:

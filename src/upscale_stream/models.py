@@ -455,28 +455,13 @@ class TaskTemplate:
         local data (:class:`~upscale_stream.inputs.EncodedImage`) is joined from its base64
         bytes, the same bytes as its ``str`` would give, one copy of the image's size in all.
         """
-        # One join: chained "+" would copy a multi-megabyte data URI once per step.
+        value: tuple[bytes, ...]
         if type(input_image) is EncodedImage:
-            return b"".join(
-                (
-                    self._PREFIX,
-                    task_uuid.encode(),
-                    self._MIDDLE,
-                    input_image.head,
-                    input_image.data,
-                    b'"',  # base64 needs no JSON escape
-                    self._suffix,
-                )
-            )
-        return b"".join(
-            (
-                self._PREFIX,
-                task_uuid.encode(),
-                self._MIDDLE,
-                orjson.dumps(input_image),
-                self._suffix,
-            )
-        )
+            value = (input_image.head, input_image.data, b'"')  # base64 needs no JSON escape
+        else:
+            value = (orjson.dumps(input_image),)
+        # One join: chained "+" would copy a multi-megabyte data URI once per step.
+        return b"".join((self._PREFIX, task_uuid.encode(), self._MIDDLE, *value, self._suffix))
 
     def encode_image_uuid(self, task_uuid: str, image_uuid: str) -> bytes:
         """:meth:`encode` for an image UUID input (one :func:`~upscale_stream.inputs.is_uuid`
